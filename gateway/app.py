@@ -1,0 +1,124 @@
+"""The gateway: one origin for the page and every service's API, so the browser needs no CORS.
+
+Run with `uvicorn gateway.app:app --port 8000`. Tests build their own app with `build_app`,
+handing it a client factory (short timeouts, another transport) and overriding `get_settings`.
+"""
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import FileResponse
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from gateway.proxy import METHODS, PREFIXES, forward, make_client
+from services.core.app import create_app
+from services.core.errors import AppError
+from services.core.settings import PROJECT_ROOT, Settings, get_settings
+
+FRONTEND_DIR = PROJECT_ROOT / "frontend"
+HLS_JS = Path("node_modules/hls.js/dist/hls.min.js")
+# Fixed here because the host's mime.types decides otherwise and differs between machines.
+MEDIA_TYPES = {".js": "application/javascript", ".css": "text/css", ".html": "text/html"}
+
+ClientFactory = Callable[[], httpx.AsyncClient]
+
+
+class VendorMissing(AppError):
+    """A third-party asset installed by `make install` (npm) is not on disk."""
+
+    code, status = "vendor_missing", 503
+
+
+def get_http(request: Request) -> httpx.AsyncClient:
+    """The pooled client the lifespan opened."""
+    client: httpx.AsyncClient = request.app.state.http
+    return client
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+HttpDep = Annotated[httpx.AsyncClient, Depends(get_http)]
+
+
+class FrontendFiles(StaticFiles):
+    """StaticFiles (traversal-safe, ETag/304, ranges) with Content-Types fixed across hosts."""
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        """The file's response, its Content-Type taken from MEDIA_TYPES when listed."""
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        media_type = MEDIA_TYPES.get(Path(full_path).suffix)
+        if media_type and response.status_code != 304:
+            response.headers["content-type"] = media_type
+        return response
+
+
+def _proxy_endpoint(service: str) -> Callable[..., object]:
+    async def proxy(request: Request, settings: SettingsDep, http: HttpDep) -> Response:
+        return await forward(request, http, service=service, base_url=settings.service_url(service))
+
+    proxy.__name__ = f"proxy_{service}"
+    return proxy
+
+
+def proxy_router() -> APIRouter:
+    """Every method on every service prefix, forwarded unchanged; kept out of /docs."""
+    router = APIRouter(include_in_schema=False)
+    for prefix, service in PREFIXES:
+        endpoint = _proxy_endpoint(service)
+        for path in (prefix, prefix + "/{rest:path}"):
+            router.add_api_route(path, endpoint, methods=METHODS, include_in_schema=False)
+    return router
+
+
+def page_router(frontend_dir: Path) -> APIRouter:
+    """`/` (the page) and `/vendor/hls.min.js` (from node_modules, never copied into the repo)."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/")
+    async def index() -> FileResponse:
+        return FileResponse(frontend_dir / "index.html", media_type=MEDIA_TYPES[".html"])
+
+    @router.get("/vendor/hls.min.js")
+    async def hls_js() -> FileResponse:
+        path = frontend_dir / HLS_JS
+        if not path.is_file():
+            raise VendorMissing(f"{path} is missing: run `make install` (npm install in frontend/)")
+        return FileResponse(path, media_type=MEDIA_TYPES[".js"])
+
+    return router
+
+
+def build_app(
+    *, frontend_dir: Path = FRONTEND_DIR, client_factory: ClientFactory = make_client
+) -> FastAPI:
+    """The gateway app; its lifespan opens one pooled client from `client_factory`."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with client_factory() as client:
+            app.state.http = client
+            yield
+
+    app = create_app(
+        "gateway",
+        [page_router(frontend_dir), proxy_router()],
+        lifespan=lifespan,
+        description="The page, and every service's API under its own path prefix.",
+    )
+    app.mount("/static", FrontendFiles(directory=frontend_dir), name="static")
+    return app
+
+
+app = build_app()

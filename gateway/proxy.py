@@ -1,0 +1,168 @@
+"""Reverse proxy: one incoming request becomes the same method, path, query and body on a service.
+
+Bodies stream both ways (an upload chunk can be 64 MiB, an original or a segment larger still),
+so nothing here reads a body into memory. httpx's transport errors become the catalogue's
+`UpstreamError` (502) and `UpstreamTimeout` (504) in `send_upstream` and nowhere else.
+"""
+
+from collections.abc import Iterable
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+import httpx
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from services.core.errors import UpstreamError, UpstreamTimeout
+
+# Path prefix -> service name; a prefix matches itself and everything below it.
+PREFIXES: tuple[tuple[str, str], ...] = (
+    ("/upload", "upload"),
+    ("/api/speedtest", "upload"),
+    ("/transcode", "transcoding"),
+    ("/videos", "metadata"),
+    ("/stream", "streaming"),
+    ("/admin", "admin"),
+)
+METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+
+# RFC 9110 7.6.1: these describe one connection, not the message, so they never cross the proxy.
+# `host` is rewritten by httpx for the upstream; the client's host travels as X-Forwarded-Host.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"}
+)
+
+# The gateway's own server writes these on every response; relaying the upstream's too would
+# send each of them twice.
+SERVER_OWNED = frozenset({b"date", b"server"})
+
+# The read timeout is per socket read, but a service may legitimately say nothing for minutes:
+# `complete` assembles and hashes a multi-GiB original before it answers.
+DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
+# One gateway fronts every browser tab; a few hundred concurrent streams per service is plenty.
+DEFAULT_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+def make_client(
+    *,
+    timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The gateway's one pooled client; tests pass a short timeout or their own transport."""
+    return httpx.AsyncClient(
+        timeout=timeout,
+        limits=DEFAULT_LIMITS,
+        transport=transport,
+        # Services live on a private network: an HTTP(S)_PROXY meant for the outside must not
+        # capture them.
+        trust_env=False,
+        # The client is shared by every user, so it must not keep anyone's Set-Cookie.
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+    )
+
+
+def _strip_hop_by_hop(raw: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
+    """Drop hop-by-hop headers, including any the Connection header names."""
+    headers = list(raw)
+    named = {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == b"connection"
+        for token in value.split(b",")
+    }
+    return [
+        (name, value)
+        for name, value in headers
+        if name.lower().decode("latin-1") not in HOP_BY_HOP
+        and not name.lower().startswith(b"proxy-")
+        and name.lower() not in named
+    ]
+
+
+def upstream_headers(request: Request) -> RawHeaders:
+    """The client's headers minus hop-by-hop ones, plus the X-Forwarded-* trio."""
+    # Replaced, not duplicated: the For chain is carried over below, and Proto/Host are what
+    # this hop saw (uvicorn's --proxy-headers already folds a trusted outer proxy into them).
+    forwarded = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
+    headers = [
+        (k, v) for k, v in _strip_hop_by_hop(request.headers.raw) if k.lower() not in forwarded
+    ]
+    client_ip = request.client.host if request.client else "unknown"
+    earlier = request.headers.get("x-forwarded-for")
+    forwarded_for = f"{earlier}, {client_ip}" if earlier else client_ip
+    headers += [
+        (b"x-forwarded-for", forwarded_for.encode("latin-1")),
+        (b"x-forwarded-proto", request.url.scheme.encode("latin-1")),
+        (b"x-forwarded-host", request.headers.get("host", "").encode("latin-1")),
+    ]
+    return headers
+
+
+def upstream_url(base_url: str, request: Request) -> httpx.URL:
+    """`base_url` + the request's path and query exactly as the client encoded them."""
+    # raw_path keeps percent-escapes (`%2F`) that the decoded `request.url.path` would lose.
+    raw_path: bytes = request.scope.get("raw_path") or request.url.path.encode("utf-8")
+    query: bytes = request.scope.get("query_string", b"")
+    base = httpx.URL(base_url)
+    target = base.raw_path.rstrip(b"/") + raw_path + (b"?" + query if query else b"")
+    return base.copy_with(raw_path=target)
+
+
+def build_upstream_request(request: Request, base_url: str) -> httpx.Request:
+    """The outgoing request, its body streamed from the incoming one as it arrives."""
+    headers = upstream_headers(request)
+    has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
+    return httpx.Request(
+        request.method,
+        upstream_url(base_url, request),
+        headers=headers,
+        # A forwarded Content-Length makes httpx send that length, not chunked encoding.
+        content=request.stream() if has_body else None,
+    )
+
+
+async def send_upstream(
+    client: httpx.AsyncClient, upstream: httpx.Request, *, service: str, base_url: str
+) -> httpx.Response:
+    """Send and return the response with its body unread; the catalogue's errors on failure."""
+    try:
+        return await client.send(upstream, stream=True)
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(
+            f"the {service} service at {base_url} did not answer in time: {_describe(exc)}"
+        ) from exc
+    except httpx.TransportError as exc:
+        raise UpstreamError(
+            f"the {service} service at {base_url} is not reachable: {_describe(exc)}"
+        ) from exc
+
+
+def _describe(exc: Exception) -> str:
+    # Some httpx errors (ReadTimeout, ...) carry an empty message; the class name still says why.
+    return str(exc) or type(exc).__name__
+
+
+def relay_response(upstream: httpx.Response) -> StreamingResponse:
+    """Stream the upstream's raw (still encoded) bytes with its status and end-to-end headers."""
+    response = StreamingResponse(
+        upstream.aiter_raw(),
+        status_code=upstream.status_code,
+        # The connection goes back to the pool only once the body has been relayed.
+        background=BackgroundTask(upstream.aclose),
+    )
+    # Assigned raw so repeated headers (Set-Cookie, Vary, ...) survive intact.
+    # ASGI wants lower-case names; httpx keeps the upstream's spelling.
+    headers = [(k.lower(), v) for k, v in _strip_hop_by_hop(upstream.headers.raw)]
+    response.raw_headers = [(k, v) for k, v in headers if k not in SERVER_OWNED]
+    return response
+
+
+async def forward(
+    request: Request, client: httpx.AsyncClient, *, service: str, base_url: str
+) -> StreamingResponse:
+    """Proxy `request` to `service` at `base_url` and relay its answer."""
+    upstream = build_upstream_request(request, base_url)
+    response = await send_upstream(client, upstream, service=service, base_url=base_url)
+    return relay_response(response)

@@ -1,0 +1,143 @@
+"""Operator endpoints: system status, every video, stop/resume/delete."""
+
+import asyncio
+from collections import Counter
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from services.admin.health import ServiceHealth, services_health
+from services.core import jobs
+from services.core.db import session_scope
+from services.core.deps import SessionDep, SettingsDep, StorageDep
+from services.core.models import Job, Video
+from services.core.schemas import Deleted, Resumed, TranscodeStatus, VideoOut
+from services.core.videos import delete_everywhere, get_video, list_videos
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+class Disk(BaseModel):
+    total: int
+    used: int
+    free: int
+
+
+class SystemStatus(BaseModel):
+    services: dict[str, ServiceHealth]
+    disk: Disk
+    queue_depth: int = Field(description="Jobs waiting for a worker")
+    running_jobs: list[TranscodeStatus]
+    videos_by_status: dict[str, int]
+
+
+class AdminVideo(VideoOut):
+    job: TranscodeStatus | None = None
+
+
+class VideoFiles(BaseModel):
+    original_bytes: int | None
+    renditions: dict[str, int] = Field(description="Segments on disk per rung")
+    master_playlist: bool
+
+
+class VideoStatus(BaseModel):
+    video: VideoOut
+    job: TranscodeStatus | None
+    files: VideoFiles
+
+
+@router.post("/resume_all", response_model=Resumed)
+def resume_all(session: SessionDep) -> Resumed:
+    """Re-queue every stopped or failed job."""
+    return Resumed(resumed=jobs.resume_all(session))
+
+
+@router.get("/status", response_model=SystemStatus)
+async def status(settings: SettingsDep, storage: StorageDep) -> SystemStatus:
+    """Services' health, disk space, queue depth and running jobs."""
+    health, (depth, running, counts) = await asyncio.gather(
+        services_health(settings), asyncio.to_thread(_job_overview, settings)
+    )
+    usage = storage.disk_usage()
+    return SystemStatus(
+        services=health,
+        disk=Disk(total=usage.total, used=usage.used, free=usage.free),
+        queue_depth=depth,
+        running_jobs=running,
+        videos_by_status=counts,
+    )
+
+
+def _job_overview(settings: SettingsDep) -> tuple[int, list[TranscodeStatus], dict[str, int]]:
+    with session_scope(settings) as session:
+        running = [TranscodeStatus.of(j) for j in jobs.running(session)]
+        counts = Counter(session.scalars(select(Video.status)).all())
+        return jobs.queue_depth(session), running, dict(counts)
+
+
+@router.get("/videos", response_model=list[AdminVideo])
+def videos(session: SessionDep) -> list[AdminVideo]:
+    """Every video with its job."""
+    found = list_videos(session, limit=10_000)
+    job_of = {j.video_id: j for j in session.scalars(select(Job))}
+    return [
+        AdminVideo(
+            **VideoOut.of(v).model_dump(),
+            job=TranscodeStatus.of(job_of[v.id]) if v.id in job_of else None,
+        )
+        for v in found
+    ]
+
+
+@router.delete("/videos/{video_id}", response_model=Deleted)
+def delete(video_id: str, settings: SettingsDep) -> Deleted:
+    """Delete a video completely: record, job, original, every rendition."""
+    delete_everywhere(settings, video_id=video_id)
+    return Deleted(deleted=video_id)
+
+
+@router.post("/videos/{video_id}/stop", response_model=TranscodeStatus)
+def stop(video_id: str, session: SessionDep) -> TranscodeStatus:
+    """Stop a video's transcoding (ffmpeg ends within 2 s; finished work is kept)."""
+    get_video(session, video_id=video_id)
+    return TranscodeStatus.of(jobs.request_stop(session, video_id=video_id))
+
+
+@router.post("/videos/{video_id}/resume", response_model=TranscodeStatus)
+def resume(video_id: str, session: SessionDep) -> TranscodeStatus:
+    """Resume (or retry) a stopped or failed transcoding."""
+    get_video(session, video_id=video_id)
+    return TranscodeStatus.of(jobs.resume(session, video_id=video_id))
+
+
+@router.get("/videos/{video_id}/status", response_model=VideoStatus)
+def video_status(video_id: str, session: SessionDep, storage: StorageDep) -> VideoStatus:
+    """A video's record, its job and what is on disk for it."""
+    video = get_video(session, video_id=video_id)
+    job = session.get(Job, video.id)
+    return VideoStatus(
+        video=VideoOut.of(video),
+        job=TranscodeStatus.of(job) if job else None,
+        files=_files(storage, video.id),
+    )
+
+
+def _files(storage: StorageDep, video_id: str) -> VideoFiles:
+    source = storage.source_path(video_id)
+    hls = storage.hls_dir(video_id)
+    renditions = (
+        {
+            d.name: sum(1 for f in d.iterdir() if f.suffix in (".ts", ".m4s"))
+            for d in sorted(hls.iterdir())
+            if d.is_dir()
+        }
+        if hls.is_dir()
+        else {}
+    )
+    return VideoFiles(
+        original_bytes=source.stat().st_size if source.is_file() else None,
+        renditions=renditions,
+        master_playlist=storage.master_path(video_id).is_file(),
+    )

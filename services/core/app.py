@@ -1,0 +1,54 @@
+"""The skeleton every service shares: error catalogue, `/health`, logging, OpenAPI docs."""
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
+
+from services.core.db import init_db
+from services.core.errors import install_error_handlers
+from services.core.settings import get_settings
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None
+
+
+class Health(BaseModel):
+    service: str
+    status: str = "ok"
+
+
+def configure_logging() -> None:
+    """One line per record, level from LOG_LEVEL."""
+    logging.basicConfig(
+        level=get_settings().log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+@asynccontextmanager
+async def database_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Default lifespan: make sure the storage layout and the tables exist."""
+    init_db()
+    yield
+
+
+def create_app(
+    name: str, routers: Sequence[APIRouter], *, lifespan: Lifespan = None, description: str = ""
+) -> FastAPI:
+    """Build a service's FastAPI app: its routers, `/health` and the error catalogue."""
+    configure_logging()
+    app = FastAPI(
+        title=f"{name} service", description=description, lifespan=lifespan or database_lifespan
+    )
+    install_error_handlers(app)
+
+    @app.get("/health", response_model=Health, tags=["health"])
+    async def health() -> Health:
+        return Health(service=name)
+
+    for router in routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,65 @@
+"""Engine and sessions. One code path for SQLite and PostgreSQL; SQLite gets WAL and a busy
+timeout so five services and a worker can share the file."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from services.core.settings import Settings, get_settings
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (streaming, admin) run while a worker writes progress.
+    cur.execute("PRAGMA journal_mode=WAL")
+    # Several processes write the same file: wait for the lock instead of failing at once.
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url` with the pragmas/pool settings the platform needs."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+@lru_cache
+def _engine_for(url: str) -> Engine:
+    return make_engine(url)
+
+
+def engine(settings: Settings | None = None) -> Engine:
+    """The process-wide engine for the configured database."""
+    settings = settings or get_settings()
+    return _engine_for(settings.effective_database_url)
+
+
+def init_db(settings: Settings | None = None) -> None:
+    """Create the storage layout and the tables that do not exist yet."""
+    from services.core import models  # noqa: F401  (registers the tables)
+    from services.core.storage import Storage
+
+    settings = settings or get_settings()
+    Storage(settings.storage_dir).ensure_layout()
+    Base.metadata.create_all(engine(settings))
+
+
+@contextmanager
+def session_scope(settings: Settings | None = None) -> Iterator[Session]:
+    """A session in one transaction: committed on success, rolled back on error."""
+    factory = sessionmaker(engine(settings), expire_on_commit=False)
+    with factory() as session, session.begin():
+        yield session

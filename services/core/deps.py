@@ -1,0 +1,25 @@
+"""FastAPI dependencies shared by every service, as `Annotated` aliases."""
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends
+from sqlalchemy.orm import Session
+
+from services.core.db import session_scope
+from services.core.settings import Settings, get_settings
+from services.core.storage import Storage
+
+
+def _session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[Session]:
+    with session_scope(settings) as session:
+        yield session
+
+
+def _storage(settings: Annotated[Settings, Depends(get_settings)]) -> Storage:
+    return Storage(settings.storage_dir)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(_session)]
+StorageDep = Annotated[Storage, Depends(_storage)]

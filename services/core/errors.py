@@ -1,0 +1,101 @@
+"""The error catalogue. Every failure a client can see is one of these:
+
+    AppError (code, status 500)
+    ├── InvalidInput      400  the request is malformed; the message says what to fix
+    ├── NotFound          404  no such video, upload, rung or file
+    ├── Conflict          409  the request clashes with the current state (missing chunks, ...)
+    ├── TooLarge          413  a chunk or upload over the configured limits
+    ├── NotAVideo         422  the content does not probe as video
+    └── UpstreamError     502  a service behind the gateway did not answer
+        └── UpstreamTimeout 504
+
+`install_error_handlers` turns them, and FastAPI's validation errors, into
+`{"error": code, "detail": message}`; anything else is logged and becomes a 500 `internal`.
+"""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class AppError(Exception):
+    """Base of the catalogue: a machine-readable `code`, an HTTP `status`, a human message."""
+
+    code = "internal"
+    status = 500
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code:
+            self.code = code
+
+
+class InvalidInput(AppError):
+    code, status = "invalid_input", 400
+
+
+class NotFound(AppError):
+    code, status = "not_found", 404
+
+
+class Conflict(AppError):
+    code, status = "conflict", 409
+
+
+class TooLarge(AppError):
+    code, status = "too_large", 413
+
+
+class NotAVideo(AppError):
+    code, status = "not_a_video", 422
+
+
+class UpstreamError(AppError):
+    code, status = "upstream_unavailable", 502
+
+
+class UpstreamTimeout(UpstreamError):
+    code, status = "upstream_timeout", 504
+
+
+def error_body(code: str, detail: str) -> dict[str, str]:
+    """The one JSON shape of every error response."""
+    return {"error": code, "detail": detail}
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the catalogue's handlers on `app`."""
+
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.detail), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(error_body("invalid_input", _describe_validation(exc)), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("internal", "internal error; see the service log"), 500)

@@ -1,0 +1,96 @@
+"""Response and request models shared by the services (what `/docs` shows)."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from services.core.models import Job, Video, as_utc
+
+JobState = Literal["queued", "running", "stopped", "ok", "failed"]
+
+
+class VideoOut(BaseModel):
+    """A video record."""
+
+    id: str = Field(description="32 lowercase hex characters; also the upload id")
+    filename: str = Field(description="The uploaded file's name, kept as a label only")
+    size: int | None = Field(None, description="Bytes of the original")
+    sha256: str | None = Field(None, description="sha256 of the original's content")
+    duration: float | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    status: str = Field(description="uploading | queued | running | stopped | ok | failed")
+    qualities: list[str] = Field(default_factory=list, description="Rungs produced")
+    error: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @classmethod
+    def of(cls, video: Video) -> "VideoOut":
+        return cls(
+            id=video.id,
+            filename=video.filename,
+            size=video.size,
+            sha256=video.sha256,
+            duration=video.duration,
+            width=video.width,
+            height=video.height,
+            fps=video.fps,
+            video_codec=video.video_codec,
+            audio_codec=video.audio_codec,
+            status=video.status,
+            qualities=list(video.qualities or []),
+            error=video.error,
+            created_at=as_utc(video.created_at),
+            updated_at=as_utc(video.updated_at),
+        )
+
+
+class QualityProgress(BaseModel):
+    status: str
+    progress: float = Field(ge=0, le=100)
+
+
+class TranscodeStatus(BaseModel):
+    """A transcoding job's state; progress never goes backwards while running."""
+
+    upload_id: str
+    overall: JobState
+    progress: float = Field(ge=0, le=100)
+    qualities: dict[str, QualityProgress] = Field(default_factory=dict)
+    error: str | None = None
+    attempts: int = 0
+    stop_requested: bool = False
+    worker: str | None = None
+    updated_at: datetime | None = None
+
+    @classmethod
+    def of(cls, job: Job) -> "TranscodeStatus":
+        qualities: dict[str, Any] = job.qualities or {}
+        return cls(
+            upload_id=job.video_id,
+            overall=job.status,
+            progress=round(min(100.0, job.progress), 2),
+            qualities={k: QualityProgress(**v) for k, v in qualities.items()},
+            error=job.error,
+            attempts=job.attempts,
+            stop_requested=job.stop_requested,
+            worker=job.worker_id,
+            updated_at=as_utc(job.updated_at),
+        )
+
+
+class VideoIdBody(BaseModel):
+    upload_id: str = Field(description="The video id returned by /upload/init")
+
+
+class Resumed(BaseModel):
+    resumed: list[str] = Field(description="Video ids put back in the queue")
+
+
+class Deleted(BaseModel):
+    deleted: str

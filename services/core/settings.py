@@ -1,0 +1,79 @@
+"""The one settings object every service reads: environment variables (and `.env`) over defaults
+that work on a laptop."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """Platform configuration; every field can be set as an upper-case environment variable."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    storage_dir: Path = Field(
+        PROJECT_ROOT / "shared_storage", description="Root of originals/, hls/ and the SQLite file"
+    )
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty means SQLite at STORAGE_DIR/videos.db"
+    )
+
+    host: str = Field("127.0.0.1", description="Interface every service binds to")
+    gateway_port: int = Field(8000, description="Port of the gateway (page + every API path)")
+    upload_port: int = Field(8001, description="Port of the upload service")
+    transcoding_port: int = Field(8002, description="Port of the transcoding service")
+    metadata_port: int = Field(8003, description="Port of the metadata service")
+    streaming_port: int = Field(8004, description="Port of the streaming service")
+    admin_port: int = Field(8005, description="Port of the admin service")
+    upload_url: str = Field("", description="Base URL of the upload service; empty = host:port")
+    transcoding_url: str = Field("", description="Base URL of the transcoding service")
+    metadata_url: str = Field("", description="Base URL of the metadata service")
+    streaming_url: str = Field("", description="Base URL of the streaming service")
+    admin_url: str = Field("", description="Base URL of the admin service")
+
+    max_upload_bytes: int = Field(64 * 1024**3, description="Largest accepted upload (bytes)")
+    max_chunks: int = Field(100_000, description="Most chunks one upload may declare")
+    max_chunk_bytes: int = Field(256 * 1024**2, description="Largest accepted single chunk")
+
+    ffmpeg_bin: str = Field("ffmpeg", description="ffmpeg executable")
+    ffprobe_bin: str = Field("ffprobe", description="ffprobe executable")
+    x264_preset: str = Field("veryfast", description="x264 preset (tests use ultrafast)")
+    segment_seconds: int = Field(6, description="Target HLS segment duration")
+    keyframe_seconds: int = Field(2, description="Forced IDR interval on every rung")
+    ffmpeg_threads: int = Field(0, description="ffmpeg -threads (0 = ffmpeg decides)")
+
+    workers: int = Field(1, description="Transcoding workers run inside the transcoding service")
+    lease_seconds: float = Field(15.0, description="A job's lease; an expired lease is re-claimed")
+    poll_seconds: float = Field(0.5, description="How often an idle worker looks for work")
+    max_attempts: int = Field(3, description="Encode attempts before a job is failed")
+    retry_backoff_seconds: float = Field(5.0, description="First retry delay, doubled each time")
+    stop_grace_seconds: float = Field(1.0, description="SIGTERM to SIGKILL delay when stopping")
+
+    log_level: str = Field("INFO", description="Log level of every service")
+
+    def service_url(self, name: str) -> str:
+        """Base URL of a service by name (`upload`, `transcoding`, ...), explicit URL first."""
+        explicit: str = getattr(self, f"{name}_url")
+        if explicit:
+            return explicit.rstrip("/")
+        port: int = getattr(self, f"{name}_port")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{port}"
+
+    @property
+    def effective_database_url(self) -> str:
+        """DATABASE_URL, or the embedded SQLite file under the storage folder."""
+        return self.database_url or f"sqlite:///{self.storage_dir / 'videos.db'}"
+
+
+SERVICE_NAMES = ("upload", "transcoding", "metadata", "streaming", "admin")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (a FastAPI dependency; tests override it)."""
+    return Settings()

@@ -1,0 +1,62 @@
+"""Operations on a whole video that several services expose: look up, delete everywhere."""
+
+import time
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from services.core import ids, jobs
+from services.core.db import session_scope
+from services.core.errors import NotFound
+from services.core.models import Job, Status, Upload, UploadChunk, Video
+from services.core.settings import Settings
+from services.core.storage import Storage
+
+
+def get_video(session: Session, *, video_id: str) -> Video:
+    """The video with this id (validated first), or NotFound."""
+    video = session.get(Video, ids.video_id(video_id))
+    if video is None:
+        raise NotFound(f"no video {video_id}")
+    return video
+
+
+def list_videos(
+    session: Session, *, status: str | None = None, limit: int = 100, offset: int = 0
+) -> list[Video]:
+    """Videos, newest first."""
+    query = select(Video).order_by(Video.created_at.desc()).limit(limit).offset(offset)
+    if status:
+        query = query.where(Video.status == status)
+    return list(session.scalars(query))
+
+
+def delete_everywhere(settings: Settings, *, video_id: str, wait_seconds: float = 5.0) -> None:
+    """Stop its job, then remove the record, the upload, the original and every rendition."""
+    ids.video_id(video_id)
+    with session_scope(settings) as session:
+        known = session.get(Video, video_id) or session.get(Upload, video_id)
+        if known is None:
+            raise NotFound(f"no video {video_id}")
+        job = session.get(Job, video_id)
+        if job is not None and job.status == Status.RUNNING:
+            jobs.request_stop(session, video_id=video_id)
+    _wait_until_not_running(settings, video_id, wait_seconds)
+    with session_scope(settings) as session:
+        session.execute(delete(Job).where(Job.video_id == video_id))
+        session.execute(delete(UploadChunk).where(UploadChunk.upload_id == video_id))
+        session.execute(delete(Upload).where(Upload.id == video_id))
+        session.execute(delete(Video).where(Video.id == video_id))
+    Storage(settings.storage_dir).delete_video(video_id)
+
+
+def _wait_until_not_running(settings: Settings, video_id: str, wait_seconds: float) -> None:
+    # The worker sees the stop at its next heartbeat and kills ffmpeg; deleting files under a
+    # live ffmpeg would let it recreate them.
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        with session_scope(settings) as session:
+            job = session.get(Job, video_id)
+            if job is None or job.status != Status.RUNNING:
+                return
+        time.sleep(0.1)

@@ -1,0 +1,159 @@
+"""Start the five services and the gateway (the transcoding service runs the workers), keep
+them running, stop them all on Ctrl-C / SIGTERM leaving no process behind.
+
+    python -m services.launcher            # what `make run` does
+    python -m services.launcher --wait 60  # wait until every /health answers (start_all.sh)
+"""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+from services.core.app import configure_logging
+from services.core.db import init_db
+from services.core.settings import SERVICE_NAMES, Settings, get_settings
+
+APPS = {name: f"services.{name}.app:app" for name in SERVICE_NAMES} | {"gateway": "gateway.app:app"}
+RESTART_DELAY = 1.0
+
+
+@dataclass
+class Child:
+    """One supervised uvicorn process."""
+
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        # Own process group: Ctrl-C reaches the launcher, which stops children in order, and a
+        # straggler's whole group (ffmpeg included) can be killed at once.
+        self.process = subprocess.Popen(self.argv, start_new_session=True)
+        self.started_at = time.monotonic()
+
+    def exited(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+
+def _port(settings: Settings, name: str) -> int:
+    port: int = getattr(settings, f"{name}_port")
+    return port
+
+
+def children(settings: Settings) -> list[Child]:
+    """The processes to run, gateway last."""
+    return [
+        Child(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                app,
+                "--host",
+                settings.host,
+                "--port",
+                str(_port(settings, name)),
+                "--log-level",
+                settings.log_level.lower(),
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                "5",
+            ],
+        )
+        for name, app in APPS.items()
+    ]
+
+
+def wait_healthy(settings: Settings, timeout: float = 60.0) -> list[str]:
+    """Wait until every `/health` answers; return the names still down at the timeout."""
+    deadline = time.monotonic() + timeout
+    pending = list(APPS)
+    while pending and time.monotonic() < deadline:
+        pending = [n for n in pending if not _healthy(settings, n)]
+        if pending:
+            time.sleep(0.2)
+    return pending
+
+
+def _healthy(settings: Settings, name: str) -> bool:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    url = f"http://{host}:{_port(settings, name)}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def stop_all(procs: list[Child], grace: float = 10.0) -> None:
+    """SIGTERM every child, then SIGKILL whatever is still alive after `grace` seconds."""
+    for child in procs:
+        if child.process and child.process.poll() is None:
+            child.process.terminate()
+    deadline = time.monotonic() + grace
+    for child in procs:
+        if child.process is None:
+            continue
+        try:
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.process.pid, signal.SIGKILL)
+            child.process.wait()
+
+
+def supervise(procs: list[Child], stopping: list[bool]) -> None:
+    """Restart a child that died (crash, kill -9) until asked to stop."""
+    while not stopping:
+        for child in procs:
+            code = child.exited()
+            if code is not None and not stopping:
+                print(f"[launcher] {child.name} exited with {code}; restarting", flush=True)
+                time.sleep(RESTART_DELAY)
+                if not stopping:
+                    child.restarts += 1
+                    child.start()
+        time.sleep(0.2)
+
+
+def main() -> int:
+    """Run the platform in the foreground (`--wait N`: only wait N s for it to be healthy)."""
+    configure_logging()
+    settings = get_settings()
+    if len(sys.argv) == 3 and sys.argv[1] == "--wait":
+        down = wait_healthy(settings, timeout=float(sys.argv[2]))
+        print("healthy" if not down else f"down: {', '.join(down)}")
+        return 1 if down else 0
+    init_db(settings)  # once, before five processes race to create the tables
+    procs = children(settings)
+    stopping: list[bool] = []
+
+    def _stop(signum: int, _frame: object) -> None:
+        stopping.append(True)
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    for child in procs:
+        child.start()
+    down = wait_healthy(settings)
+    if down:
+        print(f"[launcher] not healthy after 60 s: {', '.join(down)}", flush=True)
+    else:
+        gateway = f"http://127.0.0.1:{settings.gateway_port}"
+        print(f"[launcher] platform ready: {gateway}/  (Ctrl-C stops everything)", flush=True)
+    supervise(procs, stopping)
+    print("[launcher] stopping", flush=True)
+    stop_all(procs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""How a file of the platform is served: MIME type and caching by kind; ranges, ETags and 304
+from Starlette's FileResponse and StaticFiles."""
+
+import os
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.staticfiles import NotModifiedResponse, StaticFiles
+
+from services.core.errors import NotFound
+
+# Python's mimetypes guesses .ts as a Qt translation file on Debian: the types are explicit.
+MEDIA_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".vtt": "text/vtt",
+    ".jpg": "image/jpeg",
+    ".png": "image/png",
+}
+IMMUTABLE = "public, max-age=31536000, immutable"
+# Starlette's conditional-request check (ETag / If-Modified-Since), reused rather than rewritten.
+_CONDITIONAL = StaticFiles(directory=".", check_dir=False)
+
+
+def serve(
+    request: Request,
+    path: Path,
+    *,
+    finished: bool,
+    what: str,
+    media_type: str | None = None,
+    filename: str | None = None,
+) -> Response:
+    """The file at `path` with type, caching, ETag/304 and byte ranges; NotFound names `what`."""
+    try:
+        stat = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound(f"{what} does not exist") from None
+    if not path.is_file():
+        raise NotFound(f"{what} does not exist")
+    response = FileResponse(
+        path,
+        stat_result=stat,
+        media_type=media_type or MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
+        filename=filename,
+        headers={"Cache-Control": _cache(path, finished)},
+    )
+    if _CONDITIONAL.is_not_modified(response.headers, request.headers):
+        return NotModifiedResponse(response.headers)
+    return response
+
+
+def _cache(path: Path, finished: bool) -> str:
+    if path.suffix != ".m3u8":
+        # Segments never change once written: a new encode writes a new folder's worth.
+        return IMMUTABLE
+    return "public, max-age=60" if finished else "no-cache"

@@ -1,0 +1,40 @@
+"""HTTP face of transcoding: start, status, resume. Work itself is done by workers."""
+
+from fastapi import APIRouter
+
+from services.core import ids, jobs
+from services.core.deps import SessionDep, StorageDep
+from services.core.errors import Conflict
+from services.core.models import Status
+from services.core.schemas import Resumed, TranscodeStatus, VideoIdBody
+from services.core.videos import get_video
+
+router = APIRouter(tags=["transcoding"])
+
+
+class ResumeBody(VideoIdBody):
+    upload_id: str | None = None  # type: ignore[assignment]
+
+
+@router.post("/transcode/start", response_model=TranscodeStatus)
+def start(body: VideoIdBody, session: SessionDep, storage: StorageDep) -> TranscodeStatus:
+    """Queue (or re-queue) the transcoding of an uploaded video."""
+    video = get_video(session, video_id=body.upload_id)
+    if video.status == Status.UPLOADING or not storage.source_path(video.id).exists():
+        raise Conflict(f"video {video.id} has no complete original yet: call /upload/complete")
+    return TranscodeStatus.of(jobs.enqueue(session, video_id=video.id))
+
+
+@router.get("/transcode/status/{upload_id}", response_model=TranscodeStatus)
+def status(upload_id: str, session: SessionDep) -> TranscodeStatus:
+    """A job's state, overall and per quality."""
+    return TranscodeStatus.of(jobs.get_job(session, video_id=ids.video_id(upload_id)))
+
+
+@router.post("/transcode/resume", response_model=Resumed)
+def resume(session: SessionDep, body: ResumeBody | None = None) -> Resumed:
+    """Resume one stopped/failed job (`upload_id`), or every one when no id is given."""
+    if body is None or body.upload_id is None:
+        return Resumed(resumed=jobs.resume_all(session))
+    job = jobs.resume(session, video_id=ids.video_id(body.upload_id))
+    return Resumed(resumed=[job.video_id] if job.status == Status.QUEUED else [])

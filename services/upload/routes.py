@@ -1,0 +1,128 @@
+"""HTTP face of the upload protocol (reference API: form fields, path for path)."""
+
+import os
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from services.core.deps import SessionDep, SettingsDep, StorageDep
+from services.core.schemas import VideoOut
+from services.upload import uploads
+
+router = APIRouter(tags=["upload"])
+
+
+class InitResponse(BaseModel):
+    upload_id: str = Field(description="32 lowercase hex characters; the video's id from now on")
+    total_chunks: int
+    chunk_size: int | None
+
+
+class ChunkResponse(BaseModel):
+    upload_id: str
+    index: int
+    size: int
+    sha256: str = Field(description="sha256 of this chunk's bytes as stored")
+    duplicate: bool = Field(description="True when this chunk had already been received")
+
+
+class UploadState(BaseModel):
+    upload_id: str
+    filename: str
+    total_chunks: int
+    total_size: int | None
+    chunk_size: int | None
+    received: list[int] = Field(description="Chunk indexes on disk")
+    missing: list[int] = Field(description="Chunk indexes still to send")
+    bytes_received: int
+    completed: bool
+
+
+class CompleteResponse(BaseModel):
+    upload_id: str
+    status: str
+    video: VideoOut
+
+
+@router.post("/upload/init", response_model=InitResponse)
+def init(
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    filename: Annotated[str, Form(description="The file's name (a label, never a path)")],
+    total_chunks: Annotated[int, Form(description="How many chunks will be sent")],
+    total_size: Annotated[int | None, Form(description="Whole file size in bytes")] = None,
+    chunk_size: Annotated[int | None, Form(description="Size of every chunk but the last")] = None,
+    sha256: Annotated[
+        str | None, Form(description="Whole file's sha256, checked at complete")
+    ] = None,
+) -> InitResponse:
+    """Declare an upload and get its id."""
+    upload = uploads.init_upload(
+        session,
+        storage,
+        settings,
+        filename=filename,
+        total_chunks=total_chunks,
+        total_size=total_size,
+        chunk_size=chunk_size,
+        sha256=sha256,
+    )
+    return InitResponse(
+        upload_id=upload.id, total_chunks=upload.total_chunks, chunk_size=upload.chunk_size
+    )
+
+
+@router.post("/upload/chunk", response_model=ChunkResponse)
+def chunk(
+    storage: StorageDep,
+    settings: SettingsDep,
+    upload_id: Annotated[str, Form()],
+    index: Annotated[int, Form(description="0-based chunk index")],
+    file: Annotated[UploadFile, File(description="The chunk's bytes")],
+) -> ChunkResponse:
+    """Store one chunk at its place; chunks may come in any order and may be resent."""
+    size = file.size if file.size is not None else _spooled_size(file)
+    receipt = uploads.receive_chunk(
+        settings, storage, upload_id=upload_id, index=index, data=file.file, size=size
+    )
+    return ChunkResponse(**receipt.__dict__)
+
+
+def _spooled_size(file: UploadFile) -> int:
+    file.file.seek(0, os.SEEK_END)
+    return file.file.tell()
+
+
+@router.get("/upload/{upload_id}", response_model=UploadState)
+def state(session: SessionDep, upload_id: str) -> UploadState:
+    """Which chunks have arrived and which are missing (resume after a lost connection)."""
+    report = uploads.report(session, upload_id=upload_id)
+    return UploadState(**{k: v for k, v in report.__dict__.items() if k != "extra"})
+
+
+@router.post("/upload/complete", response_model=CompleteResponse)
+def complete(
+    storage: StorageDep, settings: SettingsDep, upload_id: Annotated[str, Form()]
+) -> CompleteResponse:
+    """Assemble-check the upload, register the video and queue its transcoding."""
+    video = uploads.complete_upload(settings, storage, upload_id=upload_id)
+    return CompleteResponse(upload_id=video.id, status=video.status, video=VideoOut.of(video))
+
+
+SPEEDTEST_BLOCK = os.urandom(64 * 1024)
+
+
+@router.get("/api/speedtest", response_class=Response)
+def speedtest(
+    size: Annotated[int, Query(ge=1, le=16 * 1024 * 1024, description="Bytes to send")] = 1024
+    * 1024,
+) -> Response:
+    """Incompressible bytes for the client to time its link (it picks a chunk size from it)."""
+    whole, rest = divmod(size, len(SPEEDTEST_BLOCK))
+    body = SPEEDTEST_BLOCK * whole + SPEEDTEST_BLOCK[:rest]
+    return Response(
+        body, media_type="application/octet-stream", headers={"Cache-Control": "no-store"}
+    )

@@ -1,0 +1,325 @@
+"""The gateway in-process (ASGITransport) in front of a real HTTP server on 127.0.0.1.
+
+One uvicorn server listens on five sockets, one per service, and answers with the name of the
+service whose port was reached, so each test can tell where a request was routed.
+"""
+
+import asyncio
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.app import FRONTEND_DIR, HLS_JS, build_app
+from gateway.proxy import DEFAULT_TIMEOUT, METHODS, make_client
+from services.core.settings import SERVICE_NAMES, Settings, get_settings
+
+CLIP = os.urandom(64 * 1024)
+SLOW_SECONDS = 2.0
+
+
+async def echo(request: Request) -> Response:
+    """Say which service was reached and what arrived: raw path, query, headers, body digest."""
+    digest, size = hashlib.sha256(), 0
+    async for piece in request.stream():
+        digest.update(piece)
+        size += len(piece)
+    body = {
+        "service": request.app.state.services[request.scope["server"][1]],
+        "method": request.method,
+        "raw_path": request.scope["raw_path"].decode(),
+        "query": request.scope["query_string"].decode(),
+        "headers": dict(request.headers),
+        "size": size,
+        "sha256": digest.hexdigest(),
+    }
+    return JSONResponse(body, headers={"x-echo-method": request.method})
+
+
+async def segment(request: Request) -> Response:
+    """A file served with Starlette's byte-range support, like the streaming service."""
+    return FileResponse(request.app.state.clip, media_type="video/mp2t")
+
+
+async def slow(request: Request) -> Response:
+    """An upstream that thinks longer than the gateway is willing to wait."""
+    await asyncio.sleep(SLOW_SECONDS)
+    return JSONResponse({"late": True})
+
+
+def upstream_app(services: dict[int, str], clip: Path) -> Starlette:
+    """The tiny stand-in for all five services."""
+    app = Starlette(
+        routes=[
+            Route("/stream/clip/seg.ts", segment),
+            Route("/videos/slow", slow),
+            Route("/{path:path}", echo, methods=METHODS),
+        ]
+    )
+    app.state.services, app.state.clip = services, clip
+    return app
+
+
+def listening_socket() -> socket.socket:
+    """A socket bound to a free 127.0.0.1 port, for uvicorn to serve on."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def free_port() -> int:
+    """A port that nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Start the stand-in services in a thread; yield their base URLs by service name."""
+    clip = tmp_path_factory.mktemp("upstream") / "seg.ts"
+    clip.write_bytes(CLIP)
+    sockets = {name: listening_socket() for name in SERVICE_NAMES}
+    ports = {name: sock.getsockname()[1] for name, sock in sockets.items()}
+    app = upstream_app({port: name for name, port in ports.items()}, clip)
+    config = uvicorn.Config(app, lifespan="off", ws="none", log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": list(sockets.values())})
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started, "the upstream test server did not start"
+    yield {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    server.should_exit = True
+    thread.join(timeout=SLOW_SECONDS + 10)
+    for sock in sockets.values():
+        sock.close()
+
+
+def settings_for(urls: dict[str, str]) -> Settings:
+    """Settings whose service URLs point at `urls`."""
+    return Settings().model_copy(update={f"{name}_url": url for name, url in urls.items()})
+
+
+@asynccontextmanager
+async def gateway_client(
+    settings: Settings,
+    *,
+    timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    frontend_dir: Path = FRONTEND_DIR,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client talking to a freshly built gateway whose lifespan is running."""
+    app = build_app(frontend_dir=frontend_dir, client_factory=lambda: make_client(timeout=timeout))
+    app.dependency_overrides[get_settings] = lambda: settings
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+            yield client
+
+
+@pytest.fixture
+async def client(upstream: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway in front of the stand-in services."""
+    async with gateway_client(settings_for(upstream)) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("target", "service"),
+    [
+        ("/upload/init?filename=a%20b.mp4&total_chunks=3", "upload"),
+        ("/upload/0123abcd", "upload"),
+        ("/api/speedtest?size=1024", "upload"),
+        ("/transcode/status/0123abcd?verbose=1", "transcoding"),
+        ("/videos?limit=5&offset=10", "metadata"),
+        ("/videos/0123abcd/stopped", "metadata"),
+        ("/stream/0123abcd/720p/playlist.m3u8?token=a%2Fb", "streaming"),
+        ("/admin/status", "admin"),
+    ],
+)
+async def test_path_and_query_reach_their_service_unchanged(
+    client: httpx.AsyncClient, target: str, service: str
+) -> None:
+    response = await client.get(target)
+
+    assert response.status_code == 200
+    echoed = response.json()
+    assert echoed["service"] == service
+    path, _, query = target.partition("?")
+    assert (echoed["raw_path"], echoed["query"]) == (path, query)
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_every_method_is_forwarded(client: httpx.AsyncClient, method: str) -> None:
+    response = await client.request(method, "/admin/videos/0123abcd")
+
+    assert response.status_code == 200
+    assert response.headers["x-echo-method"] == method
+
+
+async def test_hop_by_hop_headers_are_dropped_and_forwarded_headers_added(
+    client: httpx.AsyncClient,
+) -> None:
+    headers = {"x-custom": "kept", "x-private-hop": "dropped", "connection": "x-private-hop"}
+    headers |= {"proxy-authorization": "Basic secret", "keep-alive": "timeout=5"}
+
+    echoed = (await client.get("/videos", headers=headers)).json()["headers"]
+
+    assert echoed["x-custom"] == "kept"
+    assert not {"x-private-hop", "proxy-authorization", "keep-alive"} & echoed.keys()
+    assert echoed["host"].startswith("127.0.0.1:")
+    assert echoed["x-forwarded-host"] == "gateway.test"
+    assert echoed["x-forwarded-proto"] == "http"
+    assert echoed["x-forwarded-for"] == "127.0.0.1"
+
+
+async def test_post_body_with_a_length_arrives_intact(client: httpx.AsyncClient) -> None:
+    body = os.urandom(5 * 1024 * 1024)
+
+    echoed = (await client.post("/upload/chunk", content=body)).json()
+
+    assert (echoed["size"], echoed["sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
+    assert echoed["headers"]["content-length"] == str(len(body))
+
+
+async def test_chunked_post_body_is_streamed_through_intact(client: httpx.AsyncClient) -> None:
+    pieces = [os.urandom(64 * 1024) for _ in range(64)]
+
+    async def stream() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    echoed = (await client.post("/upload/chunk", content=stream())).json()
+
+    body = b"".join(pieces)
+    assert (echoed["size"], echoed["sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
+
+
+async def test_range_request_returns_the_upstream_partial_content(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/stream/clip/seg.ts", headers={"range": "bytes=100-199"})
+
+    assert response.status_code == 206
+    assert response.headers["content-range"] == f"bytes 100-199/{len(CLIP)}"
+    assert response.headers["content-length"] == "100"
+    assert response.content == CLIP[100:200]
+
+
+async def test_whole_file_keeps_length_type_and_accept_ranges(client: httpx.AsyncClient) -> None:
+    response = await client.get("/stream/clip/seg.ts")
+
+    assert response.content == CLIP
+    assert response.headers["content-length"] == str(len(CLIP))
+    assert response.headers["content-type"] == "video/mp2t"
+    assert response.headers["accept-ranges"] == "bytes"
+
+
+async def test_upstream_date_and_server_are_left_to_the_gateway_server(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/videos")
+
+    # uvicorn in front of the gateway writes its own; relayed ones would be duplicates.
+    assert "date" not in response.headers
+    assert "server" not in response.headers
+
+
+async def test_upstream_down_is_a_502_naming_the_service() -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    async with gateway_client(settings_for({"upload": down})) as client:
+        response = await client.post("/upload/init", data={"filename": "a.mp4"})
+
+    assert response.status_code == 502
+    body = response.json()
+    assert body["error"] == "upstream_unavailable"
+    assert body["detail"].startswith(f"the upload service at {down} is not reachable: ")
+
+
+async def test_upstream_slower_than_the_read_timeout_is_a_504(upstream: dict[str, str]) -> None:
+    timeout = httpx.Timeout(0.3, connect=5.0)
+    async with gateway_client(settings_for(upstream), timeout=timeout) as client:
+        response = await client.get("/videos/slow")
+
+    assert response.status_code == 504
+    body = response.json()
+    assert body["error"] == "upstream_timeout"
+    assert "metadata service" in body["detail"]
+
+
+async def test_unknown_path_is_a_404_in_the_error_shape(client: httpx.AsyncClient) -> None:
+    response = await client.get("/nowhere")
+
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+async def test_gateway_health(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health")
+
+    assert response.json() == {"service": "gateway", "status": "ok"}
+
+
+async def test_root_serves_the_page(client: httpx.AsyncClient) -> None:
+    response = await client.get("/")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "<video" in response.text
+    assert "/vendor/hls.min.js" in response.text
+
+
+@pytest.mark.parametrize(
+    ("name", "media_type"), [("app.js", "application/javascript"), ("style.css", "text/css")]
+)
+async def test_static_files_have_their_content_type(
+    client: httpx.AsyncClient, name: str, media_type: str
+) -> None:
+    response = await client.get(f"/static/{name}")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith(media_type)
+    assert response.content == (FRONTEND_DIR / name).read_bytes()
+
+
+async def test_static_files_do_not_escape_the_frontend_folder(client: httpx.AsyncClient) -> None:
+    response = await client.get("/static/%2e%2e/pyproject.toml")
+
+    assert response.status_code == 404
+
+
+async def test_hls_js_is_served_from_node_modules(client: httpx.AsyncClient) -> None:
+    if not (FRONTEND_DIR / HLS_JS).is_file():
+        pytest.skip("hls.js is not installed: run `make install`")
+
+    response = await client.get("/vendor/hls.min.js")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/javascript")
+    assert response.content == (FRONTEND_DIR / HLS_JS).read_bytes()
+
+
+async def test_missing_hls_js_is_a_503_that_says_how_to_install(
+    upstream: dict[str, str], tmp_path: Path
+) -> None:
+    async with gateway_client(settings_for(upstream), frontend_dir=tmp_path) as client:
+        response = await client.get("/vendor/hls.min.js")
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "vendor_missing"
+    assert "make install" in response.json()["detail"]

@@ -1,0 +1,183 @@
+"""A real platform for tests: the launcher started on free ports with its own storage folder,
+spoken to over real HTTP through the gateway."""
+
+import contextlib
+import hashlib
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+PORT_NAMES = ("gateway", "upload", "transcoding", "metadata", "streaming", "admin")
+TERMINAL = ("ok", "failed")
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on right now."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Platform:
+    """The five services, the gateway and a worker, as `make run` starts them."""
+
+    def __init__(self, storage: Path, **env: str) -> None:
+        self.storage = storage
+        self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
+        self.env = {
+            **os.environ,
+            "STORAGE_DIR": str(storage),
+            "X264_PRESET": "ultrafast",
+            "SEGMENT_SECONDS": "2",
+            "KEYFRAME_SECONDS": "2",
+            "LOG_LEVEL": "WARNING",
+            "LEASE_SECONDS": "5",
+            "RETRY_BACKOFF_SECONDS": "0.5",
+            **{f"{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = storage / "platform-test.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['gateway']}"
+
+    def service_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def start(self, timeout: float = 60) -> "Platform":
+        self.storage.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "services.launcher"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"launcher exited: {self.log_path.read_text()[-3000:]}")
+            if all(self._healthy(name) for name in PORT_NAMES):
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"platform not healthy in {timeout} s: {self.log_path.read_text()[-3000:]}"
+        )
+
+    def _healthy(self, name: str) -> bool:
+        try:
+            return httpx.get(f"{self.service_url(name)}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def ffmpeg_pids(self) -> list[int]:
+        """ffmpeg processes working on this platform's storage."""
+        return ffmpeg_pids(str(self.storage))
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=120)
+
+
+def upload(
+    client: httpx.Client,
+    path: Path,
+    *,
+    chunk_size: int,
+    order: Iterable[int] | None = None,
+    resend: Iterable[int] = (),
+    declare_chunk_size: bool = True,
+    sha256: str | None = None,
+    complete: bool = True,
+) -> tuple[str, httpx.Response | None]:
+    """Upload `path` in chunks (in `order`, resending `resend`); return (id, complete response)."""
+    data = path.read_bytes()
+    total = max(1, math.ceil(len(data) / chunk_size))
+    form: dict[str, Any] = {"filename": path.name, "total_chunks": total, "total_size": len(data)}
+    if declare_chunk_size:
+        form["chunk_size"] = chunk_size
+    if sha256:
+        form["sha256"] = sha256
+    init = client.post("/upload/init", data=form)
+    assert init.status_code == 200, init.text
+    upload_id = init.json()["upload_id"]
+    for index in [*(order if order is not None else range(total)), *resend]:
+        piece = data[index * chunk_size : (index + 1) * chunk_size]
+        sent = client.post(
+            "/upload/chunk",
+            data={"upload_id": upload_id, "index": index},
+            files={"file": ("blob", piece, "application/octet-stream")},
+        )
+        assert sent.status_code == 200, sent.text
+    if not complete:
+        return upload_id, None
+    return upload_id, client.post("/upload/complete", data={"upload_id": upload_id})
+
+
+def wait_status(
+    client: httpx.Client, video_id: str, states: Iterable[str] = TERMINAL, timeout: float = 180
+) -> dict[str, Any]:
+    """Poll the transcoding status until it is in `states`; return it."""
+    wanted = set(states)
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = client.get(f"/transcode/status/{video_id}").json()
+        if status.get("overall") in wanted:
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"{video_id} not in {wanted} after {timeout} s: {status}")
+
+
+def ffmpeg_pids(marker: str) -> list[int]:
+    """Live ffmpeg processes whose command line mentions `marker` (a storage folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if (
+            state != "Z"
+            and argv
+            and argv[0].endswith(b"ffmpeg")
+            and marker.encode() in b" ".join(argv)
+        ):
+            found.append(int(entry.name))
+    return found

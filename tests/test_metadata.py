@@ -1,0 +1,76 @@
+"""Metadata service, through the gateway: the video records."""
+
+from tests.harness import upload
+
+CHUNK = 1024 * 1024
+FIELDS = {
+    "id",
+    "filename",
+    "size",
+    "sha256",
+    "duration",
+    "width",
+    "height",
+    "video_codec",
+    "audio_codec",
+    "status",
+    "qualities",
+    "created_at",
+    "updated_at",
+    "error",
+}
+
+
+def test_record_holds_what_the_platform_knows(client, transcoded, clips):
+    record = client.get(f"/videos/{transcoded['full']}").json()
+    assert set(record) >= FIELDS
+    assert record["filename"] == clips["full"].name
+    assert record["size"] == clips["full"].stat().st_size
+    assert (record["width"], record["height"]) == (1920, 1080)
+    assert record["video_codec"] == "h264" and record["audio_codec"] == "aac"
+    assert 3.9 < record["duration"] < 4.2
+    assert record["status"] == "ok"
+
+
+def test_list_contains_uploaded_videos(client, transcoded):
+    listed = {v["id"] for v in client.get("/videos", params={"limit": 1000}).json()}
+    assert set(transcoded.values()) <= listed
+    ok_only = client.get("/videos", params={"status": "ok", "limit": 1000}).json()
+    assert all(v["status"] == "ok" for v in ok_only)
+
+
+def test_create_update_delete_a_record(client):
+    created = client.post("/videos", json={"filename": "made-by-hand.mp4", "duration": 12.5})
+    assert created.status_code == 201, created.text
+    video_id = created.json()["id"]
+    updated = client.put(f"/videos/{video_id}", json={"filename": "renamed.mp4"})
+    assert updated.json()["filename"] == "renamed.mp4"
+    assert updated.json()["duration"] == 12.5
+    assert client.delete(f"/videos/{video_id}").json() == {"deleted": video_id}
+    assert client.get(f"/videos/{video_id}").status_code == 404
+
+
+def test_invalid_record_fields_are_422_with_the_field_named(client):
+    response = client.post("/videos", json={"filename": "x.mp4", "width": -5})
+    assert response.status_code == 422
+    assert "width" in response.json()["detail"]
+
+
+def test_stop_stopped_resume_flags(client, clips):
+    video_id, _ = upload(client, clips["long"], chunk_size=CHUNK)
+    stop = client.put(f"/videos/{video_id}/stop")
+    assert stop.status_code == 200, stop.text
+    assert client.get(f"/videos/{video_id}/stopped").json() == {
+        "video_id": video_id,
+        "stopped": True,
+    }
+    resume = client.put(f"/videos/{video_id}/resume")
+    assert resume.status_code == 200
+    assert client.get(f"/videos/{video_id}/stopped").json()["stopped"] is False
+    assert client.delete(f"/admin/videos/{video_id}").status_code == 200
+
+
+def test_unknown_and_malformed_ids(client):
+    assert client.get("/videos/" + "f" * 32).status_code == 404
+    assert client.get("/videos/..%2f..%2fetc").status_code in (400, 404)
+    assert client.put("/videos/xyz/stop").status_code == 400

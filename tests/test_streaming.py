@@ -1,0 +1,171 @@
+"""The produced ladder and its delivery, checked with the m3u8 package and ffprobe."""
+
+import json
+import subprocess
+
+import m3u8
+import pytest
+
+EXPECTED_RUNGS = {
+    "full": ["1080p", "720p", "480p", "360p"],
+    "portrait": ["720p", "480p", "360p"],
+    "small": ["360p"],
+    "silent": ["720p", "480p", "360p"],
+    "pal": ["720p", "480p", "360p"],
+    "tiny": ["240p"],
+}
+SEGMENT_TARGET = 2  # the test platform runs SEGMENT_SECONDS=2 so short clips have many segments
+
+
+def ffprobe_json(*args: str) -> dict:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout)
+
+
+def master_of(client, video_id) -> m3u8.M3U8:
+    response = client.get(f"/stream/{video_id}/master.m3u8")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/vnd.apple.mpegurl"
+    return m3u8.loads(response.text)
+
+
+def media_of(client, video_id, rung) -> m3u8.M3U8:
+    response = client.get(f"/stream/{video_id}/{rung}/playlist.m3u8")
+    assert response.status_code == 200, response.text
+    return m3u8.loads(response.text)
+
+
+@pytest.mark.parametrize("clip", sorted(EXPECTED_RUNGS))
+def test_ladder_has_the_rungs_the_source_allows(client, transcoded, clip):
+    video_id = transcoded[clip]
+    master = master_of(client, video_id)
+    rungs = [p.uri.split("/")[0] for p in master.playlists]
+    assert rungs == EXPECTED_RUNGS[clip]
+    assert client.get(f"/stream/{video_id}/qualities").json()["qualities"] == rungs
+    assert client.get(f"/videos/{video_id}").json()["qualities"] == rungs
+
+
+@pytest.mark.parametrize("clip", sorted(EXPECTED_RUNGS))
+def test_segments_are_short_start_on_keyframes_and_align_across_rungs(
+    client, transcoded, platform, clip
+):
+    video_id = transcoded[clip]
+    boundaries = {}
+    for rung in EXPECTED_RUNGS[clip]:
+        media = media_of(client, video_id, rung)
+        assert media.playlist_type == "vod" and media.is_endlist
+        durations = [s.duration for s in media.segments]
+        assert all(d <= SEGMENT_TARGET + 0.5 for d in durations), durations
+        boundaries[rung] = [round(d, 3) for d in durations]
+        for seg in media.segments:
+            path = platform.storage / "hls" / video_id / rung / seg.uri
+            frame = ffprobe_json(
+                "-select_streams",
+                "v:0",
+                "-read_intervals",
+                "%+#1",
+                "-show_entries",
+                "frame=key_frame,pict_type",
+                str(path),
+            )["frames"][0]
+            assert frame["key_frame"] == 1 and frame["pict_type"] == "I", (rung, seg.uri)
+    assert len({tuple(b) for b in boundaries.values()}) == 1, boundaries
+    probe = ffprobe_json("-show_format", str(platform.storage / "originals" / video_id / "source"))
+    total = sum(next(iter(boundaries.values())))
+    assert abs(total - float(probe["format"]["duration"])) < 0.1
+
+
+@pytest.mark.parametrize("clip", sorted(EXPECTED_RUNGS))
+def test_master_attributes_match_what_ffprobe_measures(client, transcoded, platform, clip):
+    video_id = transcoded[clip]
+    master = master_of(client, video_id)
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" in client.get(f"/stream/{video_id}/master.m3u8").text
+    for variant in master.playlists:
+        rung = variant.uri.split("/")[0]
+        folder = platform.storage / "hls" / video_id / rung
+        first = sorted(folder.glob("seg_*.ts"))[0]
+        streams = ffprobe_json("-show_streams", str(first))["streams"]
+        video = next(s for s in streams if s["codec_type"] == "video")
+        info = variant.stream_info
+        assert info.resolution == (video["width"], video["height"])
+        num, den = (int(x) for x in video["r_frame_rate"].split("/"))
+        assert abs(info.frame_rate - num / den) < 0.01
+        assert info.codecs.startswith("avc1.")
+        has_audio = any(s["codec_type"] == "audio" for s in streams)
+        assert has_audio == (clip != "silent")
+        assert ("mp4a.40.2" in info.codecs) == has_audio
+        _assert_bandwidth_matches_segments(client, video_id, rung, folder, info)
+
+
+def _assert_bandwidth_matches_segments(client, video_id, rung, folder, info):
+    media = media_of(client, video_id, rung)
+    sizes = [(folder / s.uri).stat().st_size for s in media.segments]
+    durations = [s.duration for s in media.segments]
+    average = sum(sizes) * 8 / sum(durations)
+    peak = max(size * 8 / d for size, d in zip(sizes, durations, strict=True))
+    assert abs(info.average_bandwidth - average) / average < 0.10
+    assert abs(info.bandwidth - peak) / peak < 0.10
+
+
+def test_rungs_keep_the_aspect_ratio_with_even_sizes(client, transcoded):
+    sizes = {
+        p.uri.split("/")[0]: p.stream_info.resolution
+        for p in master_of(client, transcoded["portrait"]).playlists
+    }
+    assert sizes == {"720p": (720, 1280), "480p": (480, 854), "360p": (360, 640)}
+    full = {
+        p.uri.split("/")[0]: p.stream_info.resolution
+        for p in master_of(client, transcoded["full"]).playlists
+    }
+    assert full["480p"] == (854, 480)
+
+
+def test_segments_and_playlists_carry_delivery_headers(client, transcoded):
+    video_id = transcoded["small"]
+    segment = client.get(f"/stream/{video_id}/360p/seg_00000.ts")
+    assert segment.status_code == 200
+    assert segment.headers["content-type"] == "video/mp2t"
+    assert "immutable" in segment.headers["cache-control"]
+    ranged = client.get(f"/stream/{video_id}/360p/seg_00000.ts", headers={"Range": "bytes=0-187"})
+    assert ranged.status_code == 206 and len(ranged.content) == 188
+    assert ranged.content[0] == 0x47  # MPEG-TS sync byte
+    etag = segment.headers["etag"]
+    cached = client.get(f"/stream/{video_id}/360p/seg_00000.ts", headers={"If-None-Match": etag})
+    assert cached.status_code == 304
+
+
+def test_original_is_served_whole_and_by_byte_range(client, transcoded, clips):
+    video_id = transcoded["small"]
+    whole = client.get(f"/stream/{video_id}/original")
+    assert whole.status_code == 200
+    assert whole.content == clips["small"].read_bytes()
+    part = client.get(f"/stream/{video_id}/original", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206
+    assert part.content == clips["small"].read_bytes()[100:200]
+    assert part.headers["content-range"].startswith("bytes 100-199/")
+    beyond = client.get(f"/stream/{video_id}/original", headers={"Range": "bytes=999999999-"})
+    assert beyond.status_code == 416
+
+
+def test_generic_asset_path_serves_files_below_the_video_only(client, transcoded):
+    video_id = transcoded["small"]
+    ok = client.get(f"/stream/{video_id}/360p/playlist.m3u8")
+    assert ok.status_code == 200
+    assert client.get(f"/stream/{video_id}/master.m3u8").status_code == 200
+    for bad in ("%2e%2e/%2e%2e/videos.db", "..%2f..%2fvideos.db", "360p/../../../videos.db"):
+        response = client.get(f"/stream/{video_id}/{bad}")
+        assert response.status_code in (400, 404), (bad, response.status_code)
+
+
+def test_unknown_video_quality_and_segment_are_clear_4xx(client, transcoded):
+    video_id = transcoded["small"]
+    assert client.get("/stream/" + "0" * 32 + "/master.m3u8").status_code == 404
+    assert client.get("/stream/not-an-id/master.m3u8").status_code == 400
+    assert client.get(f"/stream/{video_id}/1080p/playlist.m3u8").status_code == 404
+    bad = client.get(f"/stream/{video_id}/360p/passwd")
+    assert bad.status_code == 400 and "segment" in bad.json()["detail"]

@@ -1,0 +1,89 @@
+"""Transcoding service, through the gateway: start, status, stop/resume, failures."""
+
+import time
+
+from tests.harness import upload, wait_status
+
+CHUNK = 1024 * 1024
+
+
+def _running_with_progress(client, video_id, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get(f"/transcode/status/{video_id}").json()
+        if status["overall"] == "running" and status["progress"] > 0:
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"{video_id} never ran: {status}")
+
+
+def test_status_reports_overall_and_per_quality_progress(client, transcoded):
+    status = client.get(f"/transcode/status/{transcoded['full']}").json()
+    assert status["overall"] == "ok" and status["progress"] == 100
+    assert set(status["qualities"]) == {"1080p", "720p", "480p", "360p"}
+    assert all(q == {"status": "ok", "progress": 100} for q in status["qualities"].values())
+    assert status["error"] is None
+
+
+def test_stop_ends_ffmpeg_quickly_and_resume_completes(client, clips, platform):
+    video_id, done = upload(client, clips["long"], chunk_size=CHUNK)
+    assert done is not None and done.status_code == 200, done.text
+    seen = [_running_with_progress(client, video_id)["progress"]]
+    stopped_at = time.monotonic()
+    assert client.post(f"/admin/videos/{video_id}/stop").status_code == 200
+    status = wait_status(client, video_id, {"stopped"}, timeout=10)
+    assert time.monotonic() - stopped_at < 2.5
+    assert platform.ffmpeg_pids() == []
+    assert client.get(f"/videos/{video_id}/stopped").json()["stopped"] is True
+    resumed = client.post("/transcode/resume", json={"upload_id": video_id})
+    assert resumed.json()["resumed"] == [video_id]
+    while (status := client.get(f"/transcode/status/{video_id}").json())["overall"] != "ok":
+        assert status["overall"] in ("queued", "running"), status
+        seen.append(status["progress"])
+        time.sleep(0.2)
+    assert status["progress"] == 100
+    assert client.get(f"/stream/{video_id}/master.m3u8").status_code == 200
+
+
+def test_progress_never_goes_backwards_while_running(client, clips):
+    video_id, _ = upload(client, clips["long"], chunk_size=CHUNK)
+    seen = []
+    while (status := client.get(f"/transcode/status/{video_id}").json())["overall"] != "ok":
+        if status["overall"] == "running":
+            seen.append(status["progress"])
+        time.sleep(0.1)
+    assert len(seen) >= 3
+    assert seen == sorted(seen)
+    client.delete(f"/admin/videos/{video_id}")
+
+
+def test_text_file_named_mp4_fails_with_ffprobe_reason(client, clips):
+    video_id, done = upload(client, clips["text"], chunk_size=CHUNK)
+    assert done is not None and done.status_code == 422
+    assert done.json()["error"] == "not_a_video"
+    status = wait_status(client, video_id)
+    assert status["overall"] == "failed"
+    assert "Invalid data" in status["error"] or "no video" in status["error"]
+    assert client.get(f"/videos/{video_id}").json()["status"] == "failed"
+
+
+def test_truncated_file_fails_and_is_not_retried_forever(client, clips):
+    video_id, done = upload(client, clips["truncated"], chunk_size=CHUNK)
+    assert done is not None and done.status_code in (200, 422)
+    status = wait_status(client, video_id, timeout=60)
+    assert status["overall"] == "failed" and status["error"]
+    assert status["attempts"] <= 3
+
+
+def test_start_requeues_a_finished_video(client, transcoded):
+    video_id = transcoded["tiny"]
+    started = client.post("/transcode/start", json={"upload_id": video_id})
+    assert started.status_code == 200, started.text
+    assert started.json()["overall"] == "queued"
+    assert wait_status(client, video_id)["overall"] == "ok"
+
+
+def test_start_unknown_video_is_404_and_bad_body_is_422(client):
+    assert client.post("/transcode/start", json={"upload_id": "0" * 32}).status_code == 404
+    assert client.post("/transcode/start", json={}).status_code == 422
+    assert client.get("/transcode/status/nope").status_code == 400
