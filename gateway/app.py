@@ -23,6 +23,7 @@ from services.core.errors import AppError
 from services.core.settings import PROJECT_ROOT, Settings, get_settings
 
 FRONTEND_DIR = PROJECT_ROOT / "frontend"
+PAGE = "src"
 HLS_JS = Path("node_modules/hls.js/dist/hls.min.js")
 # Fixed here because the host's mime.types decides otherwise and differs between machines.
 MEDIA_TYPES = {".js": "application/javascript", ".css": "text/css", ".html": "text/html"}
@@ -88,7 +89,7 @@ def page_router(frontend_dir: Path) -> APIRouter:
 
     @router.get("/")
     async def index() -> FileResponse:
-        return FileResponse(frontend_dir / "index.html", media_type=MEDIA_TYPES[".html"])
+        return FileResponse(frontend_dir / PAGE / "index.html", media_type=MEDIA_TYPES[".html"])
 
     @router.get("/vendor/hls.min.js")
     async def hls_js() -> FileResponse:
@@ -117,7 +118,8 @@ def build_app(
         lifespan=lifespan,
         description="The page, and every service's API under its own path prefix.",
     )
-    app.mount("/static", FrontendFiles(directory=frontend_dir), name="static")
+    # Only the page's own sources: package.json and node_modules stay out of reach.
+    app.mount("/static", FrontendFiles(directory=frontend_dir / PAGE), name="static")
     return app
 
 

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.app import FRONTEND_DIR, HLS_JS, build_app
+from gateway.app import FRONTEND_DIR, HLS_JS, PAGE, build_app
 from gateway.proxy import DEFAULT_TIMEOUT, METHODS, make_client
 from services.core.settings import SERVICE_NAMES, Settings, get_settings
 
@@ -294,7 +294,12 @@ async def test_static_files_have_their_content_type(
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith(media_type)
-    assert response.content == (FRONTEND_DIR / name).read_bytes()
+    assert response.content == (FRONTEND_DIR / PAGE / name).read_bytes()
+
+
+@pytest.mark.parametrize("path", ["package.json", "node_modules/hls.js/package.json"])
+async def test_static_serves_only_the_page_sources(client: httpx.AsyncClient, path: str) -> None:
+    assert (await client.get(f"/static/{path}")).status_code == 404
 
 
 async def test_static_files_do_not_escape_the_frontend_folder(client: httpx.AsyncClient) -> None:
@@ -304,8 +309,8 @@ async def test_static_files_do_not_escape_the_frontend_folder(client: httpx.Asyn
 
 
 async def test_hls_js_is_served_from_node_modules(client: httpx.AsyncClient) -> None:
-    if not (FRONTEND_DIR / HLS_JS).is_file():
-        pytest.skip("hls.js is not installed: run `make install`")
+    # `make test` installs the page's npm packages first: a missing hls.js is a failure.
+    assert (FRONTEND_DIR / HLS_JS).is_file(), "hls.js is not installed: run `make install`"
 
     response = await client.get("/vendor/hls.min.js")
 
@@ -317,6 +322,7 @@ async def test_hls_js_is_served_from_node_modules(client: httpx.AsyncClient) -> 
 async def test_missing_hls_js_is_a_503_that_says_how_to_install(
     upstream: dict[str, str], tmp_path: Path
 ) -> None:
+    (tmp_path / PAGE).mkdir()
     async with gateway_client(settings_for(upstream), frontend_dir=tmp_path) as client:
         response = await client.get("/vendor/hls.min.js")
 

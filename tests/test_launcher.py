@@ -1,0 +1,131 @@
+"""Running the platform: restarts resume jobs, kill -9 is survived, stopping leaves nothing."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness import ROOT, Platform, ffmpeg_pids, free_ports, upload, wait_status
+
+CHUNK = 1024 * 1024
+
+
+@pytest.fixture
+def own_platform(tmp_path: Path):
+    """A platform of this test's own, so killing parts of it disturbs no other test."""
+    running = Platform(tmp_path / "storage").start()
+    yield running
+    running.stop()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid and stat[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_kill_9_of_the_transcoding_service_mid_job_resumes_and_finishes(own_platform, clips):
+    with own_platform.client() as client:
+        video_id, _ = upload(client, clips["long"], chunk_size=CHUNK)
+        status = wait_status(client, video_id, {"running"})
+        service_pid = int(status["worker"].rsplit(":", 1)[1])
+        assert own_platform.ffmpeg_pids(), "ffmpeg should be encoding"
+        os.kill(service_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while own_platform.ffmpeg_pids() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert own_platform.ffmpeg_pids() == [], "ffmpeg must die with its worker"
+        final = wait_status(client, video_id, timeout=240)
+        assert final["overall"] == "ok", final
+        assert final["worker"] != status["worker"]
+        assert client.get(f"/stream/{video_id}/master.m3u8").status_code == 200
+
+
+def test_restarting_the_platform_resumes_a_running_job(tmp_path, clips):
+    platform = Platform(tmp_path / "storage").start()
+    with platform.client() as client:
+        video_id, _ = upload(client, clips["long"], chunk_size=CHUNK)
+        wait_status(client, video_id, {"running"})
+    platform.stop()
+    assert platform.ffmpeg_pids() == []
+    platform.start()
+    try:
+        with platform.client() as client:
+            assert wait_status(client, video_id, timeout=240)["overall"] == "ok"
+    finally:
+        platform.stop()
+
+
+def test_ctrl_c_stops_every_process(own_platform):
+    launcher = own_platform.process
+    assert launcher is not None
+    children = _children(launcher.pid)
+    assert len(children) == 6, "five services and the gateway"
+    launcher.send_signal(signal.SIGINT)
+    launcher.wait(timeout=20)
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in children)
+    assert ffmpeg_pids(str(own_platform.storage)) == []
+
+
+def test_start_all_returns_healthy_and_stop_all_stops(tmp_path):
+    ports = dict(
+        zip(
+            ("GATEWAY", "UPLOAD", "TRANSCODING", "METADATA", "STREAMING", "ADMIN"),
+            free_ports(6),
+            strict=True,
+        )
+    )
+    env = {
+        **os.environ,
+        "STORAGE_DIR": str(tmp_path / "storage"),
+        **{f"{k}_PORT": str(v) for k, v in ports.items()},
+    }
+    started = subprocess.run(
+        ["bash", "scripts/start_all.sh"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    pid = int((tmp_path / "storage" / "run" / "platform.pid").read_text())
+    try:
+        for port in ports.values():
+            assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+        assert (tmp_path / "storage" / "videos.db").exists()
+    finally:
+        stopped = subprocess.run(
+            ["bash", "scripts/stop_all.sh"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert stopped.returncode == 0, stopped.stderr
+    assert not _alive(pid)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{ports['GATEWAY']}/health")
