@@ -19,8 +19,15 @@ lint: install-test
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy services gateway
 
+# The platform's tests run twice: on the embedded SQLite, then on PostgreSQL (a fresh database
+# per test platform on TEST_DATABASE_URL's server). Media and gateway tests use no database.
+TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+DB_TESTS := $(wildcard tests/test_*.py)
+
 test: lint
+	bash scripts/ensure_postgres.sh
 	$(PY) -m pytest
+	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(DB_TESTS)
 
 start:
 	bash scripts/start_all.sh

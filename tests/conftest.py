@@ -35,7 +35,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """The whole platform started by the launcher, on free ports, with its own storage."""
     running = Platform(tmp_path_factory.mktemp("platform") / "storage").start()
     yield running
-    running.stop()
+    running.drop()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -37,18 +38,56 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_database_server() -> str | None:
+    """TEST_DATABASE_URL: the PostgreSQL server the suite also runs against (None: SQLite)."""
+    return os.environ.get("TEST_DATABASE_URL") or None
+
+
+def create_database(server_url: str) -> str:
+    """A fresh, empty database on `server_url`'s server; returns its SQLAlchemy URL."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"vp_test_{uuid.uuid4().hex[:12]}"
+    admin = make_url(server_url).set(drivername="postgresql")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    """Drop a database made by create_database (connections are closed by force)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    admin = parsed.set(drivername="postgresql", database="postgres")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+
+
 class Platform:
-    """The five services, the gateway and a worker, as `make run` starts them."""
+    """The five services, the gateway and a worker, as `make run` starts them.
+
+    With TEST_DATABASE_URL set, it runs on a fresh PostgreSQL database of its own; otherwise
+    on the embedded SQLite file in its storage folder.
+    """
 
     def __init__(self, storage: Path, **env: str) -> None:
         self.storage = storage
         self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
+        server = test_database_server()
+        self.database_url = create_database(server) if server else ""
         self.env = {
             **os.environ,
+            "DATABASE_URL": self.database_url,
             "STORAGE_DIR": str(storage),
             "X264_PRESET": "ultrafast",
             "SEGMENT_SECONDS": "2",
             "KEYFRAME_SECONDS": "2",
+            # Short chunks so a few-second clip is already a multi-chunk job.
+            "CHUNK_SEGMENTS": "2",
+            "FIRST_CHUNK_SEGMENTS": "1",
             "LOG_LEVEL": "WARNING",
             "LEASE_SECONDS": "5",
             "RETRY_BACKOFF_SECONDS": "0.5",
@@ -92,6 +131,12 @@ class Platform:
             return httpx.get(f"{self.service_url(name)}/health", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def drop(self) -> None:
+        """Stop, and drop its PostgreSQL database if it has one."""
+        self.stop()
+        if self.database_url:
+            drop_database(self.database_url)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

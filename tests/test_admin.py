@@ -25,7 +25,7 @@ def test_video_status_shows_record_job_and_files(client, transcoded):
     assert status["video"]["status"] == "ok"
     assert status["job"]["progress"] == 100
     assert status["files"]["master_playlist"] is True
-    assert set(status["files"]["renditions"]) == {"1080p", "720p", "480p", "360p"}
+    assert set(status["files"]["renditions"]) == {"1080p", "720p", "480p", "360p", "audio"}
     assert all(n >= 2 for n in status["files"]["renditions"].values())
 
 

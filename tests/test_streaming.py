@@ -1,5 +1,6 @@
 """The produced ladder and its delivery, checked with the m3u8 package and ffprobe."""
 
+import itertools
 import json
 import subprocess
 
@@ -84,7 +85,11 @@ def test_segments_are_short_start_on_keyframes_and_align_across_rungs(
 def test_master_attributes_match_what_ffprobe_measures(client, transcoded, platform, clip):
     video_id = transcoded[clip]
     master = master_of(client, video_id)
-    assert "#EXT-X-INDEPENDENT-SEGMENTS" in client.get(f"/stream/{video_id}/master.m3u8").text
+    text = client.get(f"/stream/{video_id}/master.m3u8").text
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" in text
+    has_audio = clip != "silent"
+    audio = _audio_rendition(client, video_id, platform, master) if has_audio else None
+    assert bool(master.media) == has_audio
     for variant in master.playlists:
         rung = variant.uri.split("/")[0]
         folder = platform.storage / "hls" / video_id / rung
@@ -96,20 +101,94 @@ def test_master_attributes_match_what_ffprobe_measures(client, transcoded, platf
         num, den = (int(x) for x in video["r_frame_rate"].split("/"))
         assert abs(info.frame_rate - num / den) < 0.01
         assert info.codecs.startswith("avc1.")
-        has_audio = any(s["codec_type"] == "audio" for s in streams)
-        assert has_audio == (clip != "silent")
         assert ("mp4a.40.2" in info.codecs) == has_audio
-        _assert_bandwidth_matches_segments(client, video_id, rung, folder, info)
+        assert (info.audio == "audio") == has_audio
+        _assert_bandwidth_matches_segments(client, video_id, rung, folder, info, audio)
 
 
-def _assert_bandwidth_matches_segments(client, video_id, rung, folder, info):
-    media = media_of(client, video_id, rung)
+def _audio_rendition(client, video_id, platform, master):
+    (media,) = master.media
+    assert media.type == "AUDIO" and media.group_id == "audio" and media.uri
+    folder = platform.storage / "hls" / video_id / "audio"
+    streams = ffprobe_json("-show_streams", str(sorted(folder.glob("seg_*.ts"))[0]))["streams"]
+    assert [s["codec_type"] for s in streams] == ["audio"]
+    assert streams[0]["codec_name"] == "aac" and streams[0]["channels"] == 2
+    return _rates(client, video_id, "audio", folder)
+
+
+def _rates(client, video_id, rendition, folder):
+    """(peak, average) bit rate; the peak as RFC 8216 4.3.4.2 defines it: the largest rate of
+    any run of consecutive segments lasting 0.5 to 1.5 target durations."""
+    media = media_of(client, video_id, rendition)
     sizes = [(folder / s.uri).stat().st_size for s in media.segments]
     durations = [s.duration for s in media.segments]
     average = sum(sizes) * 8 / sum(durations)
-    peak = max(size * 8 / d for size, d in zip(sizes, durations, strict=True))
+    target = media.target_duration
+    runs = [
+        sum(sizes[i:j]) * 8 / sum(durations[i:j])
+        for i in range(len(sizes))
+        for j in range(i + 1, len(sizes) + 1)
+        if 0.5 * target <= sum(durations[i:j]) <= 1.5 * target
+    ]
+    return max([*runs, average]), average
+
+
+def _assert_bandwidth_matches_segments(client, video_id, rung, folder, info, audio):
+    peak, average = _rates(client, video_id, rung, folder)
+    if audio:
+        peak, average = peak + audio[0], average + audio[1]
     assert abs(info.average_bandwidth - average) / average < 0.10
     assert abs(info.bandwidth - peak) / peak < 0.10
+
+
+def _packet_times(paths, stream):
+    times = []
+    for path in paths:
+        packets = ffprobe_json(
+            "-select_streams", stream, "-show_entries", "packet=pts_time,duration_time", str(path)
+        )["packets"]
+        times += sorted(float(p["pts_time"]) for p in packets)
+    return times
+
+
+@pytest.mark.parametrize("clip", ["full", "pal"])
+def test_stitched_chunks_run_on_without_gaps_or_overlaps(client, transcoded, platform, clip):
+    video_id = transcoded[clip]
+    status = client.get(f"/admin/videos/{video_id}/status").json()
+    assert sum(1 for c in status["chunks"] if c["kind"] == "video") >= 2, "a multi-chunk job"
+    folder = platform.storage / "hls" / video_id
+    frame = 1 / (25 if clip == "pal" else 30)
+    for rung in EXPECTED_RUNGS[clip]:
+        media = media_of(client, video_id, rung)
+        assert (
+            "#EXT-X-DISCONTINUITY"
+            not in client.get(f"/stream/{video_id}/{rung}/playlist.m3u8").text
+        )
+        times = _packet_times([folder / rung / s.uri for s in media.segments], "v:0")
+        steps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(abs(step - frame) < 0.002 for step in steps), (rung, sorted(set(steps)))
+    audio = media_of(client, video_id, "audio")
+    times = _packet_times([folder / "audio" / s.uri for s in audio.segments], "a:0")
+    steps = {round(b - a, 4) for a, b in itertools.pairwise(times)}
+    assert steps == {round(1024 / 48000, 4)}, steps
+
+
+@pytest.mark.parametrize("clip", ["full", "small"])
+def test_every_rung_has_an_iframe_playlist(client, transcoded, platform, clip):
+    video_id = transcoded[clip]
+    master = master_of(client, video_id)
+    assert len(master.iframe_playlists) == len(master.playlists)
+    for entry in master.iframe_playlists:
+        response = client.get(f"/stream/{video_id}/{entry.uri}")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/vnd.apple.mpegurl"
+        iframes = m3u8.loads(response.text)
+        assert iframes.is_i_frames_only and iframes.is_endlist
+        rung = entry.uri.split("/")[0]
+        for segment in iframes.segments:
+            length, offset = (int(x) for x in segment.byterange.split("@"))
+            data = (platform.storage / "hls" / video_id / rung / segment.uri).read_bytes()
+            assert data[offset] == 0x47 and length % 188 == 0
 
 
 def test_rungs_keep_the_aspect_ratio_with_even_sizes(client, transcoded):

@@ -12,7 +12,7 @@ from services.core import jobs
 from services.core.db import session_scope
 from services.core.deps import SessionDep, SettingsDep, StorageDep
 from services.core.models import Job, Video
-from services.core.schemas import Deleted, Resumed, TranscodeStatus, VideoOut
+from services.core.schemas import Deleted, Resumed, TranscodeStatus, VideoOut, transcode_status
 from services.core.videos import delete_everywhere, get_video, list_videos
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -42,9 +42,26 @@ class VideoFiles(BaseModel):
     master_playlist: bool
 
 
+class ChunkOut(BaseModel):
+    """One unit of work of a job."""
+
+    index: int = Field(description="Time order; -1 is the whole audio")
+    kind: str
+    start: float
+    end: float | None
+    status: str
+    encodes: int = Field(description="How many times ffmpeg was started on it")
+    attempts: int = Field(description="Failed encodes so far")
+    encode_seconds: float | None
+    done_by: str | None
+    worker: str | None
+    error: str | None
+
+
 class VideoStatus(BaseModel):
     video: VideoOut
     job: TranscodeStatus | None
+    chunks: list[ChunkOut]
     files: VideoFiles
 
 
@@ -72,7 +89,7 @@ async def status(settings: SettingsDep, storage: StorageDep) -> SystemStatus:
 
 def _job_overview(settings: SettingsDep) -> tuple[int, list[TranscodeStatus], dict[str, int]]:
     with session_scope(settings) as session:
-        running = [TranscodeStatus.of(j) for j in jobs.running(session)]
+        running = [transcode_status(session, j) for j in jobs.running(session)]
         counts = Counter(session.scalars(select(Video.status)).all())
         return jobs.queue_depth(session), running, dict(counts)
 
@@ -102,14 +119,14 @@ def delete(video_id: str, settings: SettingsDep) -> Deleted:
 def stop(video_id: str, session: SessionDep) -> TranscodeStatus:
     """Stop a video's transcoding (ffmpeg ends within 2 s; finished work is kept)."""
     get_video(session, video_id=video_id)
-    return TranscodeStatus.of(jobs.request_stop(session, video_id=video_id))
+    return transcode_status(session, jobs.request_stop(session, video_id=video_id))
 
 
 @router.post("/videos/{video_id}/resume", response_model=TranscodeStatus)
 def resume(video_id: str, session: SessionDep) -> TranscodeStatus:
     """Resume (or retry) a stopped or failed transcoding."""
     get_video(session, video_id=video_id)
-    return TranscodeStatus.of(jobs.resume(session, video_id=video_id))
+    return transcode_status(session, jobs.resume(session, video_id=video_id))
 
 
 @router.get("/videos/{video_id}/status", response_model=VideoStatus)
@@ -117,9 +134,26 @@ def video_status(video_id: str, session: SessionDep, storage: StorageDep) -> Vid
     """A video's record, its job and what is on disk for it."""
     video = get_video(session, video_id=video_id)
     job = session.get(Job, video.id)
+    chunks = [
+        ChunkOut(
+            index=c.index,
+            kind=c.kind,
+            start=c.start,
+            end=c.end,
+            status=c.status,
+            encodes=c.encodes,
+            attempts=c.attempts,
+            encode_seconds=c.encode_seconds,
+            done_by=c.done_by,
+            worker=c.worker_id,
+            error=c.error,
+        )
+        for c in jobs.chunks_of(session, video_id=video.id)
+    ]
     return VideoStatus(
         video=VideoOut.of(video),
-        job=TranscodeStatus.of(job) if job else None,
+        job=transcode_status(session, job) if job else None,
+        chunks=chunks,
         files=_files(storage, video.id),
     )
 

@@ -4,8 +4,13 @@ timeout so five services and a worker can share the file."""
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -47,14 +52,35 @@ def engine(settings: Settings | None = None) -> Engine:
     return _engine_for(settings.effective_database_url)
 
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    """Alembic's configuration for `url`, without an ini file."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
 def init_db(settings: Settings | None = None) -> None:
-    """Create the storage layout and the tables that do not exist yet."""
-    from services.core import models  # noqa: F401  (registers the tables)
+    """Create the storage layout and bring the schema to the latest migration."""
     from services.core.storage import Storage
 
     settings = settings or get_settings()
     Storage(settings.storage_dir).ensure_layout()
-    Base.metadata.create_all(engine(settings))
+    url = settings.effective_database_url
+    if _current_revision(url) != _head_revision(url):
+        command.upgrade(alembic_config(url), "head")
+
+
+def _head_revision(url: str) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def _current_revision(url: str) -> str | None:
+    with _engine_for(url).connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
 
 
 @contextmanager

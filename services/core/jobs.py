@@ -1,23 +1,57 @@
-"""A job's life in the database: enqueue, claim with a lease, heartbeat, finish, stop, resume.
+"""A job's life in the database: enqueue, plan, claim chunks with leases, heartbeat, publish,
+finish, stop, resume.
 
-The upload service enqueues by committing a row; workers anywhere claim rows; stop and resume
-change a row that the worker holding it watches. A lease that is not renewed (worker killed,
-machine lost) expires and the job is claimed again.
+The upload service enqueues by committing a row. One worker plans the job (probe, cut into
+time chunks, one row each, plus one row for the whole audio); then any number of workers, on
+any number of machines, claim chunk rows with a lease and renew it while ffmpeg runs. A lease
+that is not renewed (worker killed, machine lost) expires and the chunk is claimed again.
+Stop and resume change the job row; the workers holding its chunks see it at their next beat.
+Finished chunks stay finished: resume only encodes what is not done.
 """
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from services.core import ids
 from services.core.errors import Conflict, NotFound
-from services.core.models import Job, Status, Video, as_utc, utcnow
+from services.core.models import ChunkStatus, Job, JobChunk, Status, Video, utcnow
+
+RUNNABLE = (Status.QUEUED, Status.RUNNING)
+AUDIO_INDEX = -1
+# Audio costs a few percent of a video chunk's work; it weighs that much in overall progress.
+AUDIO_WEIGHT = 0.05
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """A unit of work to create when a job is planned."""
+
+    index: int
+    kind: str
+    start: float
+    end: float | None
+
+
+@dataclass(frozen=True)
+class ClaimedChunk:
+    """What a worker needs to encode a chunk it now holds."""
+
+    video_id: str
+    index: int
+    kind: str
+    start: float
+    end: float | None
+    plan: dict[str, Any]
 
 
 def get_job(session: Session, *, video_id: str) -> Job:
     """The job of `video_id`, or NotFound."""
-    job = session.get(Job, video_id)
+    job = session.get(Job, ids.video_id(video_id))
     if job is None:
         raise NotFound(f"no transcoding job for video {video_id}")
     return job
@@ -32,101 +66,310 @@ def _set_video_status(session: Session, video_id: str, status: str, error: str |
 
 
 def enqueue(session: Session, *, video_id: str) -> Job:
-    """Create (or re-queue) the job of a video; the video shows `queued`."""
+    """Create the job of a video, or start it over from nothing; the video shows `queued`."""
     job = session.get(Job, video_id)
     if job is None:
         job = Job(video_id=video_id, status=Status.QUEUED, progress=0.0, qualities={})
         session.add(job)
     elif job.status == Status.RUNNING:
-        raise Conflict(f"video {video_id} is already being transcoded")
+        raise Conflict(f"video {video_id} is being transcoded; stop it first to start over")
     else:
-        _requeue(job, reset_progress=job.status == Status.OK)
+        session.execute(delete(JobChunk).where(JobChunk.video_id == video_id))
+        job.status, job.error, job.plan = Status.QUEUED, None, None
+        job.total_chunks = job.published_chunks = 0
+        job.progress, job.qualities = 0.0, {}
+        job.worker_id = job.lease_expires_at = job.finished_at = None
     _set_video_status(session, video_id, Status.QUEUED, None)
     session.flush()
     return job
 
 
-def _requeue(job: Job, *, reset_progress: bool) -> None:
-    job.status = Status.QUEUED
-    job.error = None
-    job.stop_requested = False
-    job.not_before = None
-    job.worker_id = None
-    job.lease_expires_at = None
-    job.attempts = 0
-    if reset_progress:
-        job.progress = 0.0
-        job.qualities = {}
+# --- planning -------------------------------------------------------------------------------
 
 
-def _claimable(now: datetime) -> Any:
-    queued = and_(Job.status == Status.QUEUED, or_(Job.not_before.is_(None), Job.not_before <= now))
-    abandoned = and_(Job.status == Status.RUNNING, Job.lease_expires_at < now)
-    return or_(queued, abandoned)
-
-
-def claim_next(session: Session, *, worker_id: str, lease_seconds: float) -> Job | None:
-    """Claim the oldest claimable job for `worker_id`, or None.
-
-    The claim is a conditional UPDATE re-checking the claimable condition, so two workers
-    racing for the same row cannot both win, on SQLite and PostgreSQL alike.
-    """
+def claim_planning(session: Session, *, worker_id: str, lease_seconds: float) -> str | None:
+    """Claim a queued job that has no plan yet; return its video id."""
     now = utcnow()
+    unplanned = and_(
+        Job.status == Status.QUEUED,
+        Job.plan.is_(None),
+        or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
+    )
     candidate = session.scalars(
-        select(Job.video_id).where(_claimable(now)).order_by(Job.created_at).limit(1)
+        select(Job.video_id).where(unplanned).order_by(Job.created_at).limit(1)
     ).first()
     if candidate is None:
         return None
-    result = session.execute(
+    claimed = session.execute(
         update(Job)
-        .where(Job.video_id == candidate, _claimable(now))
-        .values(
-            status=Status.RUNNING,
-            worker_id=worker_id,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            started_at=now,
-            stop_requested=False,
-            updated_at=now,
-        )
+        .where(Job.video_id == candidate, unplanned)
+        .values(worker_id=worker_id, lease_expires_at=now + timedelta(seconds=lease_seconds))
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    _set_video_status(session, candidate, Status.RUNNING, None)
-    job = session.get(Job, candidate, populate_existing=True)
-    return job
+    return candidate if claimed.rowcount == 1 else None  # type: ignore[attr-defined]
 
 
-def heartbeat(
+def save_plan(
     session: Session,
     *,
     video_id: str,
     worker_id: str,
-    lease_seconds: float,
-    progress: float,
-    qualities: dict[str, Any],
+    plan: dict[str, Any],
+    chunks: Sequence[ChunkSpec],
 ) -> bool:
-    """Renew the lease and record progress (never backwards); return whether stop was asked.
-
-    Returns True too when the job is no longer ours (lease lost, deleted): the worker must stop.
-    """
+    """Store the plan and create the chunk rows, if the job is still ours to plan."""
     job = session.get(Job, video_id, populate_existing=True)
-    if job is None or job.worker_id != worker_id or job.status != Status.RUNNING:
+    if job is None or job.worker_id != worker_id or job.plan is not None:
+        return False
+    for spec in chunks:
+        session.add(
+            JobChunk(
+                video_id=video_id,
+                index=spec.index,
+                kind=spec.kind,
+                start=spec.start,
+                end=spec.end,
+                status=ChunkStatus.PENDING,
+            )
+        )
+    job.plan = plan
+    job.total_chunks = sum(1 for c in chunks if c.kind == "video")
+    job.worker_id = job.lease_expires_at = None
+    session.flush()
+    update_progress(session, job)
+    return True
+
+
+# --- claiming chunks ------------------------------------------------------------------------
+
+
+def _claimable(now: datetime) -> Any:
+    pending = and_(
+        JobChunk.status == ChunkStatus.PENDING,
+        or_(JobChunk.not_before.is_(None), JobChunk.not_before <= now),
+    )
+    abandoned = and_(JobChunk.status == ChunkStatus.RUNNING, JobChunk.lease_expires_at < now)
+    return or_(pending, abandoned)
+
+
+def claim_chunk(session: Session, *, worker_id: str, lease_seconds: float) -> ClaimedChunk | None:
+    """Claim the next chunk to encode (oldest job first, audio first, then in time order).
+
+    On PostgreSQL the candidate row is locked with FOR UPDATE SKIP LOCKED, so workers on many
+    machines each get a different chunk without waiting on each other. The UPDATE re-checks
+    the claimable condition (compare-and-set), which alone makes SQLite correct for workers on
+    one machine.
+    """
+    now = utcnow()
+    candidate = session.execute(
+        select(JobChunk.video_id, JobChunk.index)
+        .join(Job, Job.video_id == JobChunk.video_id)
+        .where(Job.status.in_(RUNNABLE), _claimable(now))
+        .order_by(Job.created_at, JobChunk.index)
+        .limit(1)
+        .with_for_update(skip_locked=True, of=JobChunk)
+    ).first()
+    if candidate is None:
+        return None
+    video_id, index = candidate
+    claimed = session.execute(
+        update(JobChunk)
+        .where(JobChunk.video_id == video_id, JobChunk.index == index, _claimable(now))
+        .values(
+            status=ChunkStatus.RUNNING,
+            worker_id=worker_id,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            encodes=JobChunk.encodes + 1,
+            out_time=0.0,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return _mark_running(session, video_id, index)
+
+
+def _mark_running(session: Session, video_id: str, index: int) -> ClaimedChunk:
+    job = session.get(Job, video_id, populate_existing=True)
+    chunk = session.get(JobChunk, (video_id, index), populate_existing=True)
+    assert job is not None and job.plan is not None and chunk is not None
+    if job.status == Status.QUEUED:
+        job.status, job.started_at = Status.RUNNING, job.started_at or utcnow()
+        _set_video_status(session, video_id, Status.RUNNING, None)
+    return ClaimedChunk(video_id, index, chunk.kind, chunk.start, chunk.end, dict(job.plan))
+
+
+def _owned_chunk(session: Session, video_id: str, index: int, worker_id: str) -> JobChunk | None:
+    chunk = session.get(JobChunk, (video_id, index), populate_existing=True)
+    if chunk is None or chunk.worker_id != worker_id or chunk.status != ChunkStatus.RUNNING:
+        return None
+    return chunk
+
+
+def chunk_heartbeat(
+    session: Session,
+    *,
+    video_id: str,
+    index: int,
+    worker_id: str,
+    lease_seconds: float,
+    out_time: float,
+) -> bool:
+    """Renew a chunk's lease and record its progress; True means: stop encoding it now.
+
+    True when the job was stopped, failed or deleted, or the chunk is no longer ours.
+    """
+    chunk = _owned_chunk(session, video_id, index, worker_id)
+    job = session.get(Job, video_id, populate_existing=True)
+    if chunk is None or job is None or job.status not in RUNNABLE:
         return True
-    job.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
-    job.progress = max(job.progress, round(progress, 2))
-    job.qualities = qualities
-    return job.stop_requested
+    chunk.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
+    chunk.out_time = max(chunk.out_time, out_time)
+    update_progress(session, job)
+    return False
 
 
-def finish(session: Session, *, video_id: str, worker_id: str, qualities: list[str]) -> None:
+def finish_chunk(
+    session: Session, *, video_id: str, index: int, worker_id: str, encode_seconds: float
+) -> bool:
+    """Mark a chunk done; False when it was no longer ours (its work is then discarded)."""
+    chunk = _owned_chunk(session, video_id, index, worker_id)
+    if chunk is None:
+        return False
+    chunk.status, chunk.error, chunk.done_by = ChunkStatus.DONE, None, worker_id
+    chunk.worker_id = chunk.lease_expires_at = None
+    chunk.encode_seconds = encode_seconds
+    job = session.get(Job, video_id, populate_existing=True)
+    if job is not None:
+        update_progress(session, job)
+    return True
+
+
+def release_chunk(session: Session, *, video_id: str, index: int, worker_id: str) -> None:
+    """Give a chunk back (stop, shutdown): pending again, its partial output is overwritten."""
+    chunk = _owned_chunk(session, video_id, index, worker_id)
+    if chunk is not None:
+        chunk.status, chunk.worker_id, chunk.lease_expires_at = ChunkStatus.PENDING, None, None
+
+
+def fail_chunk(
+    session: Session,
+    *,
+    video_id: str,
+    index: int,
+    worker_id: str,
+    error: str,
+    max_attempts: int,
+    backoff_seconds: float,
+) -> bool:
+    """Record a failed encode: retry after a doubling backoff, or fail the job when exhausted.
+
+    Returns True when the job is now failed.
+    """
+    chunk = _owned_chunk(session, video_id, index, worker_id)
+    if chunk is None:
+        return False
+    chunk.attempts += 1
+    chunk.error, chunk.worker_id, chunk.lease_expires_at = error, None, None
+    if chunk.attempts < max_attempts:
+        delay = backoff_seconds * 2 ** (chunk.attempts - 1)
+        chunk.status, chunk.not_before = ChunkStatus.PENDING, utcnow() + timedelta(seconds=delay)
+        return False
+    chunk.status = ChunkStatus.FAILED
+    what = "audio" if chunk.kind == "audio" else f"chunk {index}"
+    fail(session, video_id=video_id, error=f"{what} failed {chunk.attempts} times: {error}")
+    return True
+
+
+# --- progress and publishing ------------------------------------------------------------------
+
+
+def _chunk_seconds(chunk: JobChunk, duration: float) -> float:
+    return max(0.0, (chunk.end if chunk.end is not None else duration) - chunk.start)
+
+
+def _done_seconds(chunk: JobChunk, duration: float) -> float:
+    length = _chunk_seconds(chunk, duration)
+    if chunk.status == ChunkStatus.DONE:
+        return length
+    if chunk.status == ChunkStatus.RUNNING:
+        return min(length, chunk.out_time)
+    return 0.0
+
+
+def _percent(chunks: Sequence[JobChunk], duration: float) -> float:
+    total = sum(_chunk_seconds(c, duration) for c in chunks)
+    if total <= 0:
+        return 100.0 if chunks and all(c.status == ChunkStatus.DONE for c in chunks) else 0.0
+    return 100.0 * sum(_done_seconds(c, duration) for c in chunks) / total
+
+
+def _qualities(job: Job, chunks: list[JobChunk], previous: dict[str, Any]) -> dict[str, Any]:
+    plan = job.plan or {}
+    duration = float(plan.get("duration", 0.0))
+    video = [c for c in chunks if c.kind == "video"]
+    audio = [c for c in chunks if c.kind == "audio"]
+    views = {r["name"]: video for r in plan.get("renditions", [])}
+    if audio:
+        views["audio"] = audio
+    result = {}
+    for name, parts in views.items():
+        done = bool(parts) and all(c.status == ChunkStatus.DONE for c in parts)
+        percent = max(_percent(parts, duration), previous.get(name, {}).get("progress", 0.0))
+        status = Status.OK if done else job.status
+        result[name] = {"status": status, "progress": round(min(100.0, percent), 2)}
+    return result
+
+
+def update_progress(session: Session, job: Job) -> None:
+    """Recompute progress from the chunks: finished durations plus running out_times.
+
+    Stored as a maximum, so it never goes backwards, not even when a stopped or killed
+    chunk's partial work is thrown away.
+    """
+    chunks = list(session.scalars(select(JobChunk).where(JobChunk.video_id == job.video_id)))
+    duration = float((job.plan or {}).get("duration", 0.0))
+    video = [c for c in chunks if c.kind == "video"]
+    audio = [c for c in chunks if c.kind == "audio"]
+    overall = _percent(video, duration)
+    if audio:
+        overall = (1 - AUDIO_WEIGHT) * overall + AUDIO_WEIGHT * _percent(audio, duration)
+    # 100 is kept for `ok`: the last step (measuring, the final master) is still ahead.
+    job.progress = max(job.progress, round(min(overall, 99.9), 2))
+    job.qualities = _qualities(job, chunks, job.qualities or {})
+
+
+def advance_published(session: Session, *, video_id: str, count: int) -> bool:
+    """Raise the published chunk count to `count` if it is lower; True if this call did.
+
+    The UPDATE takes the job row's lock (a write lock on SQLite) until the transaction ends,
+    so publishers write playlists one at a time and a playlist never shrinks.
+    """
+    advanced = session.execute(
+        update(Job)
+        .where(Job.video_id == video_id, Job.published_chunks < count)
+        .values(published_chunks=count, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(advanced.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def chunks_of(session: Session, *, video_id: str) -> list[JobChunk]:
+    """A job's chunks, audio first then in time order."""
+    return list(
+        session.scalars(
+            select(JobChunk).where(JobChunk.video_id == video_id).order_by(JobChunk.index)
+        )
+    )
+
+
+def finish(session: Session, *, video_id: str, qualities: list[str]) -> None:
     """Mark the job and its video `ok` with the rungs produced."""
     job = get_job(session, video_id=video_id)
-    if job.worker_id != worker_id:
-        return
     job.status, job.progress, job.error = Status.OK, 100.0, None
-    job.qualities = {q: {"status": Status.OK, "progress": 100.0} for q in qualities}
-    job.finished_at, job.lease_expires_at = utcnow(), None
+    job.qualities = {q: {"status": Status.OK, "progress": 100.0} for q in job.qualities or {}}
+    job.finished_at = utcnow()
     session.execute(
         update(Video)
         .where(Video.id == video_id)
@@ -134,110 +377,109 @@ def finish(session: Session, *, video_id: str, worker_id: str, qualities: list[s
     )
 
 
-def fail(
-    session: Session,
-    *,
-    video_id: str,
-    worker_id: str | None,
-    error: str,
-    retry_after: float | None = None,
-) -> None:
-    """Record a failure: re-queue after `retry_after` seconds, or fail for good when None."""
+def fail(session: Session, *, video_id: str, error: str) -> None:
+    """The job failed for good (until an operator resumes it)."""
     job = get_job(session, video_id=video_id)
-    if worker_id is not None and job.worker_id != worker_id:
-        return
-    job.error, job.lease_expires_at, job.worker_id = error, None, None
-    if retry_after is not None:
-        job.status = Status.QUEUED
-        job.not_before = utcnow() + timedelta(seconds=retry_after)
-        _set_video_status(session, video_id, Status.QUEUED, error)
-        return
-    job.status, job.finished_at = Status.FAILED, utcnow()
-    _set_video_status(session, video_id, Status.FAILED, error)
+    job.status, job.error, job.finished_at = Status.FAILED, error[-2000:], utcnow()
+    job.worker_id = job.lease_expires_at = None
+    _set_video_status(session, video_id, Status.FAILED, job.error)
 
 
-def mark_stopped(session: Session, *, video_id: str, worker_id: str) -> None:
-    """The worker holding the job stopped its ffmpeg: the job rests as `stopped`."""
-    job = get_job(session, video_id=video_id)
-    if job.worker_id != worker_id:
-        return
-    job.status, job.worker_id, job.lease_expires_at = Status.STOPPED, None, None
-    _set_video_status(session, video_id, Status.STOPPED, None)
+# --- operator actions -------------------------------------------------------------------------
 
 
 def request_stop(session: Session, *, video_id: str) -> Job:
-    """Ask for a stop: a queued (or abandoned) job stops now, a running one at the next beat."""
+    """Stop the job now; workers holding its chunks kill ffmpeg at their next beat."""
     job = get_job(session, video_id=video_id)
-    if job.status in (Status.OK, Status.FAILED):
-        raise Conflict(f"video {video_id} is {job.status}; only unfinished jobs can be stopped")
-    lease_live = (
-        job.lease_expires_at is not None and (as_utc(job.lease_expires_at) or utcnow()) > utcnow()
-    )
-    if job.status == Status.RUNNING and lease_live:
-        job.stop_requested = True
-    else:
-        job.status, job.worker_id, job.lease_expires_at = Status.STOPPED, None, None
-        _set_video_status(session, video_id, Status.STOPPED, None)
+    if job.status not in RUNNABLE:
+        raise Conflict(f"video {video_id} is {job.status}; only queued or running jobs stop")
+    job.status = Status.STOPPED
+    job.qualities = _qualities(job, chunks_of(session, video_id=video_id), job.qualities or {})
+    _set_video_status(session, video_id, Status.STOPPED, None)
     return job
 
 
 def resume(session: Session, *, video_id: str) -> Job:
-    """Re-queue a stopped or failed job (continues where possible); running/ok ones stay."""
+    """Continue a stopped or failed job: only chunks not yet done are encoded again."""
     job = get_job(session, video_id=video_id)
-    if job.status in (Status.STOPPED, Status.FAILED):
-        _requeue(job, reset_progress=False)
-        _set_video_status(session, video_id, Status.QUEUED, None)
-    elif job.status == Status.RUNNING and job.stop_requested:
-        job.stop_requested = False
+    if job.status not in (Status.STOPPED, Status.FAILED):
+        return job
+    session.execute(
+        update(JobChunk)
+        .where(JobChunk.video_id == video_id, JobChunk.status == ChunkStatus.FAILED)
+        .values(status=ChunkStatus.PENDING, attempts=0, not_before=None, error=None)
+        .execution_options(synchronize_session=False)
+    )
+    job.status, job.error, job.finished_at = Status.QUEUED, None, None
+    job.worker_id = job.lease_expires_at = None
+    _set_video_status(session, video_id, Status.QUEUED, None)
     return job
 
 
 def resume_all(session: Session) -> list[str]:
-    """Re-queue every stopped or failed job; return their video ids."""
-    ids = session.scalars(
+    """Resume every stopped or failed job; return their video ids."""
+    stalled = session.scalars(
         select(Job.video_id).where(Job.status.in_((Status.STOPPED, Status.FAILED)))
     ).all()
-    for vid in ids:
-        resume(session, video_id=vid)
-    return list(ids)
+    for video_id in stalled:
+        resume(session, video_id=video_id)
+    return list(stalled)
 
 
 def is_stopped(session: Session, *, video_id: str) -> bool:
-    """Whether the job is stopped or has a stop pending."""
-    job = get_job(session, video_id=video_id)
-    return job.status == Status.STOPPED or job.stop_requested
+    """Whether the job is stopped."""
+    return get_job(session, video_id=video_id).status == Status.STOPPED
 
 
 def queue_depth(session: Session) -> int:
-    """Jobs waiting for a worker."""
-    return session.scalar(select(func.count()).where(Job.status == Status.QUEUED)) or 0
+    """Units of work waiting for a worker: chunks of runnable jobs, and jobs to plan."""
+    now = utcnow()
+    chunks = session.scalar(
+        select(func.count())
+        .select_from(JobChunk)
+        .join(Job, Job.video_id == JobChunk.video_id)
+        .where(Job.status.in_(RUNNABLE), _claimable(now))
+    )
+    unplanned = session.scalar(
+        select(func.count()).where(Job.status == Status.QUEUED, Job.plan.is_(None))
+    )
+    return int(chunks or 0) + int(unplanned or 0)
 
 
 def running(session: Session) -> list[Job]:
-    """Jobs a worker holds now."""
+    """Jobs being worked on now."""
     return list(session.scalars(select(Job).where(Job.status == Status.RUNNING)))
 
 
-def reclaim_dead(session: Session, *, host: str, alive: Any) -> list[str]:
-    """Expire the leases of jobs held by workers on `host` whose process `alive(pid)` denies.
+def chunk_counts(session: Session, *, video_id: str) -> dict[str, int]:
+    """How many of a job's chunks are in each state."""
+    rows = session.execute(
+        select(JobChunk.status, func.count())
+        .where(JobChunk.video_id == video_id)
+        .group_by(JobChunk.status)
+    ).all()
+    return {status: int(count) for status, count in rows}
 
-    Lets a restarted transcoding service pick its own jobs up at once instead of waiting for
-    the lease to run out.
+
+def reclaim_dead(session: Session, *, host: str, alive: Callable[[int], bool]) -> list[str]:
+    """Expire the leases held by dead workers of this host, so a restart resumes at once.
+
+    A worker id is `host/name:pid`; leases of other hosts are left to expire by themselves.
     """
-    reclaimed = []
-    for job in running(session):
-        owner_host, _, pid = (job.worker_id or "").rpartition(":")
-        if owner_host.split("/")[0] == host and pid.isdigit() and not alive(int(pid)):
-            job.lease_expires_at = utcnow() - timedelta(seconds=1)
+    past = utcnow() - timedelta(seconds=1)
+    reclaimed: list[str] = []
+    held = session.scalars(select(JobChunk).where(JobChunk.status == ChunkStatus.RUNNING))
+    for chunk in held:
+        if _dead_here(chunk.worker_id, host, alive):
+            chunk.lease_expires_at = past
+            reclaimed.append(f"{chunk.video_id}#{chunk.index}")
+    for job in session.scalars(select(Job).where(Job.worker_id.is_not(None))):
+        if _dead_here(job.worker_id, host, alive):
+            job.lease_expires_at = past
             reclaimed.append(job.video_id)
     return reclaimed
 
 
-def release(session: Session, *, video_id: str, worker_id: str) -> None:
-    """Give a job back to the queue (worker shutting down); the attempt does not count."""
-    job = get_job(session, video_id=video_id)
-    if job.worker_id != worker_id:
-        return
-    job.status, job.worker_id, job.lease_expires_at = Status.QUEUED, None, None
-    job.attempts = max(0, job.attempts - 1)
-    _set_video_status(session, video_id, Status.QUEUED, None)
+def _dead_here(worker_id: str | None, host: str, alive: Callable[[int], bool]) -> bool:
+    owner, _, pid = (worker_id or "").rpartition(":")
+    return owner.split("/")[0] == host and pid.isdigit() and not alive(int(pid))

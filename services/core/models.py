@@ -81,7 +81,11 @@ class UploadChunk(Base):
 
 
 class Job(Base):
-    """The transcoding job of a video; workers claim it with a lease."""
+    """The transcoding job of a video: its plan, state and how much of it is published.
+
+    The work itself is in `JobChunk` rows; `worker_id`/`lease_expires_at` here only guard the
+    planning step (probe + cut into chunks), which one worker does once.
+    """
 
     __tablename__ = "jobs"
 
@@ -90,17 +94,58 @@ class Job(Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     qualities: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    stop_requested: Mapped[bool] = mapped_column(default=False)
+    # none_as_null: a cleared plan must be SQL NULL, which "not planned yet" looks for.
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    total_chunks: Mapped[int] = mapped_column(Integer, default=0)
+    published_chunks: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ChunkStatus:
+    """States of one unit of work."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class JobChunk(Base):
+    """One unit of work: a time range of the video for every rung, or the whole audio.
+
+    Workers claim it with a lease and renew the lease while ffmpeg runs; `encodes` counts
+    every start of ffmpeg on it, so a resume that re-encodes finished work shows.
+    """
+
+    __tablename__ = "job_chunks"
+
+    video_id: Mapped[str] = mapped_column(
+        ForeignKey("jobs.video_id", ondelete="CASCADE"), primary_key=True
+    )
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)  # -1 is the audio unit
+    kind: Mapped[str] = mapped_column(String(8))  # "video" | "audio"
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default=ChunkStatus.PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    encodes: Mapped[int] = mapped_column(Integer, default=0)
+    out_time: Mapped[float] = mapped_column(Float, default=0.0)
+    encode_seconds: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    done_by: Mapped[str | None] = mapped_column(String(128))
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
 
 
 def as_utc(value: datetime | None) -> datetime | None:

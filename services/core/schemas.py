@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from services.core.models import Job, Video, as_utc
 
@@ -63,13 +64,16 @@ class TranscodeStatus(BaseModel):
     progress: float = Field(ge=0, le=100)
     qualities: dict[str, QualityProgress] = Field(default_factory=dict)
     error: str | None = None
-    attempts: int = 0
-    stop_requested: bool = False
-    worker: str | None = None
+    chunks: dict[str, int] = Field(
+        default_factory=dict, description="Units of work by state (pending, running, done, failed)"
+    )
+    chunks_published: int = Field(0, description="Time chunks listed in the playlists so far")
+    chunks_total: int = Field(0, description="Time chunks the video is cut into")
+    playable: bool = Field(False, description="The master playlist can be played already")
     updated_at: datetime | None = None
 
     @classmethod
-    def of(cls, job: Job) -> "TranscodeStatus":
+    def of(cls, job: Job, chunks: dict[str, int] | None = None) -> "TranscodeStatus":
         qualities: dict[str, Any] = job.qualities or {}
         return cls(
             upload_id=job.video_id,
@@ -77,9 +81,10 @@ class TranscodeStatus(BaseModel):
             progress=round(min(100.0, job.progress), 2),
             qualities={k: QualityProgress(**v) for k, v in qualities.items()},
             error=job.error,
-            attempts=job.attempts,
-            stop_requested=job.stop_requested,
-            worker=job.worker_id,
+            chunks=chunks or {},
+            chunks_published=job.published_chunks,
+            chunks_total=job.total_chunks,
+            playable=job.published_chunks > 0,
             updated_at=as_utc(job.updated_at),
         )
 
@@ -94,3 +99,10 @@ class Resumed(BaseModel):
 
 class Deleted(BaseModel):
     deleted: str
+
+
+def transcode_status(session: Session, job: Job) -> TranscodeStatus:
+    """A job's status with its chunk counts."""
+    from services.core.jobs import chunk_counts
+
+    return TranscodeStatus.of(job, chunk_counts(session, video_id=job.video_id))

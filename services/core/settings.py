@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     segment_seconds: int = Field(6, description="Target HLS segment duration")
     keyframe_seconds: int = Field(2, description="Forced IDR interval on every rung")
     ffmpeg_threads: int = Field(0, description="ffmpeg -threads (0 = ffmpeg decides)")
+    chunk_segments: int = Field(3, ge=1, description="Segments per chunk (the unit of work)")
+    first_chunk_segments: int = Field(
+        1, ge=1, description="Segments in the first chunk (small: the first playable comes fast)"
+    )
 
     workers: int = Field(1, description="Transcoding workers run inside the transcoding service")
     lease_seconds: float = Field(15.0, description="A job's lease; an expired lease is re-claimed")

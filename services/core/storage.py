@@ -49,6 +49,10 @@ class Storage:
     def master_path(self, video_id: str) -> Path:
         return self.hls_dir(video_id) / "master.m3u8"
 
+    def complete_marker(self, video_id: str) -> Path:
+        """Exists once the presentation is final (VOD): its playlists may then be cached."""
+        return self.hls_dir(video_id) / ".complete"
+
     def playlist_path(self, video_id: str, rung: str) -> Path:
         return self.rung_dir(video_id, rung) / "playlist.m3u8"
 
@@ -62,6 +66,10 @@ class Storage:
         if relative.startswith("/") or "\x00" in relative or not candidate.is_relative_to(base):
             raise NotFound(f"no asset '{relative[:64]}' for video {video_id}")
         return candidate
+
+    def delete_renditions(self, video_id: str) -> None:
+        """Remove every rendition of a video (before it is encoded anew)."""
+        shutil.rmtree(self.hls_dir(video_id), ignore_errors=True)
 
     def delete_video(self, video_id: str) -> None:
         """Remove the original and every rendition of a video (nothing left on disk)."""

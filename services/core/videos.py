@@ -2,13 +2,21 @@
 
 import time
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from services.core import ids, jobs
 from services.core.db import session_scope
 from services.core.errors import NotFound
-from services.core.models import Job, Status, Upload, UploadChunk, Video
+from services.core.models import (
+    ChunkStatus,
+    Job,
+    JobChunk,
+    Upload,
+    UploadChunk,
+    Video,
+    utcnow,
+)
 from services.core.settings import Settings
 from services.core.storage import Storage
 
@@ -39,10 +47,11 @@ def delete_everywhere(settings: Settings, *, video_id: str, wait_seconds: float 
         if known is None:
             raise NotFound(f"no video {video_id}")
         job = session.get(Job, video_id)
-        if job is not None and job.status == Status.RUNNING:
+        if job is not None and job.status in jobs.RUNNABLE:
             jobs.request_stop(session, video_id=video_id)
     _wait_until_not_running(settings, video_id, wait_seconds)
     with session_scope(settings) as session:
+        session.execute(delete(JobChunk).where(JobChunk.video_id == video_id))
         session.execute(delete(Job).where(Job.video_id == video_id))
         session.execute(delete(UploadChunk).where(UploadChunk.upload_id == video_id))
         session.execute(delete(Upload).where(Upload.id == video_id))
@@ -51,12 +60,18 @@ def delete_everywhere(settings: Settings, *, video_id: str, wait_seconds: float 
 
 
 def _wait_until_not_running(settings: Settings, video_id: str, wait_seconds: float) -> None:
-    # The worker sees the stop at its next heartbeat and kills ffmpeg; deleting files under a
+    # Workers see the stop at their next heartbeat and kill ffmpeg; deleting files under a
     # live ffmpeg would let it recreate them.
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         with session_scope(settings) as session:
-            job = session.get(Job, video_id)
-            if job is None or job.status != Status.RUNNING:
-                return
+            held = session.scalar(
+                select(func.count()).where(
+                    JobChunk.video_id == video_id,
+                    JobChunk.status == ChunkStatus.RUNNING,
+                    JobChunk.lease_expires_at > utcnow(),
+                )
+            )
+        if not held:
+            return
         time.sleep(0.1)

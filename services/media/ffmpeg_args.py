@@ -1,13 +1,21 @@
 """Pure builders of ffmpeg argv lists; nothing here runs a process.
 
-`ladder_command` writes `out_dir/{name}/playlist.m3u8` and `out_dir/{name}/seg_%05d.ts`
-for every rendition. ffmpeg's HLS muxer does not create folders, so the caller must create
-`out_dir/{name}/` for each rendition before running the command.
+A video is encoded in time chunks (see `chunking.py`) plus one audio run:
 
-Timestamps are left to ffmpeg's defaults (no -copyts, no per-segment reset): the source's
-first frame becomes 0 and the clock runs on continuously across segments, so a VOD never
-needs EXT-X-DISCONTINUITY. (The MPEG-TS muxer adds its usual 1.4 s mux delay to every
-timestamp of every rung alike; players take the first segment's time as the start.)
+- `video_chunk_command` decodes one chunk's time range once and writes that range's
+  segments for every rung, video only: `out_dir/{rung}/seg_%05d.ts`, numbered globally, and
+  a per-chunk playlist `out_dir/{rung}/chunk_%05d.m3u8`;
+- `audio_command` encodes the whole file's audio once, as its own HLS rendition in
+  `out_dir/audio/`, so no chunk boundary can ever click in the sound.
+
+The chunk playlists are stitched into each rung's `playlist.m3u8` by `playlists.py`.
+ffmpeg's HLS muxer does not create folders: the caller creates `out_dir/{rung}/` and
+`out_dir/audio/` first.
+
+Timestamps run on across chunks, so the stitched VOD needs no EXT-X-DISCONTINUITY: every
+chunk's timestamps are shifted to its place on the source timeline plus TS_OFFSET_SECONDS.
+(The MPEG-TS muxer adds its usual 1.4 s mux delay to every timestamp of every output alike;
+players take the first segment's time as the start.)
 """
 
 import math
@@ -15,11 +23,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.media.chunking import TimeChunk
 from services.media.ladder import Rendition
 from services.media.probe import SourceInfo
 
 # Faster frame rates buy little on the web and cost every rung bits.
 MAX_FPS = 60
+# Added to every output's timestamps. With an offset of 0 the muxer shifts the first chunk
+# alone by the B-frame delay (it avoids negative DTS only then), so chunk 0 would overlap
+# chunk 1 by two frames; `-avoid_negative_ts disabled` does not reach the HLS muxer's inner
+# MPEG-TS muxer. A constant offset keeps every DTS positive and every chunk in place; the
+# audio gets the same offset and stays in sync.
+TS_OFFSET_SECONDS = 10
+AUDIO_DIR = "audio"
+AUDIO_PLAYLIST = "chunk_audio.m3u8"
+# HLS authoring spec [2.9]: stereo AAC at 32-160 kb/s.
+MAX_AUDIO_KBPS = 160
 
 
 @dataclass(frozen=True)
@@ -32,7 +51,7 @@ class EncodeOptions:
     threads: int = 0
 
 
-def ladder_command(
+def video_chunk_command(
     *,
     ffmpeg: str,
     source: Path,
@@ -40,21 +59,75 @@ def ladder_command(
     renditions: Sequence[Rendition],
     out_dir: Path,
     options: EncodeOptions,
+    chunk: TimeChunk,
 ) -> list[str]:
-    """One ffmpeg run that decodes `source` once and writes an HLS rung per rendition."""
+    """One ffmpeg run that decodes `chunk` of `source` once and writes its segments per rung."""
     if not renditions:
         raise ValueError("a ladder needs at least one rendition")
     argv = [ffmpeg, *_global_args(options)]
+    # Input options: seek (decoding from the keyframe before, dropping frames up to `start`)
+    # and read only the chunk's range, so each frame lands in exactly one chunk.
+    argv += ["-ss", _seconds(chunk.start)]
+    if chunk.end is not None:
+        argv += ["-t", _seconds(chunk.end - chunk.start)]
     # -i before the path so a name starting with "-" is never read as an option; absolute so
     # a name like "http:x" is never read as a protocol.
     argv += ["-i", str(source.absolute())]
     argv += ["-filter_complex", filter_graph(info, renditions)]
+    offset = chunk_ts_offset(chunk, output_fps(info))
     for index, rendition in enumerate(renditions):
-        argv += _video_args(index, rendition, output_fps(info), options)
-        if info.has_audio:
-            argv += _audio_args(rendition)
-        argv += _hls_args(out_dir.absolute() / rendition.name, options)
+        argv += [*_video_args(index, rendition, output_fps(info), options), "-an"]
+        # Frames keep their own (rounded) times. The default here, cfr, duplicates a chunk's
+        # first frame when it falls more than half a frame after the chunk start (29.97 fps
+        # at 18 s, for one), and that duplicate overlaps the previous chunk's last frame.
+        argv += ["-fps_mode", "vfr"]
+        argv += ["-output_ts_offset", _seconds(offset)]
+        argv += ["-start_number", str(chunk.first_segment(options.segment_seconds))]
+        rung_dir = out_dir.absolute() / rendition.name
+        argv += _hls_args(rung_dir, options, flags="independent_segments+temp_file")
+        argv += [str(rung_dir / chunk_playlist_name(chunk.index))]
     return argv
+
+
+def audio_command(
+    *, ffmpeg: str, source: Path, audio_kbps: int, out_dir: Path, options: EncodeOptions
+) -> list[str]:
+    """One ffmpeg run that encodes the source's first audio stream as an HLS rendition."""
+    argv = [ffmpeg, *_global_args(options), "-i", str(source.absolute())]
+    argv += ["-map", "0:a:0", "-vn", "-c:a", "aac", "-b:a", f"{audio_kbps}k"]
+    argv += ["-ac", "2", "-ar", "48000"]
+    if options.threads > 0:
+        argv += ["-threads", str(options.threads)]
+    # The same offset as the video chunks: the first audio sample meets the first frame.
+    argv += ["-output_ts_offset", str(TS_OFFSET_SECONDS)]
+    audio_dir = out_dir.absolute() / AUDIO_DIR
+    # Every AAC frame is independent: the audio may be cut anywhere, no flag needed.
+    argv += _hls_args(audio_dir, options, flags="temp_file")
+    return [*argv, str(audio_dir / AUDIO_PLAYLIST)]
+
+
+def audio_bitrate(renditions: Sequence[Rendition]) -> int:
+    """The one audio rendition's kb/s: the best any rung asks for, within the HLS spec."""
+    if not renditions:
+        raise ValueError("an audio bitrate needs at least one rendition")
+    return min(max(r.audio_kbps for r in renditions), MAX_AUDIO_KBPS)
+
+
+def chunk_playlist_name(index: int) -> str:
+    """The playlist ffmpeg writes for chunk `index` in each rung folder."""
+    return f"chunk_{index:05d}.m3u8"
+
+
+def chunk_ts_offset(chunk: TimeChunk, fps: float) -> float:
+    """The -output_ts_offset of `chunk`: its start snapped to the output frame grid, + offset.
+
+    The encoder's clock ticks once a frame from `start`, so a chunk's first frame lands a
+    whole (rounded) number of frames after `start`. A start between two frames (every
+    chunk but the first at 29.97 fps) would shift the whole chunk by up to half a frame;
+    counting from the grid frame nearest `start` puts every frame back at its source time
+    (exactly, for a constant-rate source), as one whole-file encode would.
+    """
+    return round(chunk.start * fps) / fps + TS_OFFSET_SECONDS
 
 
 def output_fps(info: SourceInfo) -> float:
@@ -73,6 +146,11 @@ def filter_graph(info: SourceInfo, renditions: Sequence[Rendition]) -> str:
         # setsar=1: the scale already applied the source's pixel aspect, so pixels are square.
         chains.append(f"[s{i}]scale={r.width}:{r.height},setsar=1,format=yuv420p[v{i}]")
     return ";".join(chains)
+
+
+def _seconds(value: float) -> str:
+    """Seconds as ffmpeg reads them: fixed point, never an exponent such as 1e-05."""
+    return f"{value:.6f}"
 
 
 def _global_args(options: EncodeOptions) -> list[str]:
@@ -102,20 +180,18 @@ def _video_args(index: int, r: Rendition, fps: float, options: EncodeOptions) ->
     return args
 
 
-def _audio_args(r: Rendition) -> list[str]:
-    # Each rung muxes its own stereo AAC so any single rung plays on its own.
-    return ["-map", "0:a:0", "-c:a", "aac", "-b:a", f"{r.audio_kbps}k", "-ac", "2", "-ar", "48000"]
-
-
-def _hls_args(rung_dir: Path, options: EncodeOptions) -> list[str]:
+def _hls_args(folder: Path, options: EncodeOptions, *, flags: str) -> list[str]:
+    """HLS muxer options writing `folder/seg_%05d.ts`; the playlist path goes after them."""
     args = ["-f", "hls", "-hls_time", str(options.segment_seconds)]
     args += ["-hls_playlist_type", "vod", "-hls_segment_type", "mpegts"]
-    # Every segment starts with an IDR; saying so lets players switch rungs at any boundary.
-    args += ["-hls_flags", "independent_segments"]
+    # independent_segments: every video segment starts with an IDR, so players may switch
+    # rungs at any boundary. temp_file: a segment (and a playlist) appears under its name
+    # only once complete, so a file the server can see is a file it may serve.
+    args += ["-hls_flags", flags]
     # The segment name is a printf pattern: a "%" in the folder must not count as one.
-    pattern = str(rung_dir).replace("%", "%%") + "/seg_%05d.ts"
+    pattern = str(folder).replace("%", "%%") + "/seg_%05d.ts"
     args += ["-hls_segment_filename", pattern]
-    # A source whose audio runs ahead of its video would otherwise abort with
-    # "Too many packets buffered for output stream".
+    # Room for the packets queued while the outputs of one run start up; running out aborts
+    # with "Too many packets buffered for output stream".
     args += ["-max_muxing_queue_size", "1024"]
-    return [*args, str(rung_dir / "playlist.m3u8")]
+    return args

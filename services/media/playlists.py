@@ -1,20 +1,32 @@
-"""m3u8 in and out: read media playlists, measure what was produced, write the master.
+"""m3u8 in and out: read media playlists, measure what was produced, write the playlists.
 
 Every attribute of the master playlist is measured from the segments on disk, never
 assumed from the ladder: x264 may encode a lower profile than asked for (ultrafast gives
 Constrained Baseline even with `-profile:v high`), and a rung's real bitrate is what it is.
+
+The media playlists are written here too, not by ffmpeg: each chunk's ffmpeg writes only
+its own segments, and `media_playlist` stitches them into one continuous list, first as a
+growing EVENT playlist, finally as a VOD. `index_iframes` + `iframe_playlist` add the
+I-frame playlist that players use for scrubbing thumbnails and fast seeking.
+
+Versions (RFC 8216, section 7): a media playlist needs 3 (decimal EXTINF); an I-frame
+playlist needs 4 (EXT-X-BYTERANGE, EXT-X-I-FRAMES-ONLY); the master says 4 when it lists
+I-frame playlists, else 3.
 """
 
 import math
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.media.ffmpeg_args import AUDIO_DIR
 from services.media.probe import ProbeError, ffprobe_json, frame_rate
 
 PLAYLIST_NAME = "playlist.m3u8"
+IFRAME_PLAYLIST_NAME = "iframes.m3u8"
+AUDIO_GROUP = "audio"
 # HLS audio object types (RFC 6381) by the AAC profile name ffprobe prints.
 AAC_CODECS = {"LC": "mp4a.40.2", "HE-AAC": "mp4a.40.5", "HE-AACv2": "mp4a.40.29"}
 _SPS_NAL_TYPE = 7
@@ -43,6 +55,32 @@ class RenditionStats:
         return ",".join(c for c in (self.video_codec, self.audio_codec) if c)
 
 
+@dataclass(frozen=True)
+class AudioStats:
+    """What the audio rendition really is, as the master playlist must declare it."""
+
+    codec: str
+    bandwidth: int
+    average_bandwidth: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class IFrame:
+    """One keyframe: its segment's file name, its byte range there, and its PTS in seconds.
+
+    The time is stream time, as in the segment (chunk offset and mux delay included).
+    """
+
+    uri: str
+    offset: int
+    length: int
+    time: float
+
+
+# ---- media playlists -------------------------------------------------------------------
+
+
 def read_media_playlist(path: Path) -> list[tuple[str, float]]:
     """The (segment uri, EXTINF duration) pairs of a media playlist, in order."""
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
@@ -59,15 +97,104 @@ def read_media_playlist(path: Path) -> list[tuple[str, float]]:
     return segments
 
 
+def media_playlist(segments: Sequence[tuple[str, float]], *, target: int, ended: bool) -> str:
+    """A media playlist of (uri, seconds) segments: a growing EVENT, or the final VOD."""
+    # A segment that rounds above the target would make the playlist invalid [RFC 8216 4.3.3.1].
+    target = max([target, *(_nearest(seconds) for _, seconds in segments)])
+    lines = _header(version=3, target=target, ended=ended, tag="#EXT-X-INDEPENDENT-SEGMENTS")
+    for uri, seconds in segments:
+        lines += [f"#EXTINF:{seconds:.6f},", uri]
+    return _footer(lines, ended)
+
+
+def _nearest(seconds: float) -> int:
+    """Rounded half up, as RFC 8216 rounds EXTINF (Python's round() would make 2.5 -> 2)."""
+    return math.floor(seconds + 0.5)
+
+
+def _header(*, version: int, target: int, ended: bool, tag: str) -> list[str]:
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{version}", f"#EXT-X-TARGETDURATION:{target}"]
+    lines += ["#EXT-X-MEDIA-SEQUENCE:0", f"#EXT-X-PLAYLIST-TYPE:{'VOD' if ended else 'EVENT'}"]
+    lines.append(tag)
+    if not ended:
+        # Players treat an EVENT playlist as live and would start near its end.
+        lines.append("#EXT-X-START:TIME-OFFSET=0")
+    return lines
+
+
+def _footer(lines: list[str], ended: bool) -> str:
+    return "\n".join([*lines, "#EXT-X-ENDLIST"] if ended else lines) + "\n"
+
+
+# ---- I-frame playlists -----------------------------------------------------------------
+
+
+def index_iframes(segment: Path, *, ffprobe: str = "ffprobe") -> list[IFrame]:
+    """The keyframes of one video-only MPEG-TS segment, with the byte range of each.
+
+    A range runs from the TS packet where the keyframe's PES starts to the TS packet where
+    the next video packet's PES starts (the file's end for the last packet). The segment's
+    first video packet's range starts at offset 0, so it carries the PAT and PMT a player
+    needs; a later keyframe's does not, as RFC 8216 (4.3.3.6) allows since the segment
+    itself begins with them.
+    """
+    show = ["-select_streams", "v:0", "-show_entries", "packet=pts_time,pos,flags"]
+    try:
+        packets = ffprobe_json(segment, show, ffprobe=ffprobe).get("packets", [])
+        size = segment.stat().st_size
+    except (ProbeError, OSError) as exc:
+        raise MeasureError(f"{segment}: cannot index its keyframes: {exc}") from exc
+    ends = [int(p["pos"]) for p in packets[1:]] + [size]
+    iframes = []
+    for index, (packet, end) in enumerate(zip(packets, ends, strict=True)):
+        if "K" in packet.get("flags", ""):
+            start = 0 if index == 0 else int(packet["pos"])
+            iframes.append(IFrame(segment.name, start, end - start, float(packet["pts_time"])))
+    if not iframes:
+        raise MeasureError(f"{segment} has no video keyframe")
+    return iframes
+
+
+def iframe_playlist(iframes: Sequence[IFrame], *, end_time: float, ended: bool) -> str:
+    """The I-frame playlist of one rung; `end_time` is where its last segment ends."""
+    durations = _iframe_durations(iframes, end_time)
+    lines = _header(
+        version=4, target=_iframe_target(durations), ended=ended, tag="#EXT-X-I-FRAMES-ONLY"
+    )
+    for iframe, seconds in zip(iframes, durations, strict=True):
+        lines += [f"#EXTINF:{seconds:.6f},", f"#EXT-X-BYTERANGE:{iframe.length}@{iframe.offset}"]
+        lines.append(iframe.uri)
+    return _footer(lines, ended)
+
+
+def _iframe_durations(iframes: Sequence[IFrame], end_time: float) -> list[float]:
+    """Each keyframe lasts until the next one; the last until `end_time`."""
+    times = [iframe.time for iframe in iframes]
+    durations = [b - a for a, b in zip(times, [*times[1:], end_time], strict=True)]
+    if any(seconds <= 0 for seconds in durations):
+        raise ValueError("keyframe times must increase and end before end_time")
+    return durations
+
+
+def _iframe_target(durations: Sequence[float]) -> int:
+    # Rounded up (at the precision EXTINF is written with) so no entry exceeds it.
+    return max([1, *(math.ceil(round(seconds, 6)) for seconds in durations)])
+
+
+# ---- measuring -------------------------------------------------------------------------
+
+
 def measure_rendition(
     rung_dir: Path, *, ffprobe: str = "ffprobe", ffmpeg: str = "ffmpeg"
 ) -> RenditionStats:
     """Measure the rung in `rung_dir` from its playlist and segments."""
-    segments = read_media_playlist(rung_dir / PLAYLIST_NAME)
-    if not segments:
-        raise MeasureError(f"{rung_dir / PLAYLIST_NAME} lists no segments")
+    segments = _listed_segments(rung_dir)
     first = rung_dir / segments[0][0]
-    video, audio = _probe_segment(first, ffprobe)
+    streams = _streams(first, ffprobe)
+    video = next((s for s in streams if s.get("codec_type") == "video"), None)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    if video is None or video.get("codec_name") != "h264":
+        raise MeasureError(f"{first} has no H.264 video stream")
     peak, average = _bandwidths(rung_dir, segments)
     return RenditionStats(
         name=rung_dir.name,
@@ -81,51 +208,93 @@ def measure_rendition(
     )
 
 
-def master_playlist(stats: Sequence[RenditionStats]) -> str:
-    """The multivariant playlist text for `stats`, highest rung first."""
-    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS"]
-    for rung in sorted(stats, key=lambda s: (s.width * s.height, s.bandwidth), reverse=True):
-        lines.append(_stream_inf(rung))
-        lines.append(f"{rung.name}/{PLAYLIST_NAME}")
-    return "\n".join(lines) + "\n"
+def measure_audio(audio_dir: Path, *, ffprobe: str = "ffprobe") -> AudioStats:
+    """Measure the audio rendition in `audio_dir` from its playlist and segments."""
+    segments = _listed_segments(audio_dir)
+    first = audio_dir / segments[0][0]
+    audio = next((s for s in _streams(first, ffprobe) if s.get("codec_type") == "audio"), None)
+    if audio is None:
+        raise MeasureError(f"{first} has no audio stream")
+    peak, average = _bandwidths(audio_dir, segments)
+    return AudioStats(
+        codec=_audio_codec(audio),
+        bandwidth=peak,
+        average_bandwidth=average,
+        channels=int(audio.get("channels") or 2),
+    )
 
 
-def _stream_inf(rung: RenditionStats) -> str:
-    attributes = [
-        f"BANDWIDTH={rung.bandwidth}",
-        f"AVERAGE-BANDWIDTH={rung.average_bandwidth}",
-        f'CODECS="{rung.codecs}"',
-        f"RESOLUTION={rung.width}x{rung.height}",
-        f"FRAME-RATE={rung.fps:.3f}",
-    ]
-    return "#EXT-X-STREAM-INF:" + ",".join(attributes)
+def iframe_bandwidth(rung_dir: Path, iframes: Sequence[IFrame], end_time: float) -> int:
+    """The peak bit rate of a rung's I-frame playlist (its BANDWIDTH), in bits per second."""
+    if not iframes:
+        raise MeasureError(f"{rung_dir} has no keyframes to measure")
+    _check_ranges(rung_dir, iframes)
+    durations = _iframe_durations(iframes, end_time)
+    sizes = [iframe.length for iframe in iframes]
+    return _peak_rate(sizes, durations, target=_iframe_target(durations))
 
 
-def _bandwidths(rung_dir: Path, segments: list[tuple[str, float]]) -> tuple[int, int]:
-    """(peak, average) bits per second: the peak is the densest single segment."""
+def _check_ranges(rung_dir: Path, iframes: Sequence[IFrame]) -> None:
+    """Every byte range lies inside its segment: a wrong range would be served as a 416."""
+    sizes: dict[str, int] = {}
+    for iframe in iframes:
+        try:
+            size = sizes.setdefault(iframe.uri, (rung_dir / iframe.uri).stat().st_size)
+        except OSError as exc:
+            raise MeasureError(f"{rung_dir}: a keyframe's segment is unreadable: {exc}") from exc
+        if iframe.offset < 0 or iframe.length <= 0 or iframe.offset + iframe.length > size:
+            raise MeasureError(f"{rung_dir / iframe.uri}: range {iframe} is outside the file")
+
+
+def _listed_segments(folder: Path) -> list[tuple[str, float]]:
+    segments = read_media_playlist(folder / PLAYLIST_NAME)
+    if not segments:
+        raise MeasureError(f"{folder / PLAYLIST_NAME} lists no segments")
+    return segments
+
+
+def _bandwidths(folder: Path, segments: list[tuple[str, float]]) -> tuple[int, int]:
+    """(peak, average) bits per second of the segments listed in `folder`'s playlist."""
     try:
-        sizes = [(rung_dir / uri).stat().st_size for uri, _ in segments]
+        sizes = [(folder / uri).stat().st_size for uri, _ in segments]
     except OSError as exc:
-        raise MeasureError(f"{rung_dir}: a listed segment is unreadable: {exc}") from exc
-    total_seconds = sum(seconds for _, seconds in segments)
+        raise MeasureError(f"{folder}: a listed segment is unreadable: {exc}") from exc
+    durations = [seconds for _, seconds in segments]
+    total_seconds = sum(durations)
     if total_seconds <= 0:
-        raise MeasureError(f"{rung_dir} has segments but no duration")
+        raise MeasureError(f"{folder} has segments but no duration")
+    target = max([1, *(_nearest(seconds) for seconds in durations)])
     # Rounded up so the declared rate is never below the measured one.
-    rates = [size * 8 / s for size, (_, s) in zip(sizes, segments, strict=True) if s > 0]
-    return math.ceil(max(rates)), math.ceil(sum(sizes) * 8 / total_seconds)
+    return _peak_rate(sizes, durations, target=target), math.ceil(sum(sizes) * 8 / total_seconds)
 
 
-def _probe_segment(segment: Path, ffprobe: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The first video and the first audio stream of a segment (audio may be absent)."""
+def _peak_rate(sizes: Sequence[int], durations: Sequence[float], *, target: int) -> int:
+    """The peak segment bit rate as RFC 8216 (4.3.4.2) defines it, rounded up.
+
+    The densest run of consecutive segments lasting 0.5 to 1.5 target durations: a short
+    last segment (the audio often ends with a 21 ms one, all headers and one AAC frame)
+    counts together with the one before it instead of posing as a peak. Never below the
+    average, which that short segment can nudge above every run.
+    """
+    peak = sum(sizes) * 8 / sum(durations)
+    for first in range(len(sizes)):
+        bits, seconds = 0.0, 0.0
+        for size, duration in zip(sizes[first:], durations[first:], strict=True):
+            bits, seconds = bits + size * 8, seconds + duration
+            if seconds >= target / 2:
+                break
+        if target / 2 <= seconds <= target * 1.5:
+            peak = max(peak, bits / seconds)
+    return math.ceil(peak)
+
+
+def _streams(segment: Path, ffprobe: str) -> list[dict[str, Any]]:
     try:
-        streams = ffprobe_json(segment, ["-show_streams"], ffprobe=ffprobe).get("streams", [])
+        data = ffprobe_json(segment, ["-show_streams"], ffprobe=ffprobe)
     except ProbeError as exc:
         raise MeasureError(f"{segment}: {exc.detail}") from exc
-    video = next((s for s in streams if s.get("codec_type") == "video"), None)
-    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
-    if video is None or video.get("codec_name") != "h264":
-        raise MeasureError(f"{segment} has no H.264 video stream")
-    return video, audio
+    streams: list[dict[str, Any]] = data.get("streams", [])
+    return streams
 
 
 def _audio_codec(stream: dict[str, Any]) -> str:
@@ -157,3 +326,73 @@ def avc1_codec(annexb: bytes) -> str:
             return f"avc1.{profile:02x}{constraints:02x}{level:02x}"
         start = annexb.find(b"\x00\x00\x01", start + 3)
     raise MeasureError("no sequence parameter set (SPS) in the H.264 stream")
+
+
+# ---- the master playlist ---------------------------------------------------------------
+
+
+def master_playlist(
+    stats: Sequence[RenditionStats],
+    *,
+    audio: AudioStats | None = None,
+    iframe_bandwidths: Mapping[str, int] | None = None,
+) -> str:
+    """The multivariant playlist for `stats`, highest rung first.
+
+    With `audio`, every variant plays the one audio rendition (an EXT-X-MEDIA group) and
+    declares its codec and bit rate too: BANDWIDTH covers all renditions a variant plays.
+    `iframe_bandwidths` (rung name -> bits per second) adds each rung's I-frame playlist.
+    """
+    rungs = sorted(stats, key=lambda s: (s.width * s.height, s.bandwidth), reverse=True)
+    given = iframe_bandwidths or {}
+    iframes = {rung.name: given[rung.name] for rung in rungs if rung.name in given}
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{4 if iframes else 3}", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    if audio is not None:
+        lines.append(_audio_media(audio))
+    for rung in rungs:
+        lines += [_stream_inf(rung, audio), f"{rung.name}/{PLAYLIST_NAME}"]
+    lines += [
+        _iframe_stream_inf(rung, iframes[rung.name]) for rung in rungs if rung.name in iframes
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _audio_media(audio: AudioStats) -> str:
+    attributes = [
+        "TYPE=AUDIO",
+        f'GROUP-ID="{AUDIO_GROUP}"',
+        'NAME="Audio"',
+        'LANGUAGE="und"',
+        "DEFAULT=YES",
+        "AUTOSELECT=YES",
+        f'CHANNELS="{audio.channels}"',
+        f'URI="{AUDIO_DIR}/{PLAYLIST_NAME}"',
+    ]
+    return "#EXT-X-MEDIA:" + ",".join(attributes)
+
+
+def _stream_inf(rung: RenditionStats, audio: AudioStats | None) -> str:
+    bandwidth, average, codecs = rung.bandwidth, rung.average_bandwidth, rung.codecs
+    if audio is not None:
+        bandwidth, average = bandwidth + audio.bandwidth, average + audio.average_bandwidth
+        codecs = f"{rung.video_codec},{audio.codec}"
+    attributes = [
+        f"BANDWIDTH={bandwidth}",
+        f"AVERAGE-BANDWIDTH={average}",
+        f'CODECS="{codecs}"',
+        f"RESOLUTION={rung.width}x{rung.height}",
+        f"FRAME-RATE={rung.fps:.3f}",
+    ]
+    if audio is not None:
+        attributes.append(f'AUDIO="{AUDIO_GROUP}"')
+    return "#EXT-X-STREAM-INF:" + ",".join(attributes)
+
+
+def _iframe_stream_inf(rung: RenditionStats, bandwidth: int) -> str:
+    attributes = [
+        f"BANDWIDTH={bandwidth}",
+        f'CODECS="{rung.video_codec}"',
+        f"RESOLUTION={rung.width}x{rung.height}",
+        f'URI="{rung.name}/{IFRAME_PLAYLIST_NAME}"',
+    ]
+    return "#EXT-X-I-FRAME-STREAM-INF:" + ",".join(attributes)

@@ -9,7 +9,7 @@ from services.core import ids, jobs
 from services.core.deps import SessionDep, SettingsDep
 from services.core.errors import Conflict
 from services.core.models import Status, Video
-from services.core.schemas import Deleted, TranscodeStatus, VideoOut
+from services.core.schemas import Deleted, TranscodeStatus, VideoOut, transcode_status
 from services.core.videos import delete_everywhere, get_video, list_videos
 
 router = APIRouter(tags=["metadata"])
@@ -100,11 +100,11 @@ def stopped(hash: str, session: SessionDep) -> Stopped:
 def stop(hash: str, session: SessionDep) -> TranscodeStatus:
     """Stop the video's transcoding; finished work is kept."""
     get_video(session, video_id=hash)
-    return TranscodeStatus.of(jobs.request_stop(session, video_id=hash))
+    return transcode_status(session, jobs.request_stop(session, video_id=hash))
 
 
 @router.put("/videos/{hash}/resume", response_model=TranscodeStatus)
 def resume(hash: str, session: SessionDep) -> TranscodeStatus:
     """Resume a stopped or failed transcoding."""
     get_video(session, video_id=hash)
-    return TranscodeStatus.of(jobs.resume(session, video_id=hash))
+    return transcode_status(session, jobs.resume(session, video_id=hash))

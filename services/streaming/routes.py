@@ -31,9 +31,10 @@ class Qualities(BaseModel):
 
 @file_route("/stream/{video_id}/master.m3u8")
 def master(video_id: str, storage: StorageDep, request: Request) -> Response:
-    """The multivariant playlist (exists once the ladder is produced)."""
+    """The multivariant playlist (exists from the first playable chunk on)."""
     path = storage.master_path(video_id)
-    return serve(request, path, finished=True, what=f"master playlist of {video_id}")
+    finished = storage.complete_marker(video_id).exists()
+    return serve(request, path, finished=finished, what=f"master playlist of {video_id}")
 
 
 @router.get("/stream/{video_id}/qualities", response_model=Qualities)
@@ -68,8 +69,8 @@ def _download_name(label: str) -> str:
 def playlist(video_id: str, quality: str, storage: StorageDep, request: Request) -> Response:
     """A rung's media playlist."""
     path = storage.playlist_path(video_id, quality)
-    # The master is written last: until it exists, a rung playlist may still grow.
-    finished = storage.master_path(video_id).exists()
+    # Until the presentation is final, an EVENT playlist grows: caches must ask again.
+    finished = storage.complete_marker(video_id).exists()
     return serve(request, path, finished=finished, what=f"quality {quality} of {video_id}")
 
 
@@ -79,7 +80,9 @@ def segment(
 ) -> Response:
     """A media segment of a rung."""
     path = storage.segment_path(video_id, quality, segment)
-    return serve(request, path, finished=True, what=f"segment {segment} of {quality} of {video_id}")
+    # Segments are immutable whatever this says; the I-frame playlist grows until complete.
+    finished = storage.complete_marker(video_id).exists()
+    return serve(request, path, finished=finished, what=f"{segment} of {quality} of {video_id}")
 
 
 @file_route("/stream/{video_id}/{asset_path:path}")
@@ -89,4 +92,5 @@ def asset(video_id: str, asset_path: str, storage: StorageDep, request: Request)
     if not asset_path:
         raise NotFound("name an asset: /stream/{video_id}/{asset}")
     path = storage.asset_path(video_id, asset_path)
-    return serve(request, path, finished=True, what=f"asset {asset_path[:64]} of {video_id}")
+    finished = storage.complete_marker(video_id).exists()
+    return serve(request, path, finished=finished, what=f"asset {asset_path[:64]} of {video_id}")

@@ -6,7 +6,7 @@ from services.core import ids, jobs
 from services.core.deps import SessionDep, StorageDep
 from services.core.errors import Conflict
 from services.core.models import Status
-from services.core.schemas import Resumed, TranscodeStatus, VideoIdBody
+from services.core.schemas import Resumed, TranscodeStatus, VideoIdBody, transcode_status
 from services.core.videos import get_video
 
 router = APIRouter(tags=["transcoding"])
@@ -22,13 +22,13 @@ def start(body: VideoIdBody, session: SessionDep, storage: StorageDep) -> Transc
     video = get_video(session, video_id=body.upload_id)
     if video.status == Status.UPLOADING or not storage.source_path(video.id).exists():
         raise Conflict(f"video {video.id} has no complete original yet: call /upload/complete")
-    return TranscodeStatus.of(jobs.enqueue(session, video_id=video.id))
+    return transcode_status(session, jobs.enqueue(session, video_id=video.id))
 
 
 @router.get("/transcode/status/{upload_id}", response_model=TranscodeStatus)
 def status(upload_id: str, session: SessionDep) -> TranscodeStatus:
     """A job's state, overall and per quality."""
-    return TranscodeStatus.of(jobs.get_job(session, video_id=ids.video_id(upload_id)))
+    return transcode_status(session, jobs.get_job(session, video_id=upload_id))
 
 
 @router.post("/transcode/resume", response_model=Resumed)

@@ -1,20 +1,37 @@
 from pathlib import Path
 
-from services.media.ffmpeg_args import EncodeOptions, ladder_command
-from services.media.ladder import plan_ladder
+import pytest
+
+from services.media.chunking import TimeChunk
+from services.media.ffmpeg_args import (
+    AUDIO_PLAYLIST,
+    MAX_AUDIO_KBPS,
+    TS_OFFSET_SECONDS,
+    EncodeOptions,
+    audio_bitrate,
+    audio_command,
+    chunk_playlist_name,
+    chunk_ts_offset,
+    video_chunk_command,
+)
+from services.media.ladder import Rung, plan_ladder
 from services.media.probe import SourceInfo
 
 OUT = Path("/srv/hls/abc")
+SOURCE = Path("/srv/originals/abc/source")
+RUNGS = ("1080p", "720p", "480p", "360p")
+MIDDLE = TimeChunk(index=2, start=6.0, end=18.0)
+LAST = TimeChunk(index=3, start=18.0, end=None)
 
 
-def source_info(*, fps: float = 30.0, audio: bool = True) -> SourceInfo:
+def source_info(*, fps: float = 30.0) -> SourceInfo:
     return SourceInfo(
-        duration=10.0,
+        duration=30.0,
         width=1920,
         height=1080,
         fps=fps,
         video_codec="h264",
-        audio_codec="aac" if audio else None,
+        audio_codec="aac",
         format_name="mov,mp4,m4a,3gp,3g2,mj2",
         bit_rate=8_000_000,
     )
@@ -22,19 +39,31 @@ def source_info(*, fps: float = 30.0, audio: bool = True) -> SourceInfo:
 
 def command(
     *,
-    source: Path = Path("/srv/originals/abc/source"),
+    chunk: TimeChunk = MIDDLE,
+    source: Path = SOURCE,
     info: SourceInfo | None = None,
     out_dir: Path = OUT,
     options: EncodeOptions | None = None,
 ) -> list[str]:
     info = info or source_info()
-    return ladder_command(
+    return video_chunk_command(
         ffmpeg="ffmpeg",
         source=source,
         info=info,
         renditions=plan_ladder(info.width, info.height),
         out_dir=out_dir,
-        options=options or EncodeOptions(),
+        options=options or EncodeOptions(segment_seconds=6),
+        chunk=chunk,
+    )
+
+
+def audio(*, options: EncodeOptions | None = None, source: Path = SOURCE) -> list[str]:
+    return audio_command(
+        ffmpeg="ffmpeg",
+        source=source,
+        audio_kbps=128,
+        out_dir=OUT,
+        options=options or EncodeOptions(segment_seconds=6),
     )
 
 
@@ -42,17 +71,37 @@ def values_of(argv: list[str], flag: str) -> list[str]:
     return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == flag]
 
 
-def test_source_is_read_once_through_a_single_input() -> None:
-    argv = command()
-    assert argv.count("-i") == 1
-    assert values_of(argv, "-i") == ["/srv/originals/abc/source"]
+def before_input(argv: list[str]) -> list[str]:
+    return argv[: argv.index("-i")]
 
 
-def test_source_path_beginning_with_a_dash_still_follows_dash_i() -> None:
+# ---- video chunks ----------------------------------------------------------------------
+
+
+def test_chunk_seeks_and_limits_its_input_before_dash_i() -> None:
+    head = before_input(command())
+    assert values_of(head, "-ss") == ["6.000000"]
+    assert values_of(head, "-t") == ["12.000000"]
+    assert command().count("-ss") == 1 and command().count("-t") == 1
+
+
+def test_last_chunk_reads_to_the_end_of_the_source() -> None:
+    argv = command(chunk=LAST)
+    assert values_of(before_input(argv), "-ss") == ["18.000000"]
+    assert "-t" not in argv
+
+
+def test_seconds_are_written_without_an_exponent() -> None:
+    argv = command(chunk=TimeChunk(index=1, start=0.00001, end=123456789.0))
+    assert values_of(argv, "-ss") == ["0.000010"]
+    assert values_of(argv, "-t") == ["123456788.999990"]
+    assert not any("e-" in arg or "e+" in arg for arg in argv)
+
+
+def test_source_is_read_once_through_a_single_absolute_input() -> None:
     argv = command(source=Path("-evil.mp4"))
     (path,) = values_of(argv, "-i")
-    assert Path(path).is_absolute()
-    assert path.endswith("/-evil.mp4")
+    assert Path(path).is_absolute() and path.endswith("/-evil.mp4")
     assert "-evil.mp4" not in argv
 
 
@@ -65,32 +114,63 @@ def test_filter_graph_splits_once_and_scales_per_rendition() -> None:
 
 
 def test_frame_rate_is_capped_only_above_60() -> None:
-    (graph,) = values_of(command(info=source_info(fps=120)), "-filter_complex")
+    argv = command(info=source_info(fps=120))
+    (graph,) = values_of(argv, "-filter_complex")
     assert graph.startswith("[0:v:0]fps=60,split=4")
-    assert values_of(command(info=source_info(fps=120)), "-g") == ["120"] * 4
+    assert values_of(argv, "-g") == ["120"] * 4
     (graph,) = values_of(command(info=source_info(fps=60)), "-filter_complex")
     assert "fps=" not in graph
 
 
-def test_one_hls_output_per_rendition_in_its_own_folder() -> None:
+def test_chunks_carry_video_only() -> None:
+    argv = command()
+    assert values_of(argv, "-map") == ["[v0]", "[v1]", "[v2]", "[v3]"]
+    assert argv.count("-an") == 4
+    assert not {"-c:a", "-b:a", "0:a:0"} & set(argv)
+
+
+def test_each_rung_writes_its_chunk_playlist_and_global_segments_in_its_folder() -> None:
     argv = command()
     assert values_of(argv, "-f") == ["hls"] * 4
-    assert values_of(argv, "-hls_segment_filename") == [
-        f"{OUT}/{name}/seg_%05d.ts" for name in ("1080p", "720p", "480p", "360p")
-    ]
-    playlists = [arg for arg in argv if arg.endswith("playlist.m3u8")]
-    assert playlists == [
-        f"{OUT}/{name}/playlist.m3u8" for name in ("1080p", "720p", "480p", "360p")
-    ]
-    assert values_of(argv, "-map")[::2] == ["[v0]", "[v1]", "[v2]", "[v3]"]
+    assert values_of(argv, "-hls_segment_filename") == [f"{OUT}/{r}/seg_%05d.ts" for r in RUNGS]
+    playlists = [arg for arg in argv if arg.endswith(".m3u8")]
+    assert playlists == [f"{OUT}/{r}/chunk_00002.m3u8" for r in RUNGS]
+    assert argv[-1] == f"{OUT}/360p/chunk_00002.m3u8"
+
+
+def test_segment_numbers_continue_from_the_chunks_before() -> None:
+    assert values_of(command(), "-start_number") == ["1"] * 4  # 6 s / 6 s segments
+    two_second = EncodeOptions(segment_seconds=2)
+    assert values_of(command(chunk=LAST, options=two_second), "-start_number") == ["9"] * 4
+
+
+def test_timestamps_are_offset_to_the_chunk_start_plus_ten_seconds() -> None:
+    assert TS_OFFSET_SECONDS == 10
+    assert values_of(command(), "-output_ts_offset") == ["16.000000"] * 4
+    first = TimeChunk(index=0, start=0.0, end=2.0)
+    assert values_of(command(chunk=first), "-output_ts_offset") == ["10.000000"] * 4
+
+
+def test_offset_is_snapped_to_the_frame_grid_between_frames() -> None:
+    # At 30000/1001 fps frame 180 is at 6.006 s: the chunk's first frame belongs there.
+    argv = command(info=source_info(fps=30000 / 1001))
+    assert values_of(argv, "-output_ts_offset") == ["16.006000"] * 4
+    # 18 s is frame 539.46: the chunk counts from frame 539 (17.984 s).
+    assert chunk_ts_offset(LAST, 30000 / 1001) == pytest.approx(10 + 539 * 1001 / 30000)
+    assert chunk_ts_offset(LAST, 25) == 28.0
+
+
+def test_frames_keep_their_times_instead_of_being_duplicated() -> None:
+    assert values_of(command(), "-fps_mode") == ["vfr"] * 4
 
 
 def test_hls_options_follow_the_encode_options() -> None:
     argv = command(options=EncodeOptions(segment_seconds=4))
     assert values_of(argv, "-hls_time") == ["4"] * 4
     assert values_of(argv, "-hls_playlist_type") == ["vod"] * 4
-    assert values_of(argv, "-hls_flags") == ["independent_segments"] * 4
+    assert values_of(argv, "-hls_flags") == ["independent_segments+temp_file"] * 4
     assert values_of(argv, "-hls_segment_type") == ["mpegts"] * 4
+    assert values_of(argv, "-max_muxing_queue_size") == ["1024"] * 4
 
 
 def test_keyframes_are_forced_by_time_without_scene_cuts() -> None:
@@ -118,37 +198,24 @@ def test_video_encoder_settings_come_from_each_rendition() -> None:
     assert values_of(argv, "-bufsize") == ["9600k", "5800k", "3000k", "2200k"]
 
 
-def test_each_rung_muxes_its_own_stereo_aac() -> None:
-    argv = command()
-    assert values_of(argv, "-map")[1::2] == ["0:a:0"] * 4
-    assert values_of(argv, "-c:a") == ["aac"] * 4
-    assert values_of(argv, "-b:a") == ["192k", "160k", "128k", "96k"]
-    assert values_of(argv, "-ac") == ["2"] * 4
-    assert values_of(argv, "-ar") == ["48000"] * 4
-
-
-def test_source_without_audio_maps_no_audio() -> None:
-    argv = command(info=source_info(audio=False))
-    assert "0:a:0" not in argv
-    assert not {"-c:a", "-b:a", "-ac", "-ar"} & set(argv)
-    assert values_of(argv, "-map") == ["[v0]", "[v1]", "[v2]", "[v3]"]
-
-
 def test_global_options_make_ffmpeg_quiet_and_machine_readable() -> None:
-    argv = command()
-    head = argv[: argv.index("-i")]
-    assert head[0] == "ffmpeg"
-    for flag in ("-hide_banner", "-nostdin", "-y", "-nostats"):
-        assert flag in head
-    assert values_of(head, "-progress") == ["pipe:1"]
-    assert values_of(head, "-loglevel") == ["error"]
+    for argv in (command(), audio()):
+        head = before_input(argv)
+        assert head[0] == "ffmpeg"
+        for flag in ("-hide_banner", "-nostdin", "-y", "-nostats"):
+            assert flag in head
+        assert values_of(head, "-progress") == ["pipe:1"]
+        assert values_of(head, "-loglevel") == ["error"]
 
 
 def test_threads_are_set_only_when_asked_for() -> None:
-    assert "-threads" not in command()
-    argv = command(options=EncodeOptions(threads=2))
-    assert set(values_of(argv, "-threads")) == {"2"}
-    assert argv.index("-threads") < argv.index("-i")
+    assert "-threads" not in command() + audio()
+    for argv in (
+        command(options=EncodeOptions(threads=2)),
+        audio(options=EncodeOptions(threads=2)),
+    ):
+        assert set(values_of(argv, "-threads")) == {"2"}
+        assert argv.index("-threads") < argv.index("-i")
 
 
 def test_percent_in_the_output_folder_is_not_a_segment_pattern() -> None:
@@ -157,4 +224,63 @@ def test_percent_in_the_output_folder_is_not_a_segment_pattern() -> None:
 
 
 def test_every_argument_is_a_string() -> None:
-    assert all(isinstance(arg, str) for arg in command())
+    assert all(isinstance(arg, str) for arg in command() + command(chunk=LAST) + audio())
+
+
+def test_a_chunk_needs_a_rendition() -> None:
+    with pytest.raises(ValueError):
+        video_chunk_command(
+            ffmpeg="ffmpeg",
+            source=SOURCE,
+            info=source_info(),
+            renditions=[],
+            out_dir=OUT,
+            options=EncodeOptions(),
+            chunk=LAST,
+        )
+
+
+def test_chunk_playlist_names_are_zero_padded() -> None:
+    assert chunk_playlist_name(3) == "chunk_00003.m3u8"
+    assert chunk_playlist_name(12345) == "chunk_12345.m3u8"
+
+
+# ---- audio -----------------------------------------------------------------------------
+
+
+def test_audio_is_the_whole_first_audio_stream_as_stereo_aac() -> None:
+    argv = audio()
+    assert values_of(argv, "-i") == [str(SOURCE)]
+    assert not {"-ss", "-t", "-filter_complex"} & set(argv)
+    assert values_of(argv, "-map") == ["0:a:0"] and "-vn" in argv
+    assert values_of(argv, "-c:a") == ["aac"]
+    assert values_of(argv, "-b:a") == ["128k"]
+    assert (values_of(argv, "-ac"), values_of(argv, "-ar")) == (["2"], ["48000"])
+
+
+def test_audio_has_the_video_offset_and_its_own_hls_folder() -> None:
+    argv = audio(options=EncodeOptions(segment_seconds=4))
+    assert values_of(argv, "-output_ts_offset") == ["10"]
+    assert values_of(argv, "-f") == ["hls"]
+    assert values_of(argv, "-hls_time") == ["4"]
+    assert values_of(argv, "-hls_playlist_type") == ["vod"]
+    assert values_of(argv, "-hls_flags") == ["temp_file"]
+    assert values_of(argv, "-hls_segment_filename") == [f"{OUT}/audio/seg_%05d.ts"]
+    assert AUDIO_PLAYLIST == "chunk_audio.m3u8"
+    assert argv[-1] == f"{OUT}/audio/chunk_audio.m3u8"
+
+
+def test_audio_source_path_is_absolute() -> None:
+    (path,) = values_of(audio(source=Path("-x.mp4")), "-i")
+    assert Path(path).is_absolute() and path.endswith("/-x.mp4")
+
+
+def test_audio_bitrate_is_the_best_rung_asks_for_capped_by_the_spec() -> None:
+    assert MAX_AUDIO_KBPS == 160
+    assert audio_bitrate(plan_ladder(1920, 1080)) == 160  # 1080p asks for 192k
+    assert audio_bitrate(plan_ladder(854, 480)) == 128
+    assert audio_bitrate(plan_ladder(320, 240)) == 96
+    ladder = [Rung("540p", 540, 2000, 2200, 4000, 64)]
+    assert audio_bitrate(plan_ladder(960, 540, ladder)) == 64
+    with pytest.raises(ValueError):
+        audio_bitrate([])

@@ -1,0 +1,49 @@
+"""Pure chunk planning: cut a source's timeline into chunks that each ffmpeg encodes alone.
+
+Every boundary is a multiple of the segment duration, so a chunk writes whole segments
+and its segment numbers follow on from the chunk before it.
+"""
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TimeChunk:
+    """One chunk of the source timeline: [start, end) in seconds; end None = to the end."""
+
+    index: int
+    start: float
+    end: float | None
+
+    def first_segment(self, segment_seconds: int) -> int:
+        """The global number of this chunk's first segment."""
+        return round(self.start / segment_seconds)
+
+
+def split_chunks(
+    duration: float, *, segment_seconds: int, chunk_segments: int, first_chunk_segments: int = 1
+) -> list[TimeChunk]:
+    """Chunks covering `duration` seconds: a short first chunk, then `chunk_segments` each."""
+    for name, value in (
+        ("duration", duration),
+        ("segment_seconds", segment_seconds),
+        ("chunk_segments", chunk_segments),
+        ("first_chunk_segments", first_chunk_segments),
+    ):
+        # "not >" also refuses NaN; an endless duration would never stop cutting.
+        if not value > 0 or not math.isfinite(value):
+            raise ValueError(f"{name} must be a positive number, not {value!r}")
+    # A short first chunk finishes early, so the video is playable within seconds.
+    starts = [0]
+    start = first_chunk_segments * segment_seconds
+    # A remainder shorter than one segment joins the chunk before: a chunk that short would
+    # cost a whole ffmpeg start-up for a sliver of video.
+    while duration - start >= segment_seconds:
+        starts.append(start)
+        start += chunk_segments * segment_seconds
+    ends: list[float | None] = [float(s) for s in starts[1:]]
+    return [
+        TimeChunk(index, float(s), end)
+        for index, (s, end) in enumerate(zip(starts, [*ends, None], strict=True))
+    ]

@@ -1,0 +1,75 @@
+"""A job's plan: what the source is, which rungs, how it is cut into chunks. Stored as JSON on
+the job row so every worker, on any machine, encodes its chunk the same way."""
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from services.core.jobs import AUDIO_INDEX, ChunkSpec
+from services.core.settings import Settings
+from services.media.chunking import split_chunks
+from services.media.ffmpeg_args import EncodeOptions, audio_bitrate
+from services.media.ladder import Rendition, plan_ladder
+from services.media.probe import SourceInfo
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a worker needs to encode any chunk of a job."""
+
+    info: SourceInfo
+    renditions: list[Rendition]
+    options: EncodeOptions
+    audio_kbps: int | None
+
+    @property
+    def duration(self) -> float:
+        return self.info.duration
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "info": asdict(self.info),
+            "renditions": [asdict(r) for r in self.renditions],
+            "options": asdict(self.options),
+            "audio_kbps": self.audio_kbps,
+            "duration": self.info.duration,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Plan":
+        return cls(
+            info=SourceInfo(**data["info"]),
+            renditions=[Rendition(**r) for r in data["renditions"]],
+            options=EncodeOptions(**data["options"]),
+            audio_kbps=data["audio_kbps"],
+        )
+
+
+def encode_options(settings: Settings) -> EncodeOptions:
+    """The encoder knobs from the settings."""
+    return EncodeOptions(
+        preset=settings.x264_preset,
+        segment_seconds=settings.segment_seconds,
+        keyframe_seconds=settings.keyframe_seconds,
+        threads=settings.ffmpeg_threads,
+    )
+
+
+def make_plan(info: SourceInfo, settings: Settings) -> tuple[Plan, list[ChunkSpec]]:
+    """The plan for a probed source and its units of work (the audio first, then chunks)."""
+    renditions = plan_ladder(info.width, info.height)
+    plan = Plan(
+        info=info,
+        renditions=renditions,
+        options=encode_options(settings),
+        audio_kbps=audio_bitrate(renditions) if info.has_audio else None,
+    )
+    chunks = split_chunks(
+        info.duration,
+        segment_seconds=settings.segment_seconds,
+        chunk_segments=settings.chunk_segments,
+        first_chunk_segments=settings.first_chunk_segments,
+    )
+    specs = [ChunkSpec(c.index, "video", c.start, c.end) for c in chunks]
+    if info.has_audio:
+        specs.insert(0, ChunkSpec(AUDIO_INDEX, "audio", 0.0, None))
+    return plan, specs

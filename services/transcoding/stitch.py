@@ -1,0 +1,156 @@
+"""Stitching: chunks finished by any worker become one continuous HLS presentation.
+
+Each chunk's ffmpeg wrote its segments (numbered globally) and a small playlist of its own.
+Publishing lists the chunks that are done *in order from the start* (a chunk that finishes
+early waits for its predecessors: never a gap) as `EVENT` playlists that grow, and as `VOD`
+with `ENDLIST` once every chunk is done; the master playlist is written at the first publish
+and rewritten from the final measurements at the end.
+"""
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from sqlalchemy import select
+
+from services.core import jobs
+from services.core.db import session_scope
+from services.core.models import ChunkStatus, Job, JobChunk, Status
+from services.core.settings import Settings
+from services.core.storage import Storage, write_atomic
+from services.media.ffmpeg_args import AUDIO_DIR, AUDIO_PLAYLIST, chunk_playlist_name
+from services.media.playlists import (
+    IFrame,
+    iframe_bandwidth,
+    iframe_playlist,
+    index_iframes,
+    master_playlist,
+    measure_audio,
+    measure_rendition,
+    media_playlist,
+    read_media_playlist,
+)
+from services.transcoding.plan import Plan
+
+PLAYLIST = "playlist.m3u8"
+IFRAMES = "iframes.m3u8"
+
+
+def sidecar_name(index: int) -> str:
+    """The file holding chunk `index`'s keyframe byte ranges, beside its segments."""
+    return f"chunk_{index:05d}.iframes.json"
+
+
+def index_chunk_iframes(rung_dir: Path, index: int, *, ffprobe: str) -> None:
+    """Record where the keyframes of chunk `index` lie in its segments (for I-frame playlists)."""
+    segments = read_media_playlist(rung_dir / chunk_playlist_name(index))
+    frames = [f for uri, _ in segments for f in index_iframes(rung_dir / uri, ffprobe=ffprobe)]
+    write_atomic(rung_dir / sidecar_name(index), json.dumps([asdict(f) for f in frames]))
+
+
+def _leading_done(chunks: list[JobChunk]) -> int:
+    count = 0
+    for chunk in chunks:
+        if chunk.status != ChunkStatus.DONE:
+            break
+        count += 1
+    return count
+
+
+def publish(settings: Settings, video_id: str) -> bool:
+    """Publish every chunk done in order from the start; True when the video became `ok`."""
+    with session_scope(settings) as session:
+        # Row lock on PostgreSQL; on SQLite the UPDATE in advance_published takes the lock.
+        job = session.get(Job, video_id, with_for_update=True, populate_existing=True)
+        if job is None or job.plan is None or job.status == Status.OK:
+            return False
+        chunks = jobs.chunks_of(session, video_id=video_id)
+        video = [c for c in chunks if c.kind == "video"]
+        audio_ready = all(c.status == ChunkStatus.DONE for c in chunks if c.kind == "audio")
+        ready = _leading_done(video)
+        if not audio_ready or ready == 0:
+            return False
+        final = ready == len(video)
+        if not jobs.advance_published(session, video_id=video_id, count=ready) and not final:
+            return False
+        plan = Plan.from_dict(job.plan)
+        write_presentation(settings, video_id, plan, ready, final=final)
+        if final:
+            jobs.finish(session, video_id=video_id, qualities=[r.name for r in plan.renditions])
+        return final
+
+
+def write_presentation(
+    settings: Settings, video_id: str, plan: Plan, chunks: int, *, final: bool
+) -> None:
+    """Write every media, I-frame and audio playlist for the first `chunks` chunks, and the
+    master at the first publish and at the end."""
+    storage = Storage(settings.storage_dir)
+    hls = storage.hls_dir(video_id)
+    target = plan.options.segment_seconds
+    iframe_rates: dict[str, int] = {}
+    video_end = 0.0
+    for rendition in plan.renditions:
+        rung = hls / rendition.name
+        segments = [
+            s for i in range(chunks) for s in read_media_playlist(rung / chunk_playlist_name(i))
+        ]
+        write_atomic(rung / PLAYLIST, media_playlist(segments, target=target, ended=final))
+        video_end = sum(seconds for _, seconds in segments)
+        frames = _iframes(rung, chunks)
+        end_time = (frames[0].time if frames else 0.0) + video_end
+        write_atomic(rung / IFRAMES, iframe_playlist(frames, end_time=end_time, ended=final))
+        iframe_rates[rendition.name] = iframe_bandwidth(rung, frames, end_time)
+    if plan.audio_kbps is not None:
+        _write_audio(hls / AUDIO_DIR, target, video_end, final)
+    master = storage.master_path(video_id)
+    if final or not master.exists():
+        _write_master(settings, hls, plan, iframe_rates)
+    if final:
+        storage.complete_marker(video_id).touch()
+
+
+def _iframes(rung: Path, chunks: int) -> list[IFrame]:
+    frames: list[IFrame] = []
+    for index in range(chunks):
+        frames += [IFrame(**f) for f in json.loads((rung / sidecar_name(index)).read_text())]
+    return frames
+
+
+def _write_audio(audio: Path, target: int, video_end: float, final: bool) -> None:
+    segments = read_media_playlist(audio / AUDIO_PLAYLIST)
+    if not final:
+        # While growing, the audio covers what the video covers (it was encoded whole, ahead).
+        kept, start = [], 0.0
+        for uri, seconds in segments:
+            if start >= video_end:
+                break
+            kept.append((uri, seconds))
+            start += seconds
+        segments = kept
+    write_atomic(audio / PLAYLIST, media_playlist(segments, target=target, ended=final))
+
+
+def _write_master(settings: Settings, hls: Path, plan: Plan, iframe_rates: dict[str, int]) -> None:
+    stats = [
+        measure_rendition(hls / r.name, ffprobe=settings.ffprobe_bin, ffmpeg=settings.ffmpeg_bin)
+        for r in plan.renditions
+    ]
+    audio = None
+    if plan.audio_kbps is not None:
+        audio = measure_audio(hls / AUDIO_DIR, ffprobe=settings.ffprobe_bin)
+    text = master_playlist(stats, audio=audio, iframe_bandwidths=iframe_rates)
+    write_atomic(hls / "master.m3u8", text)
+
+
+def pending_publications(settings: Settings) -> list[str]:
+    """Jobs with finished chunks not yet published (their publisher died before it could)."""
+    with session_scope(settings) as session:
+        rows = session.scalars(
+            select(Job.video_id).where(
+                Job.status.in_((*jobs.RUNNABLE, Status.STOPPED)),
+                Job.plan.is_not(None),
+                Job.published_chunks < Job.total_chunks,
+            )
+        ).all()
+    return list(rows)

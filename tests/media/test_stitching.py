@@ -1,0 +1,539 @@
+"""Chunked encoding end to end: chunks + audio with real ffmpeg, stitched the worker's way.
+
+The clips are 10 s at 30, 25 and 30000/1001 fps, cut into chunks [0, 2), [2, 6), [6, end)
+of 2 s segments. superfast, unlike ultrafast, makes B-frames (as production's veryfast
+does): the case where chunk timestamps can overlap.
+"""
+
+import asyncio
+import itertools
+import json
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import m3u8
+import pytest
+
+from services.media.chunking import TimeChunk, split_chunks
+from services.media.ffmpeg_args import (
+    AUDIO_DIR,
+    AUDIO_PLAYLIST,
+    EncodeOptions,
+    audio_bitrate,
+    audio_command,
+    chunk_playlist_name,
+    video_chunk_command,
+)
+from services.media.ladder import Rendition, plan_ladder
+from services.media.playlists import (
+    IFrame,
+    iframe_bandwidth,
+    iframe_playlist,
+    index_iframes,
+    master_playlist,
+    measure_audio,
+    measure_rendition,
+    media_playlist,
+    read_media_playlist,
+)
+from services.media.probe import SourceInfo, probe
+from services.media.runner import run_ffmpeg
+from tests.clips import make_clip
+
+SEGMENT_SECONDS = 2
+# Apple's limit: no segment longer than the target duration + 0.5 s.
+MAX_SEGMENT_SECONDS = SEGMENT_SECONDS + 0.5
+# MPEG-TS clock ticks per second; one AAC frame is 1024 samples at 48 kHz.
+TICKS = 90_000
+AAC_FRAME_TICKS = 1024 * TICKS // 48_000
+# H.264 profile_idc by the profile name ffprobe prints.
+PROFILE_IDC = {"Constrained Baseline": 0x42, "Baseline": 0x42, "Main": 0x4D, "High": 0x64}
+FRAME_RATES = {"30": Fraction(30), "25": Fraction(25), "29.97": Fraction(30000, 1001)}
+
+
+@dataclass(frozen=True)
+class Stitched:
+    """One source encoded in chunks and stitched: what went in and where it came out."""
+
+    info: SourceInfo
+    renditions: list[Rendition]
+    chunks: list[TimeChunk]
+    out_dir: Path
+    master: m3u8.M3U8
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.renditions]
+
+    def extinfs(self, name: str) -> list[tuple[str, float]]:
+        return read_media_playlist(self.out_dir / name / "playlist.m3u8")
+
+    def segments(self, name: str) -> list[Path]:
+        return [self.out_dir / name / uri for uri, _ in self.extinfs(name)]
+
+    def chunk_segments(self, name: str, chunk: TimeChunk) -> list[Path]:
+        playlist = self.out_dir / name / chunk_playlist_name(chunk.index)
+        return [self.out_dir / name / uri for uri, _ in read_media_playlist(playlist)]
+
+
+def encode(source: Path, out_dir: Path, *, preset: str, keyframe_seconds: int = 2) -> Stitched:
+    """Encode `source` in chunks plus its audio, the way the worker does, then stitch it."""
+    info = probe(source)
+    renditions = plan_ladder(info.width, info.height)
+    chunks = split_chunks(info.duration, segment_seconds=SEGMENT_SECONDS, chunk_segments=2)
+    options = EncodeOptions(
+        preset=preset, segment_seconds=SEGMENT_SECONDS, keyframe_seconds=keyframe_seconds
+    )
+    for folder in [r.name for r in renditions] + ([AUDIO_DIR] if info.has_audio else []):
+        (out_dir / folder).mkdir(parents=True)
+    common: dict[str, Any] = {"ffmpeg": "ffmpeg", "source": source, "out_dir": out_dir}
+    commands = [
+        video_chunk_command(**common, info=info, renditions=renditions, options=options, chunk=c)
+        for c in chunks
+    ]
+    if info.has_audio:
+        kbps = audio_bitrate(renditions)
+        commands.append(audio_command(**common, audio_kbps=kbps, options=options))
+    asyncio.run(run_all(commands))
+    master = stitch(out_dir, renditions, len(chunks), audio=info.has_audio)
+    return Stitched(info, renditions, chunks, out_dir, m3u8.loads(master))
+
+
+async def run_all(commands: list[list[str]]) -> None:
+    await asyncio.gather(*(run_ffmpeg(argv) for argv in commands))
+
+
+def stitch(out_dir: Path, renditions: list[Rendition], chunks: int, *, audio: bool) -> str:
+    """Write every rung's VOD and I-frame playlists and the audio playlist; return the master."""
+    iframe_rates = {}
+    for rendition in renditions:
+        rung = out_dir / rendition.name
+        segments = chunk_extinfs(rung, chunks)
+        write(rung / "playlist.m3u8", media_playlist(segments, target=2, ended=True))
+        iframes, end_time = rung_iframes(rung, segments)
+        write(rung / "iframes.m3u8", iframe_playlist(iframes, end_time=end_time, ended=True))
+        iframe_rates[rendition.name] = iframe_bandwidth(rung, iframes, end_time)
+    audio_stats = None
+    if audio:
+        segments = read_media_playlist(out_dir / AUDIO_DIR / AUDIO_PLAYLIST)
+        write(out_dir / AUDIO_DIR / "playlist.m3u8", media_playlist(segments, target=2, ended=True))
+        audio_stats = measure_audio(out_dir / AUDIO_DIR)
+    stats = [measure_rendition(out_dir / r.name) for r in renditions]
+    return master_playlist(stats, audio=audio_stats, iframe_bandwidths=iframe_rates)
+
+
+def chunk_extinfs(rung: Path, chunks: int) -> list[tuple[str, float]]:
+    return [s for i in range(chunks) for s in read_media_playlist(rung / chunk_playlist_name(i))]
+
+
+def rung_iframes(rung: Path, segments: list[tuple[str, float]]) -> tuple[list[IFrame], float]:
+    """The rung's keyframes and the stream time where its last segment ends."""
+    iframes = [f for uri, _ in segments for f in index_iframes(rung / uri)]
+    return iframes, iframes[0].time + sum(seconds for _, seconds in segments)
+
+
+def write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+@pytest.fixture(scope="module", params=list(FRAME_RATES), ids=lambda rate: f"{rate}fps")
+def stitched(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stitched:
+    rate = FRAME_RATES[request.param]
+    folder = tmp_path_factory.mktemp(f"chunked{request.param}")
+    source = make_clip(folder / "source.mp4", width=854, height=480, seconds=10, fps=float(rate))
+    return encode(source, folder / "hls", preset="superfast")
+
+
+@pytest.fixture(scope="module")
+def full(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Stitched:
+    return encode(clips["full"], tmp_path_factory.mktemp("full"), preset="ultrafast")
+
+
+@pytest.fixture(scope="module")
+def silent(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Stitched:
+    return encode(clips["silent"], tmp_path_factory.mktemp("silent"), preset="ultrafast")
+
+
+def ffprobe(path: Path, *args: str) -> dict[str, Any]:
+    argv = ["ffprobe", "-v", "error", "-print_format", "json", *args, str(path)]
+    done = subprocess.run(argv, capture_output=True, check=True, timeout=60)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def packets(path: Path, stream: str = "v:0") -> list[dict[str, Any]]:
+    entries = "packet=pts,dts,pts_time,flags"
+    found: list[dict[str, Any]] = ffprobe(
+        path, "-select_streams", stream, "-show_entries", entries
+    )["packets"]
+    return found
+
+
+def streams(segment: Path, kind: str) -> list[dict[str, Any]]:
+    return [s for s in ffprobe(segment, "-show_streams")["streams"] if s["codec_type"] == kind]
+
+
+def first_video_frame(segment: Path) -> dict[str, Any]:
+    frames = ffprobe(
+        segment,
+        *("-select_streams", "v:0", "-read_intervals", "%+#1"),
+        *("-show_entries", "frame=key_frame,pict_type"),
+    )["frames"]
+    return dict(frames[0])
+
+
+def concatenated(files: list[Path], into: Path) -> Path:
+    """The segments byte after byte, as a player's demuxer receives them."""
+    into.write_bytes(b"".join(path.read_bytes() for path in files))
+    return into
+
+
+def frame_ticks(info: SourceInfo) -> int:
+    return round(TICKS / info.fps)
+
+
+def pts_range(files: list[Path]) -> tuple[int, int]:
+    pts = [int(p["pts"]) for path in files for p in packets(path)]
+    return min(pts), max(pts)
+
+
+# ---- segments --------------------------------------------------------------------------
+
+
+def test_segments_are_numbered_globally_without_gaps_or_duplicates(stitched: Stitched) -> None:
+    for name in stitched.names:
+        uris = [uri for uri, _ in stitched.extinfs(name)]
+        assert uris == [f"seg_{i:05d}.ts" for i in range(len(uris))]
+        on_disk = sorted(p.name for p in (stitched.out_dir / name).glob("seg_*"))
+        assert on_disk == uris  # and no .tmp left behind
+
+
+def test_each_chunk_writes_the_segments_its_start_number_promises(stitched: Stitched) -> None:
+    assert [(c.start, c.end) for c in stitched.chunks] == [(0, 2), (2, 6), (6, None)]
+    for name in stitched.names:
+        for chunk in stitched.chunks:
+            names = [p.name for p in stitched.chunk_segments(name, chunk)]
+            first = chunk.first_segment(SEGMENT_SECONDS)
+            assert names == [f"seg_{first + i:05d}.ts" for i in range(len(names))]
+            if chunk.end is not None:
+                assert len(names) == (chunk.end - chunk.start) / SEGMENT_SECONDS
+
+
+def test_every_segment_starts_with_a_keyframe(stitched: Stitched) -> None:
+    for name in stitched.names:
+        for segment in stitched.segments(name):
+            frame = first_video_frame(segment)
+            assert (frame["key_frame"], frame["pict_type"]) == (1, "I"), segment
+
+
+def test_segment_boundaries_are_equal_across_rungs(stitched: Stitched) -> None:
+    assert len(stitched.renditions) == 2
+    assert len({tuple(stitched.extinfs(name)) for name in stitched.names}) == 1
+
+
+def test_extinf_sum_is_the_source_duration_within_one_frame(stitched: Stitched) -> None:
+    for name in stitched.names:
+        total = sum(seconds for _, seconds in stitched.extinfs(name))
+        assert total == pytest.approx(stitched.info.duration, abs=1 / stitched.info.fps)
+
+
+def test_no_segment_is_longer_than_target_plus_half_a_second(stitched: Stitched) -> None:
+    for name in stitched.names:
+        assert max(seconds for _, seconds in stitched.extinfs(name)) <= MAX_SEGMENT_SECONDS
+
+
+def test_rung_segments_carry_no_audio(stitched: Stitched) -> None:
+    for name in stitched.names:
+        for segment in stitched.segments(name):
+            assert streams(segment, "audio") == []
+
+
+# ---- timestamps ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def late(tmp_path_factory: pytest.TempPathFactory) -> Stitched:
+    """20 s at 30000/1001 fps: the chunk from 18 s starts 0.54 frame after its first frame.
+
+    That is where ffmpeg's default frame-rate mode duplicated the chunk's first frame over
+    the previous chunk's last one, and where an offset of exactly start + 10 s put it late.
+    """
+    folder = tmp_path_factory.mktemp("late")
+    source = make_clip(folder / "source.mp4", width=320, height=180, seconds=20, fps=30000 / 1001)
+    return encode(source, folder / "hls", preset="superfast")
+
+
+def assert_frames_one_apart(stitched: Stitched) -> None:
+    """The concatenated rungs: every frame once, one frame duration apart, DTS rising."""
+    step = frame_ticks(stitched.info)
+    for name in stitched.names:
+        joined = concatenated(stitched.segments(name), stitched.out_dir / f"{name}.ts")
+        found = packets(joined)
+        pts = sorted(int(p["pts"]) for p in found)
+        dts = [int(p["dts"]) for p in found]
+        assert len(pts) == round(stitched.info.duration * stitched.info.fps)
+        assert {b - a for a, b in itertools.pairwise(pts)} == {step}, name
+        assert all(a < b for a, b in itertools.pairwise(dts)), name
+
+
+def assert_chunks_one_frame_apart(stitched: Stitched) -> None:
+    """Each chunk's first frame comes one frame after the previous chunk's last."""
+    step = frame_ticks(stitched.info)
+    for name in stitched.names:
+        ranges = [pts_range(stitched.chunk_segments(name, c)) for c in stitched.chunks]
+        for (_, last), (first, _) in itertools.pairwise(ranges):
+            assert first - last == step, (name, ranges)
+
+
+def test_video_timestamps_run_on_across_chunks_one_frame_apart(stitched: Stitched) -> None:
+    assert_frames_one_apart(stitched)
+
+
+def test_each_chunk_starts_one_frame_after_the_last_frame_of_the_one_before(
+    stitched: Stitched,
+) -> None:
+    assert_chunks_one_frame_apart(stitched)
+
+
+def test_a_chunk_starting_between_frames_keeps_its_frames_at_their_source_times(
+    late: Stitched,
+) -> None:
+    assert [c.start for c in late.chunks] == [0, 2, 6, 10, 14, 18]
+    assert_frames_one_apart(late)
+    assert_chunks_one_frame_apart(late)
+    (name,) = late.names
+    first, _ = pts_range(late.chunk_segments(name, late.chunks[0]))
+    start, _ = pts_range(late.chunk_segments(name, late.chunks[-1]))
+    # Frame 540 (18.018 s, the first at or after 18 s) is 540 frames after frame 0.
+    assert start - first == 540 * 3003
+
+
+def test_audio_timestamps_are_continuous(stitched: Stitched) -> None:
+    audio = stitched.out_dir / AUDIO_DIR
+    joined = concatenated(
+        [audio / uri for uri, _ in read_media_playlist(audio / AUDIO_PLAYLIST)],
+        stitched.out_dir / "audio.ts",
+    )
+    pts = [int(p["pts"]) for p in packets(joined, "a:0")]
+    assert {b - a for a, b in itertools.pairwise(pts)} == {AAC_FRAME_TICKS}
+
+
+def test_audio_starts_with_the_video(stitched: Stitched) -> None:
+    (video, _), audio = stitched.extinfs(stitched.names[0])[0], stitched.out_dir / AUDIO_DIR
+    video_start = int(packets(stitched.out_dir / stitched.names[0] / video)[0]["pts"])
+    audio_start = int(packets(audio / "seg_00000.ts", "a:0")[0]["pts"])
+    # The AAC encoder's one frame of priming comes first: the first real sample meets frame 0.
+    assert abs(audio_start - video_start) <= 0.05 * TICKS
+    assert audio_start + AAC_FRAME_TICKS == video_start
+
+
+# ---- playlists -------------------------------------------------------------------------
+
+
+def test_stitched_playlists_parse_as_complete_vod_playlists(stitched: Stitched) -> None:
+    for folder in [*stitched.names, AUDIO_DIR]:
+        playlist = m3u8.load(str(stitched.out_dir / folder / "playlist.m3u8"))
+        assert (playlist.playlist_type, playlist.is_endlist) == ("vod", True)
+        assert playlist.version == 3 and playlist.media_sequence == 0
+        assert playlist.target_duration == SEGMENT_SECONDS
+        assert playlist.is_independent_segments and playlist.start is None
+        assert "DISCONTINUITY" not in playlist.dumps()
+
+
+def test_growing_playlists_are_events_that_start_at_the_beginning(full: Stitched) -> None:
+    rung = full.out_dir / full.names[0]
+    segments = chunk_extinfs(rung, 1)
+    playlist = m3u8.loads(media_playlist(segments, target=2, ended=False))
+    assert (playlist.playlist_type, playlist.is_endlist) == ("event", False)
+    assert playlist.start.time_offset == 0
+    assert [s.uri for s in playlist.segments] == ["seg_00000.ts"]
+    iframes, end_time = rung_iframes(rung, segments)
+    playlist = m3u8.loads(iframe_playlist(iframes, end_time=end_time, ended=False))
+    assert (playlist.playlist_type, playlist.is_endlist) == ("event", False)
+    assert playlist.is_i_frames_only and len(playlist.segments) == 1
+
+
+def test_iframe_playlists_list_one_keyframe_per_segment(stitched: Stitched) -> None:
+    for name in stitched.names:
+        playlist = m3u8.load(str(stitched.out_dir / name / "iframes.m3u8"))
+        assert playlist.is_i_frames_only and playlist.version == 4
+        assert (playlist.playlist_type, playlist.is_endlist) == ("vod", True)
+        assert [s.uri for s in playlist.segments] == [u for u, _ in stitched.extinfs(name)]
+        assert [s.duration for s in playlist.segments] == pytest.approx(
+            [seconds for _, seconds in stitched.extinfs(name)], abs=1e-5
+        )
+        assert playlist.target_duration >= max(s.duration for s in playlist.segments)
+
+
+def test_iframe_byte_ranges_hold_exactly_one_keyframe(stitched: Stitched, tmp_path: Path) -> None:
+    playlist = m3u8.load(str(stitched.out_dir / stitched.names[-1] / "iframes.m3u8"))
+    for index, segment in enumerate(playlist.segments):
+        length, offset = (int(n) for n in segment.byterange.split("@"))
+        data = (stitched.out_dir / stitched.names[-1] / segment.uri).read_bytes()
+        extract = data[offset : offset + length]
+        assert extract[0] == 0x47 and length % 188 == 0
+        (tmp_path / f"{index}.ts").write_bytes(extract)
+        (frame,) = packets(tmp_path / f"{index}.ts")
+        assert "K" in frame["flags"]
+        decoded = first_video_frame(tmp_path / f"{index}.ts")
+        assert (decoded["key_frame"], decoded["pict_type"]) == (1, "I")
+
+
+def test_master_offers_one_audio_rendition_to_every_rung(stitched: Stitched) -> None:
+    (audio,) = stitched.master.media
+    assert (audio.type, audio.group_id, audio.uri) == ("AUDIO", "audio", "audio/playlist.m3u8")
+    assert (audio.default, audio.autoselect, audio.channels) == ("YES", "YES", "2")
+    for variant in stitched.master.playlists:
+        assert variant.stream_info.audio == "audio"
+        video, sound = variant.stream_info.codecs.split(",")
+        assert video.startswith("avc1.") and sound == "mp4a.40.2"
+
+
+def test_master_bandwidth_covers_video_and_audio(stitched: Stitched) -> None:
+    audio = measure_audio(stitched.out_dir / AUDIO_DIR)
+    infs = stream_infs(stitched)
+    for name in stitched.names:
+        video = measure_rendition(stitched.out_dir / name)
+        assert infs[name].bandwidth == video.bandwidth + audio.bandwidth
+        assert infs[name].average_bandwidth == video.average_bandwidth + audio.average_bandwidth
+
+
+def test_master_lists_an_iframe_playlist_per_rung(stitched: Stitched) -> None:
+    assert stitched.master.version == 4
+    iframes = stitched.master.iframe_playlists
+    assert [p.uri for p in iframes] == [f"{name}/iframes.m3u8" for name in stitched.names]
+    for playlist, variant in zip(iframes, stitched.master.playlists, strict=True):
+        info = playlist.iframe_stream_info
+        assert info.codecs == variant.stream_info.codecs.split(",")[0]
+        assert info.resolution == variant.stream_info.resolution
+        # Only keyframes: a fraction of the rung's own rate.
+        assert 0 < info.bandwidth < variant.stream_info.bandwidth
+
+
+# ---- the full HD clip: every rung, measured --------------------------------------------
+
+
+def stream_infs(stitched: Stitched) -> dict[str, Any]:
+    """Each rung's EXT-X-STREAM-INF attributes, by rung name."""
+    return {v.uri.split("/")[0]: v.stream_info for v in stitched.master.playlists}
+
+
+def test_every_rung_is_in_the_master_highest_first(full: Stitched) -> None:
+    assert [v.uri for v in full.master.playlists] == [
+        f"{name}/playlist.m3u8" for name in ("1080p", "720p", "480p", "360p")
+    ]
+    assert full.master.is_independent_segments
+    assert [(c.start, c.end) for c in full.chunks] == [(0, 2), (2, None)]
+
+
+def test_master_resolution_and_frame_rate_match_ffprobe(full: Stitched) -> None:
+    infs = stream_infs(full)
+    for rendition in full.renditions:
+        (video,) = streams(full.segments(rendition.name)[-1], "video")
+        inf = infs[rendition.name]
+        assert inf.resolution == (video["width"], video["height"])
+        assert inf.resolution == (rendition.width, rendition.height)
+        assert inf.frame_rate == pytest.approx(float(Fraction(video["r_frame_rate"])), abs=0.001)
+
+
+def test_master_codecs_match_the_profile_and_level_ffprobe_reads(full: Stitched) -> None:
+    for name, inf in stream_infs(full).items():
+        (video,) = streams(full.segments(name)[0], "video")
+        avc1 = inf.codecs.split(",")[0]
+        assert avc1.startswith("avc1.") and len(avc1) == len("avc1.640028")
+        assert int(avc1[5:7], 16) == PROFILE_IDC[video["profile"]], name
+        assert int(avc1[9:11], 16) == video["level"], name
+
+
+def test_codecs_declare_the_profile_x264_really_used(full: Stitched) -> None:
+    # Asked for High, but ultrafast turns off CABAC and 8x8dct: x264 writes Constrained
+    # Baseline into the SPS, and that is what CODECS must say.
+    for inf in stream_infs(full).values():
+        assert inf.codecs.startswith("avc1.42c0")
+
+
+def test_measured_bandwidths_match_ffprobe(full: Stitched) -> None:
+    folders = [*full.names, AUDIO_DIR]
+    for folder in folders:
+        measured = [ffprobe(p, "-show_format")["format"] for p in full_segments(full, folder)]
+        bits = [int(f["size"]) * 8 for f in measured]
+        seconds = [float(f["duration"]) for f in measured]
+        stats = (
+            measure_audio(full.out_dir / folder)
+            if folder == AUDIO_DIR
+            else measure_rendition(full.out_dir / folder)
+        )
+        assert stats.average_bandwidth == pytest.approx(sum(bits) / sum(seconds), rel=0.10)
+        # Segments of at least one second: the audio's last one can be a single AAC frame.
+        dense = [b / s for b, s in zip(bits, seconds, strict=True) if s >= SEGMENT_SECONDS / 2]
+        assert stats.bandwidth == pytest.approx(max(dense), rel=0.10), folder
+        assert stats.bandwidth <= 2 * stats.average_bandwidth
+
+
+def full_segments(stitched: Stitched, folder: str) -> list[Path]:
+    return [
+        stitched.out_dir / folder / uri
+        for uri, _ in read_media_playlist(stitched.out_dir / folder / "playlist.m3u8")
+    ]
+
+
+def test_audio_rendition_is_stereo_aac_within_the_spec(full: Stitched) -> None:
+    for segment in full_segments(full, AUDIO_DIR):
+        (audio,) = streams(segment, "audio")
+        assert (audio["codec_name"], audio["profile"]) == ("aac", "LC")
+        assert (audio["channels"], audio["sample_rate"]) == (2, "48000")
+        assert streams(segment, "video") == []
+    stats = measure_audio(full.out_dir / AUDIO_DIR)
+    assert (stats.codec, stats.channels) == ("mp4a.40.2", 2)
+    # The spec's 160 kb/s is the AAC itself; the segments add MPEG-TS and PES headers.
+    joined = concatenated(full_segments(full, AUDIO_DIR), full.out_dir / "audio.ts")
+    sizes = ffprobe(joined, "-select_streams", "a:0", "-show_entries", "packet=size")["packets"]
+    assert sum(int(p["size"]) for p in sizes) * 8 / full.info.duration <= 160_000 * 1.02
+
+
+def test_silent_clip_has_no_audio_rendition_and_declares_none(silent: Stitched) -> None:
+    assert silent.names == ["720p", "480p", "360p"]
+    assert not (silent.out_dir / AUDIO_DIR).exists()
+    assert silent.master.media == []
+    for variant in silent.master.playlists:
+        assert variant.stream_info.audio is None
+        assert "mp4a" not in variant.stream_info.codecs and "," not in variant.stream_info.codecs
+    assert len(silent.master.iframe_playlists) == 3
+
+
+# ---- several keyframes per segment -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_keyframes(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Stitched:
+    """The 2 s clip with a keyframe every second: two keyframes in each 2 s segment."""
+    out_dir = tmp_path_factory.mktemp("keyframes")
+    return encode(clips["tiny"], out_dir, preset="ultrafast", keyframe_seconds=1)
+
+
+def test_later_keyframes_of_a_segment_start_at_their_own_pes(
+    two_keyframes: Stitched, tmp_path: Path
+) -> None:
+    (segment,) = two_keyframes.segments("240p")
+    first, second = index_iframes(segment)
+    positions = [
+        int(p["pos"])
+        for p in ffprobe(segment, "-show_entries", "packet=pos,flags", "-select_streams", "v:0")[
+            "packets"
+        ]
+    ]
+    assert first.offset == 0 and first.length == positions[1]
+    assert second.offset in positions and second.offset % 188 == 0
+    assert second.time == pytest.approx(first.time + 1, abs=0.001)
+    data = segment.read_bytes()
+    extract = data[second.offset : second.offset + second.length]
+    # A TS packet with payload_unit_start set: a PES (the keyframe's) starts right here.
+    assert extract[0] == 0x47 and extract[1] & 0x40
+    # With the segment's PAT and PMT in front, as a player reads it, it decodes alone.
+    (tmp_path / "frame.ts").write_bytes(data[: positions[0]] + extract)
+    (frame,) = packets(tmp_path / "frame.ts")
+    assert "K" in frame["flags"]
+    assert float(frame["pts_time"]) == pytest.approx(second.time)
