@@ -38,7 +38,7 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_database_server() -> str | None:
+def database_server_under_test() -> str | None:
     """TEST_DATABASE_URL: the PostgreSQL server the suite also runs against (None: SQLite)."""
     return os.environ.get("TEST_DATABASE_URL") or None
 
@@ -76,7 +76,7 @@ class Platform:
     def __init__(self, storage: Path, **env: str) -> None:
         self.storage = storage
         self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
-        server = test_database_server()
+        server = database_server_under_test()
         self.database_url = create_database(server) if server else ""
         self.env = {
             **os.environ,

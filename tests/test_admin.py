@@ -1,12 +1,13 @@
 """Admin service, through the gateway: status, videos, stop/resume/delete."""
 
-from tests.harness import upload, wait_status
+from tests.harness import database_server_under_test, upload, wait_status
 
 CHUNK = 1024 * 1024
 
 
 def test_status_reports_services_disk_queue_and_running_jobs(client):
     status = client.get("/admin/status").json()
+    assert status["database"] == ("postgresql" if database_server_under_test() else "sqlite")
     assert set(status["services"]) == {"upload", "transcoding", "metadata", "streaming", "admin"}
     assert all(s["status"] == "ok" for s in status["services"].values())
     assert status["disk"]["free"] > 0 and status["disk"]["total"] >= status["disk"]["free"]

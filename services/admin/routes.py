@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from services.admin.health import ServiceHealth, services_health
 from services.core import jobs
-from services.core.db import session_scope
+from services.core.db import engine, session_scope
 from services.core.deps import SessionDep, SettingsDep, StorageDep
 from services.core.models import Job, Video
 from services.core.schemas import Deleted, Resumed, TranscodeStatus, VideoOut, transcode_status
@@ -25,6 +25,7 @@ class Disk(BaseModel):
 
 
 class SystemStatus(BaseModel):
+    database: str = Field(description="The database backend: sqlite or postgresql")
     services: dict[str, ServiceHealth]
     disk: Disk
     queue_depth: int = Field(description="Jobs waiting for a worker")
@@ -79,6 +80,7 @@ async def status(settings: SettingsDep, storage: StorageDep) -> SystemStatus:
     )
     usage = storage.disk_usage()
     return SystemStatus(
+        database=engine(settings).dialect.name,
         services=health,
         disk=Disk(total=usage.total, used=usage.used, free=usage.free),
         queue_depth=depth,
