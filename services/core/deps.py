@@ -21,5 +21,8 @@ def _storage(settings: Annotated[Settings, Depends(get_settings)]) -> Storage:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(_session)]
+# scope="function": the transaction commits before the response is sent, so a client that is
+# told "done" can rely on it (the next request sees the row), and a failed commit is an error
+# response rather than a write silently lost after a 200.
+SessionDep = Annotated[Session, Depends(_session, scope="function")]
 StorageDep = Annotated[Storage, Depends(_storage)]

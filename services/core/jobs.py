@@ -20,21 +20,11 @@ from sqlalchemy.orm import Session
 from services.core import ids
 from services.core.errors import Conflict, NotFound
 from services.core.models import ChunkStatus, Job, JobChunk, Status, Video, utcnow
+from services.media.plan import ChunkSpec
 
 RUNNABLE = (Status.QUEUED, Status.RUNNING)
-AUDIO_INDEX = -1
 # Audio costs a few percent of a video chunk's work; it weighs that much in overall progress.
 AUDIO_WEIGHT = 0.05
-
-
-@dataclass(frozen=True)
-class ChunkSpec:
-    """A unit of work to create when a job is planned."""
-
-    index: int
-    kind: str
-    start: float
-    end: float | None
 
 
 @dataclass(frozen=True)
@@ -65,8 +55,18 @@ def _set_video_status(session: Session, video_id: str, status: str, error: str |
     )
 
 
-def enqueue(session: Session, *, video_id: str) -> Job:
-    """Create the job of a video, or start it over from nothing; the video shows `queued`."""
+def enqueue(
+    session: Session,
+    *,
+    video_id: str,
+    plan: dict[str, Any] | None = None,
+    chunks: Sequence[ChunkSpec] = (),
+) -> Job:
+    """Create the job of a video, or start it over from nothing; the video shows `queued`.
+
+    With a plan its units of work are created at once and workers can start right away;
+    without one, a worker probes and plans first.
+    """
     job = session.get(Job, video_id)
     if job is None:
         job = Job(video_id=video_id, status=Status.QUEUED, progress=0.0, qualities={})
@@ -81,6 +81,8 @@ def enqueue(session: Session, *, video_id: str) -> Job:
         job.worker_id = job.lease_expires_at = job.finished_at = None
     _set_video_status(session, video_id, Status.QUEUED, None)
     session.flush()
+    if plan is not None:
+        _store_plan(session, job, plan, chunks)
     return job
 
 
@@ -121,10 +123,17 @@ def save_plan(
     job = session.get(Job, video_id, populate_existing=True)
     if job is None or job.worker_id != worker_id or job.plan is not None:
         return False
+    _store_plan(session, job, plan, chunks)
+    return True
+
+
+def _store_plan(
+    session: Session, job: Job, plan: dict[str, Any], chunks: Sequence[ChunkSpec]
+) -> None:
     for spec in chunks:
         session.add(
             JobChunk(
-                video_id=video_id,
+                video_id=job.video_id,
                 index=spec.index,
                 kind=spec.kind,
                 start=spec.start,
@@ -137,7 +146,6 @@ def save_plan(
     job.worker_id = job.lease_expires_at = None
     session.flush()
     update_progress(session, job)
-    return True
 
 
 # --- claiming chunks ------------------------------------------------------------------------
@@ -152,8 +160,14 @@ def _claimable(now: datetime) -> Any:
     return or_(pending, abandoned)
 
 
-def claim_chunk(session: Session, *, worker_id: str, lease_seconds: float) -> ClaimedChunk | None:
-    """Claim the next chunk to encode (oldest job first, audio first, then in time order).
+def claim_chunk(
+    session: Session,
+    *,
+    worker_id: str,
+    lease_seconds: float,
+    kinds: Sequence[str] = ("audio", "video"),
+) -> ClaimedChunk | None:
+    """Claim the next unit of one of `kinds` (oldest job first, then in time order).
 
     On PostgreSQL the candidate row is locked with FOR UPDATE SKIP LOCKED, so workers on many
     machines each get a different chunk without waiting on each other. The UPDATE re-checks
@@ -164,7 +178,7 @@ def claim_chunk(session: Session, *, worker_id: str, lease_seconds: float) -> Cl
     candidate = session.execute(
         select(JobChunk.video_id, JobChunk.index)
         .join(Job, Job.video_id == JobChunk.video_id)
-        .where(Job.status.in_(RUNNABLE), _claimable(now))
+        .where(Job.status.in_(RUNNABLE), JobChunk.kind.in_(kinds), _claimable(now))
         .order_by(Job.created_at, JobChunk.index)
         .limit(1)
         .with_for_update(skip_locked=True, of=JobChunk)

@@ -50,7 +50,12 @@ class Settings(BaseSettings):
         1, ge=1, description="Segments in the first chunk (small: the first playable comes fast)"
     )
 
-    workers: int = Field(1, description="Transcoding workers run inside the transcoding service")
+    workers: int = Field(
+        1, description="Video workers inside the transcoding service (one fills a 2-core box)"
+    )
+    audio_workers: int = Field(
+        1, description="Audio workers beside them (light: audio never waits behind video)"
+    )
     lease_seconds: float = Field(15.0, description="A job's lease; an expired lease is re-claimed")
     poll_seconds: float = Field(0.5, description="How often an idle worker looks for work")
     max_attempts: int = Field(3, description="Encode attempts before a job is failed")

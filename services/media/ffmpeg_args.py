@@ -101,8 +101,10 @@ def audio_command(
     # The same offset as the video chunks: the first audio sample meets the first frame.
     argv += ["-output_ts_offset", str(TS_OFFSET_SECONDS)]
     audio_dir = out_dir.absolute() / AUDIO_DIR
-    # Every AAC frame is independent: the audio may be cut anywhere, no flag needed.
-    argv += _hls_args(audio_dir, options, flags="temp_file")
+    # Every AAC frame is independent: the audio may be cut anywhere, no flag needed. An EVENT
+    # playlist is rewritten after every segment, so playback can start on the first ones
+    # while the rest of a long file's audio is still being encoded.
+    argv += _hls_args(audio_dir, options, flags="temp_file", playlist_type="event")
     return [*argv, str(audio_dir / AUDIO_PLAYLIST)]
 
 
@@ -180,10 +182,12 @@ def _video_args(index: int, r: Rendition, fps: float, options: EncodeOptions) ->
     return args
 
 
-def _hls_args(folder: Path, options: EncodeOptions, *, flags: str) -> list[str]:
+def _hls_args(
+    folder: Path, options: EncodeOptions, *, flags: str, playlist_type: str = "vod"
+) -> list[str]:
     """HLS muxer options writing `folder/seg_%05d.ts`; the playlist path goes after them."""
     args = ["-f", "hls", "-hls_time", str(options.segment_seconds)]
-    args += ["-hls_playlist_type", "vod", "-hls_segment_type", "mpegts"]
+    args += ["-hls_playlist_type", playlist_type, "-hls_segment_type", "mpegts"]
     # independent_segments: every video segment starts with an IDR, so players may switch
     # rungs at any boundary. temp_file: a segment (and a playlist) appears under its name
     # only once complete, so a file the server can see is a file it may serve.

@@ -19,7 +19,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     init_db(settings)
     shutdown = asyncio.Event()
-    task = asyncio.create_task(run_workers(settings, settings.workers, shutdown))
+    audio = settings.audio_workers if settings.workers > 0 else 0
+    task = asyncio.create_task(run_workers(settings, settings.workers, shutdown, audio=audio))
     try:
         yield
     finally:

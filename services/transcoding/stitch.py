@@ -8,6 +8,7 @@ and rewritten from the final measurements at the end.
 """
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from services.core.models import ChunkStatus, Job, JobChunk, Status
 from services.core.settings import Settings
 from services.core.storage import Storage, write_atomic
 from services.media.ffmpeg_args import AUDIO_DIR, AUDIO_PLAYLIST, chunk_playlist_name
+from services.media.plan import Plan
 from services.media.playlists import (
     IFrame,
     iframe_bandwidth,
@@ -30,7 +32,6 @@ from services.media.playlists import (
     media_playlist,
     read_media_playlist,
 )
-from services.transcoding.plan import Plan
 
 PLAYLIST = "playlist.m3u8"
 IFRAMES = "iframes.m3u8"
@@ -59,25 +60,43 @@ def _leading_done(chunks: list[JobChunk]) -> int:
 
 def publish(settings: Settings, video_id: str) -> bool:
     """Publish every chunk done in order from the start; True when the video became `ok`."""
+    hls = Storage(settings.storage_dir).hls_dir(video_id)
     with session_scope(settings) as session:
         # Row lock on PostgreSQL; on SQLite the UPDATE in advance_published takes the lock.
         job = session.get(Job, video_id, with_for_update=True, populate_existing=True)
         if job is None or job.plan is None or job.status == Status.OK:
             return False
+        plan = Plan.from_dict(job.plan)
         chunks = jobs.chunks_of(session, video_id=video_id)
         video = [c for c in chunks if c.kind == "video"]
-        audio_ready = all(c.status == ChunkStatus.DONE for c in chunks if c.kind == "audio")
+        audio = next((c for c in chunks if c.kind == "audio"), None)
         ready = _leading_done(video)
-        if not audio_ready or ready == 0:
+        if ready == 0 or not _audio_covers(hls, audio, _video_seconds(hls, plan, ready)):
             return False
-        final = ready == len(video)
+        final = ready == len(video) and (audio is None or audio.status == ChunkStatus.DONE)
         if not jobs.advance_published(session, video_id=video_id, count=ready) and not final:
             return False
-        plan = Plan.from_dict(job.plan)
         write_presentation(settings, video_id, plan, ready, final=final)
         if final:
             jobs.finish(session, video_id=video_id, qualities=[r.name for r in plan.renditions])
         return final
+
+
+def _video_seconds(hls: Path, plan: Plan, chunks: int) -> float:
+    rung = hls / plan.renditions[0].name
+    return sum(
+        d for i in range(chunks) for _, d in read_media_playlist(rung / chunk_playlist_name(i))
+    )
+
+
+def _audio_covers(hls: Path, audio: JobChunk | None, seconds: float) -> bool:
+    """Whether the audio (encoded whole, in one growing playlist) reaches `seconds` yet."""
+    if audio is None or audio.status == ChunkStatus.DONE:
+        return True
+    playlist = hls / AUDIO_DIR / AUDIO_PLAYLIST
+    if audio.status != ChunkStatus.RUNNING or not playlist.exists():
+        return False
+    return sum(d for _, d in read_media_playlist(playlist)) >= seconds
 
 
 def write_presentation(
@@ -132,10 +151,16 @@ def _write_audio(audio: Path, target: int, video_end: float, final: bool) -> Non
 
 
 def _write_master(settings: Settings, hls: Path, plan: Plan, iframe_rates: dict[str, int]) -> None:
-    stats = [
-        measure_rendition(hls / r.name, ffprobe=settings.ffprobe_bin, ffmpeg=settings.ffmpeg_bin)
-        for r in plan.renditions
-    ]
+    # Each measurement is a few ffprobe/ffmpeg runs that mostly wait: run them side by side.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        stats = list(
+            pool.map(
+                lambda r: measure_rendition(
+                    hls / r.name, ffprobe=settings.ffprobe_bin, ffmpeg=settings.ffmpeg_bin
+                ),
+                plan.renditions,
+            )
+        )
     audio = None
     if plan.audio_kbps is not None:
         audio = measure_audio(hls / AUDIO_DIR, ffprobe=settings.ffprobe_bin)

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from services.core import jobs
 from services.core.db import init_db, session_scope
@@ -19,10 +20,10 @@ from services.core.settings import Settings, get_settings
 from services.core.storage import Storage
 from services.media.chunking import TimeChunk
 from services.media.ffmpeg_args import AUDIO_DIR, audio_command, video_chunk_command
+from services.media.plan import Plan, make_plan
 from services.media.probe import ProbeError, probe
 from services.media.runner import FFmpegError, Stopped, run_ffmpeg
 from services.transcoding import stitch
-from services.transcoding.plan import Plan, make_plan
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,12 @@ async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
 class Worker:
     """One worker: claims units of work from the database, one at a time."""
 
-    def __init__(self, settings: Settings, *, name: str = "0") -> None:
+    def __init__(
+        self, settings: Settings, *, name: str = "0", kinds: tuple[str, ...] = ("audio", "video")
+    ) -> None:
         self.settings = settings
         self.storage = Storage(settings.storage_dir)
+        self.kinds = kinds
         self.worker_id = f"{socket.gethostname()}/{name}:{os.getpid()}"
 
     async def run_forever(self, shutdown: asyncio.Event) -> None:
@@ -81,7 +85,10 @@ class Worker:
     def _claim_chunk(self) -> ClaimedChunk | None:
         with session_scope(self.settings) as session:
             return jobs.claim_chunk(
-                session, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds
+                session,
+                worker_id=self.worker_id,
+                lease_seconds=self.settings.lease_seconds,
+                kinds=self.kinds,
             )
 
     def _claim_planning(self) -> str | None:
@@ -196,9 +203,14 @@ class Worker:
     def _finish(self, chunk: ClaimedChunk, plan: Plan, seconds: float) -> None:
         if chunk.kind == "video":
             hls = self.storage.hls_dir(chunk.video_id)
-            for rendition in plan.renditions:
-                stitch.index_chunk_iframes(
-                    hls / rendition.name, chunk.index, ffprobe=self.settings.ffprobe_bin
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                list(
+                    pool.map(
+                        lambda r: stitch.index_chunk_iframes(
+                            hls / r.name, chunk.index, ffprobe=self.settings.ffprobe_bin
+                        ),
+                        plan.renditions,
+                    )
                 )
         with session_scope(self.settings) as session:
             kept = jobs.finish_chunk(
@@ -250,9 +262,17 @@ class Worker:
             return jobs.reclaim_dead(session, host=socket.gethostname(), alive=_pid_alive)
 
 
-async def run_workers(settings: Settings, count: int, shutdown: asyncio.Event) -> None:
-    """Run `count` workers in this process until `shutdown` is set."""
-    workers = [Worker(settings, name=str(n)) for n in range(count)]
+async def run_workers(
+    settings: Settings, count: int, shutdown: asyncio.Event, *, audio: int = 0
+) -> None:
+    """Run `count` workers (any unit) and `audio` audio-only workers until `shutdown` is set.
+
+    Audio is a single light ffmpeg; an audio-only worker beside the video ones means a long
+    file's audio never holds chunk 0 back, and the cores stay with the video.
+    """
+    kinds = ("video",) if audio > 0 else ("audio", "video")
+    workers = [Worker(settings, name=str(n), kinds=kinds) for n in range(count)]
+    workers += [Worker(settings, name=f"audio{n}", kinds=("audio",)) for n in range(audio)]
     if workers:
         reclaimed = await asyncio.to_thread(workers[0].reclaim_own_dead_jobs)
         if reclaimed:
@@ -275,7 +295,9 @@ def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, shutdown.set)
-        await run_workers(settings, max(1, settings.workers), shutdown)
+        await run_workers(
+            settings, max(1, settings.workers), shutdown, audio=settings.audio_workers
+        )
 
     asyncio.run(_main())
 

@@ -26,6 +26,7 @@ from services.core.errors import Conflict, InvalidInput, NotAVideo, NotFound, To
 from services.core.models import Job, Status, Upload, UploadChunk, Video, utcnow
 from services.core.settings import Settings
 from services.core.storage import Storage
+from services.media.plan import make_plan
 from services.media.probe import ProbeError, SourceInfo, probe
 
 READ_SIZE = 1024 * 1024
@@ -355,7 +356,10 @@ def _register(
         _apply_probe(video, info_or_error)
         session.add(video)
         session.flush()
-        jobs.enqueue(session, video_id=video.id)
+        # Planned here, in the same transaction: workers can start on chunk 0 at once.
+        assert isinstance(info_or_error, SourceInfo)
+        plan, chunks = make_plan(info_or_error, settings)
+        jobs.enqueue(session, video_id=video.id, plan=plan.to_dict(), chunks=chunks)
         video.status = Status.QUEUED
         return video
 

@@ -263,7 +263,9 @@ def test_audio_has_the_video_offset_and_its_own_hls_folder() -> None:
     assert values_of(argv, "-output_ts_offset") == ["10"]
     assert values_of(argv, "-f") == ["hls"]
     assert values_of(argv, "-hls_time") == ["4"]
-    assert values_of(argv, "-hls_playlist_type") == ["vod"]
+    # EVENT: the playlist is rewritten after every segment, so playback need not wait for the
+    # whole file's audio.
+    assert values_of(argv, "-hls_playlist_type") == ["event"]
     assert values_of(argv, "-hls_flags") == ["temp_file"]
     assert values_of(argv, "-hls_segment_filename") == [f"{OUT}/audio/seg_%05d.ts"]
     assert AUDIO_PLAYLIST == "chunk_audio.m3u8"

@@ -1,15 +1,28 @@
-"""A job's plan: what the source is, which rungs, how it is cut into chunks. Stored as JSON on
-the job row so every worker, on any machine, encodes its chunk the same way."""
+"""A job's plan: what the source is, which rungs, how it is cut into units of work. Stored as
+JSON on the job row so every worker, on any machine, encodes its chunk the same way. Made at
+`complete` (the upload service has just probed the source) or by a worker when a job is
+started over."""
 
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from services.core.jobs import AUDIO_INDEX, ChunkSpec
 from services.core.settings import Settings
 from services.media.chunking import split_chunks
 from services.media.ffmpeg_args import EncodeOptions, audio_bitrate
 from services.media.ladder import Rendition, plan_ladder
 from services.media.probe import SourceInfo
+
+AUDIO_INDEX = -1
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """A unit of work to create when a job is planned: a time chunk, or the whole audio."""
+
+    index: int
+    kind: str
+    start: float
+    end: float | None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,268 @@
+"""Benchmarks, each figure printed beside its baseline measured in the same run, as a ratio.
+
+    .venv/bin/python scripts/bench.py            # every benchmark
+    .venv/bin/python scripts/bench.py ladder     # only the ladder / first-playable / ok one
+
+ladder: a generated 30 s 1920x1080 30 fps H.264 source (~10 Mb/s, stereo AAC) through the
+platform from `complete` to `ok`, against the reference system's way: four ffmpeg processes
+in parallel, one per rung, each decoding the source itself (`-preset faster`, main profile,
+the seed ladder, 6 s segments). Reports wall times, their ratio, SSIM per rung for both
+against the source scaled to that rung, time to first playable and time to ok.
+"""
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from services.media.ladder import SEED_LADDER, Rendition, plan_ladder  # noqa: E402
+from tests.harness import Platform, upload  # noqa: E402
+
+SOURCE_SECONDS = 30
+CHUNK = 8 * 1024 * 1024
+ROWS: list[tuple[str, str, str, str]] = []
+
+
+def row(figure: str, ours: float | str, baseline: float | str, ratio: str) -> None:
+    """Record and print one line of the results table."""
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    ROWS.append((figure, fmt(ours), fmt(baseline), ratio))
+    print(f"{figure:<46} {fmt(ours):>12} {fmt(baseline):>12} {ratio:>10}", flush=True)
+
+
+def make_source(path: Path) -> Path:
+    """A 30 s 1080p30 H.264 source at about 10 Mb/s with stereo AAC (noise keeps it honest)."""
+    video = f"testsrc2=size=1920x1080:rate=30:duration={SOURCE_SECONDS},noise=alls=12:allf=t"
+    audio = f"sine=frequency=440:sample_rate=48000:duration={SOURCE_SECONDS}"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            video,
+            "-f",
+            "lavfi",
+            "-i",
+            audio,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-b:v",
+            "10M",
+            "-maxrate",
+            "10M",
+            "-bufsize",
+            "20M",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-ac",
+            "2",
+            "-b:a",
+            "192k",
+            str(path),
+        ],
+        check=True,
+    )
+    return path
+
+
+def reference_ladder(source: Path, out: Path) -> float:
+    """The reference system's way: one ffmpeg per rung, in parallel; returns wall seconds."""
+    audio = {r.name: r.audio_kbps for r in SEED_LADDER}
+    procs = []
+    started = time.monotonic()
+    for r in plan_ladder(1920, 1080):
+        folder = out / r.name
+        folder.mkdir(parents=True)
+        procs.append(
+            subprocess.Popen(
+                [
+                    "ffmpeg",
+                    "-v",
+                    "error",
+                    "-y",
+                    "-i",
+                    str(source),
+                    "-vf",
+                    f"scale={r.width}:{r.height}",
+                    "-c:v",
+                    "libx264",
+                    "-profile:v",
+                    "main",
+                    "-preset",
+                    "faster",
+                    "-b:v",
+                    f"{r.video_kbps}k",
+                    "-maxrate",
+                    f"{r.maxrate_kbps}k",
+                    "-bufsize",
+                    f"{r.bufsize_kbps}k",
+                    "-g",
+                    "48",
+                    "-keyint_min",
+                    "48",
+                    "-sc_threshold",
+                    "0",
+                    "-force_key_frames",
+                    "expr:gte(t,n_forced*6)",
+                    "-c:a",
+                    "aac",
+                    "-b:a",
+                    f"{audio[r.name]}k",
+                    "-ac",
+                    "2",
+                    "-f",
+                    "hls",
+                    "-hls_time",
+                    "6",
+                    "-hls_playlist_type",
+                    "vod",
+                    "-hls_flags",
+                    "independent_segments",
+                    "-hls_segment_filename",
+                    str(folder / "seg_%05d.ts"),
+                    str(folder / "playlist.m3u8"),
+                ]
+            )
+        )
+    for proc in procs:
+        if proc.wait() != 0:
+            raise SystemExit("the reference ladder's ffmpeg failed")
+    return time.monotonic() - started
+
+
+def ssim(rendition: Path, source: Path, rung: Rendition) -> float:
+    """SSIM of a rung's HLS output against the source scaled to the rung's size."""
+    graph = (
+        f"[0:v]setpts=PTS-STARTPTS[a];[1:v]scale={rung.width}:{rung.height},"
+        "setpts=PTS-STARTPTS[b];[a][b]ssim"
+    )
+    done = subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "info",
+            "-nostats",
+            "-i",
+            str(rendition / "playlist.m3u8"),
+            "-i",
+            str(source),
+            "-lavfi",
+            graph,
+            "-f",
+            "null",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    match = re.search(r"SSIM .* All:([0-9.]+)", done.stderr)
+    if not match:
+        raise SystemExit(f"no SSIM in ffmpeg's output: {done.stderr[-500:]}")
+    return float(match.group(1))
+
+
+def platform_ladder(source: Path, work: Path) -> tuple[float, float, float, str]:
+    """(first playable s, ok s, wall s from complete, video id) through the real platform."""
+    platform = Platform(
+        work / "storage",
+        X264_PRESET="veryfast",
+        SEGMENT_SECONDS="6",
+        KEYFRAME_SECONDS="2",
+        CHUNK_SEGMENTS="3",
+        FIRST_CHUNK_SEGMENTS="1",
+        LEASE_SECONDS="15",
+    ).start()
+    try:
+        with platform.client() as client:
+            video_id, done = upload(client, source, chunk_size=CHUNK)
+            completed = time.monotonic()
+            assert done is not None and done.status_code == 200, done.text
+            first = _first_playable(client, video_id) - completed
+            while client.get(f"/transcode/status/{video_id}").json()["overall"] != "ok":
+                time.sleep(0.05)
+            ok = time.monotonic() - completed
+        return first, ok, ok, video_id
+    finally:
+        platform.stop()
+        platform.drop()
+
+
+def _first_playable(client, video_id: str) -> float:  # type: ignore[no-untyped-def]
+    """When the master and the first segment of every rung can be fetched."""
+    while True:
+        master = client.get(f"/stream/{video_id}/master.m3u8")
+        if master.status_code == 200:
+            rungs = [ln for ln in master.text.splitlines() if ln.endswith("/playlist.m3u8")]
+            if rungs and all(_first_segment(client, video_id, uri) for uri in rungs):
+                return time.monotonic()
+        time.sleep(0.02)
+
+
+def _first_segment(client, video_id: str, uri: str) -> bool:  # type: ignore[no-untyped-def]
+    playlist = client.get(f"/stream/{video_id}/{uri}")
+    names = [ln for ln in playlist.text.splitlines() if ln and not ln.startswith("#")]
+    if playlist.status_code != 200 or not names:
+        return False
+    rung = uri.split("/")[0]
+    return bool(client.get(f"/stream/{video_id}/{rung}/{names[0]}").status_code == 200)
+
+
+def bench_ladder(work: Path) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    source = make_source(work / "source.mp4")
+    size_mbit = source.stat().st_size * 8 / 1e6
+    print(f"source: {SOURCE_SECONDS} s 1920x1080 30 fps, {size_mbit / SOURCE_SECONDS:.1f} Mb/s")
+    baseline = reference_ladder(source, work / "reference")
+    first, ok, wall, video_id = platform_ladder(source, work)
+    row("ladder wall time, complete->ok (s)", wall, baseline, f"{baseline / wall:.2f}x faster")
+    row("time to first playable, every rung (s)", first, baseline, f"{baseline / first:.1f}x")
+    row("time to ok (s)", ok, baseline, f"{baseline / ok:.2f}x")
+    ours = work / "storage" / "hls" / video_id
+    rungs = plan_ladder(1920, 1080)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        mine = list(pool.map(lambda r: ssim(ours / r.name, source, r), rungs))
+        theirs = list(pool.map(lambda r: ssim(work / "reference" / r.name, source, r), rungs))
+    for rung, a, b in zip(rungs, mine, theirs, strict=True):
+        row(f"SSIM {rung.name} (platform vs reference)", a, b, f"{a - b:+.4f}")
+
+
+BENCHMARKS = {"ladder": bench_ladder}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--json", type=Path, help="also write the table to this file")
+    args = parser.parse_args()
+    unknown = set(args.names) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    print(f"{'figure':<46} {'platform':>12} {'baseline':>12} {'ratio':>10}")
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        for name in args.names or list(BENCHMARKS):
+            BENCHMARKS[name](Path(tmp) / name)
+    if args.json:
+        args.json.write_text(json.dumps(ROWS, indent=2))
+
+
+if __name__ == "__main__":
+    main()
