@@ -12,7 +12,9 @@ against the source scaled to that rung, time to first playable and time to ok.
 
 import argparse
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -243,7 +245,69 @@ def bench_ladder(work: Path) -> None:
         row(f"SSIM {rung.name} (platform vs reference)", a, b, f"{a - b:+.4f}")
 
 
-BENCHMARKS = {"ladder": bench_ladder}
+def bench_resume(work: Path) -> None:
+    """kill -9 of the process running ffmpeg mid-job: how much work is done again."""
+    work.mkdir(parents=True, exist_ok=True)
+    source = make_source(work / "source.mp4")
+    platform = Platform(
+        work / "storage",
+        X264_PRESET="veryfast",
+        SEGMENT_SECONDS="6",
+        KEYFRAME_SECONDS="2",
+        CHUNK_SEGMENTS="1",
+        FIRST_CHUNK_SEGMENTS="1",
+    ).start()
+    try:
+        with platform.client() as client:
+            video_id, _ = upload(client, source, chunk_size=CHUNK)
+            chunks = _wait_chunks(client, video_id, lambda cs: _done(cs) >= 2 and _held(cs))
+            done_at_kill = sum(
+                _seconds(c) for c in chunks if c["status"] == "done" and c["kind"] == "video"
+            )
+            pid = int(
+                next(c["worker"] for c in chunks if c["status"] == "running").rsplit(":", 1)[1]
+            )
+            os.kill(pid, signal.SIGKILL)
+            # The gateway answers 502 until the launcher has restarted the service.
+            while client.get(f"/transcode/status/{video_id}").json().get("overall") != "ok":
+                time.sleep(0.2)
+            final = client.get(f"/admin/videos/{video_id}/status").json()["chunks"]
+    finally:
+        platform.drop()
+    video = [c for c in final if c["kind"] == "video"]
+    redone = sum((c["encodes"] - 1) * _seconds(c) for c in video)
+    repeated = sum(c["encodes"] - 1 for c in final)
+    in_flight = sum(1 for c in chunks if c["status"] == "running")
+    row("encodes repeated after kill -9 (chunks)", float(repeated), float(in_flight), "in flight")
+    row(
+        "video seconds encoded again after kill -9",
+        redone,
+        done_at_kill + redone,
+        "restart-from-zero",
+    )
+
+
+def _wait_chunks(client, video_id, predicate):  # type: ignore[no-untyped-def]
+    while True:
+        chunks = client.get(f"/admin/videos/{video_id}/status").json()["chunks"]
+        if predicate(chunks):
+            return chunks
+        time.sleep(0.05)
+
+
+def _done(chunks) -> int:  # type: ignore[no-untyped-def]
+    return sum(1 for c in chunks if c["kind"] == "video" and c["status"] == "done")
+
+
+def _held(chunks) -> bool:  # type: ignore[no-untyped-def]
+    return any(c["status"] == "running" and c["kind"] == "video" for c in chunks)
+
+
+def _seconds(chunk) -> float:  # type: ignore[no-untyped-def]
+    return float((chunk["end"] if chunk["end"] is not None else SOURCE_SECONDS) - chunk["start"])
+
+
+BENCHMARKS = {"ladder": bench_ladder, "resume": bench_resume}
 
 
 def main() -> None:
