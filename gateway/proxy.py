@@ -13,7 +13,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from services.core.errors import UpstreamError, UpstreamTimeout
+from services.core.errors import InvalidInput, UpstreamError, UpstreamTimeout
 
 # Path prefix -> service name; a prefix matches itself and everything below it.
 PREFIXES: tuple[tuple[str, str], ...] = (
@@ -100,10 +100,16 @@ def upstream_headers(request: Request) -> RawHeaders:
     return headers
 
 
+DOT_SEGMENTS = (b".", b"..")
+
+
 def upstream_url(base_url: str, request: Request) -> httpx.URL:
     """`base_url` + the request's path and query exactly as the client encoded them."""
     # raw_path keeps percent-escapes (`%2F`) that the decoded `request.url.path` would lose.
     raw_path: bytes = request.scope.get("raw_path") or request.url.path.encode("utf-8")
+    if any(segment in DOT_SEGMENTS for segment in raw_path.split(b"/")):
+        # The HTTP client would resolve them and fetch another resource than the one named.
+        raise InvalidInput("the path contains '.' or '..' segments: name the resource directly")
     query: bytes = request.scope.get("query_string", b"")
     base = httpx.URL(base_url)
     target = base.raw_path.rstrip(b"/") + raw_path + (b"?" + query if query else b"")

@@ -26,6 +26,8 @@ system_package() {  # system_package <command> <debian package> <brew formula>
 }
 
 system_package ffmpeg ffmpeg ffmpeg
+# The browser tests drive Debian's Chromium through Playwright (no browser download).
+[ "$WANT_TEST" = 1 ] && system_package chromium chromium chromium
 system_package ffprobe ffmpeg ffmpeg
 system_package node nodejs node
 system_package npm npm node

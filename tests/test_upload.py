@@ -117,3 +117,36 @@ def test_every_service_answers_health_and_docs(platform: Platform):
         assert httpx.get(f"{base}/docs").status_code == 200
         assert httpx.get(f"{base}/openapi.json").json()["paths"]
     assert httpx.get(f"{platform.url}/health").status_code == 200
+
+
+def test_a_file_without_a_video_extension_is_refused_at_init(client):
+    response = client.post("/upload/init", data={"filename": "notes.txt", "total_chunks": 1})
+    assert response.status_code == 400
+    assert "extension" in response.json()["detail"]
+
+
+def test_a_chunk_bigger_than_declared_is_400_and_good_chunks_are_kept(client, clips):
+    upload_id, _ = upload(client, clips["small"], chunk_size=CHUNK, order=[1], complete=False)
+    response = client.post(
+        "/upload/chunk",
+        data={"upload_id": upload_id, "index": 0},
+        files={"file": ("blob", b"x" * (CHUNK + 1), "application/octet-stream")},
+    )
+    assert response.status_code == 400
+    assert f"{CHUNK} bytes" in response.json()["detail"]
+    assert client.get(f"/upload/{upload_id}").json()["received"] == [1]
+
+
+def test_an_upload_that_would_fill_the_disk_is_507(tmp_path):
+    platform = Platform(tmp_path / "storage", MIN_FREE_BYTES=str(10**18)).start()
+    try:
+        with platform.client() as http:
+            response = http.post(
+                "/upload/init",
+                data={"filename": "big.mp4", "total_chunks": 1, "total_size": 1000},
+            )
+        assert response.status_code == 507
+        assert response.json()["error"] == "insufficient_storage"
+        assert "free" in response.json()["detail"]
+    finally:
+        platform.drop()

@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
 from services.core.db import init_db
-from services.core.errors import install_error_handlers
+from services.core.errors import ERROR_RESPONSES, install_error_handlers
 from services.core.settings import get_settings
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None
@@ -41,7 +41,13 @@ def create_app(
     """Build a service's FastAPI app: its routers, `/health` and the error catalogue."""
     configure_logging()
     app = FastAPI(
-        title=f"{name} service", description=description, lifespan=lifespan or database_lifespan
+        title=f"{name} service",
+        description=description,
+        lifespan=lifespan or database_lifespan,
+        responses=ERROR_RESPONSES,
+        # An API has no use for slash redirects; behind the gateway their Location would even
+        # name the internal address.
+        redirect_slashes=False,
     )
     install_error_handlers(app)
 

@@ -6,6 +6,7 @@
     ├── Conflict          409  the request clashes with the current state (missing chunks, ...)
     ├── TooLarge          413  a chunk or upload over the configured limits
     ├── NotAVideo         422  the content does not probe as video
+    ├── InsufficientStorage 507  accepting it would leave too little free disk space
     └── UpstreamError     502  a service behind the gateway did not answer
         └── UpstreamTimeout 504
 
@@ -14,10 +15,12 @@
 """
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -56,12 +59,37 @@ class NotAVideo(AppError):
     code, status = "not_a_video", 422
 
 
+class InsufficientStorage(AppError):
+    code, status = "insufficient_storage", 507
+
+
 class UpstreamError(AppError):
     code, status = "upstream_unavailable", 502
 
 
 class UpstreamTimeout(UpstreamError):
     code, status = "upstream_timeout", 504
+
+
+class ErrorBody(BaseModel):
+    """Every error response: a machine-readable code and a message saying what to fix."""
+
+    error: str
+    detail: str
+
+
+# Declared on every operation, so /docs and OpenAPI clients (and the fuzzer) know them.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "Malformed input: the detail says what to fix"),
+        (404, "No such video, upload, rendition or file"),
+        (409, "Conflicts with the current state (missing chunks, checksum, job state)"),
+        (413, "Over a configured size limit"),
+        (422, "A field is missing or invalid, or the content is not a video"),
+        (507, "Not enough free disk space to accept it"),
+    )
+}
 
 
 def error_body(code: str, detail: str) -> dict[str, str]:

@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(64 * 1024**3, description="Largest accepted upload (bytes)")
     max_chunks: int = Field(100_000, description="Most chunks one upload may declare")
     max_chunk_bytes: int = Field(256 * 1024**2, description="Largest accepted single chunk")
+    allowed_extensions: str = Field(
+        "mp4,m4v,mov,mkv,webm,avi,mpg,mpeg,ts,mts,m2ts,flv,wmv,3gp,ogv,mxf",
+        description="Comma-separated file name endings accepted at init (content must probe too)",
+    )
+    min_free_bytes: int = Field(
+        1024**3, description="Uploads that would leave less free disk space are refused (507)"
+    )
 
     ffmpeg_bin: str = Field("ffmpeg", description="ffmpeg executable")
     ffprobe_bin: str = Field("ffprobe", description="ffprobe executable")

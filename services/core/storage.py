@@ -62,8 +62,11 @@ class Storage:
     def asset_path(self, video_id: str, relative: str) -> Path:
         """A file below hls/{video_id}/ named by a client; must resolve inside that folder."""
         base = self.hls_dir(video_id).resolve()
+        # Checked before touching the filesystem: resolve() itself fails on a NUL byte.
+        if relative.startswith("/") or "\x00" in relative or len(relative) > 512:
+            raise NotFound(f"no asset '{relative[:64]!r}' for video {video_id}")
         candidate = (base / relative).resolve()
-        if relative.startswith("/") or "\x00" in relative or not candidate.is_relative_to(base):
+        if not candidate.is_relative_to(base):
             raise NotFound(f"no asset '{relative[:64]}' for video {video_id}")
         return candidate
 

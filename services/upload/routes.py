@@ -79,8 +79,8 @@ def init(
 def chunk(
     storage: StorageDep,
     settings: SettingsDep,
-    upload_id: Annotated[str, Form()],
-    index: Annotated[int, Form(description="0-based chunk index")],
+    upload_id: Annotated[str, Form(min_length=1, max_length=64)],
+    index: Annotated[int, Form(ge=0, description="0-based chunk index")],
     file: Annotated[UploadFile, File(description="The chunk's bytes")],
 ) -> ChunkResponse:
     """Store one chunk at its place; chunks may come in any order and may be resent."""
@@ -105,7 +105,9 @@ def state(session: SessionDep, upload_id: str) -> UploadState:
 
 @router.post("/upload/complete", response_model=CompleteResponse)
 def complete(
-    storage: StorageDep, settings: SettingsDep, upload_id: Annotated[str, Form()]
+    storage: StorageDep,
+    settings: SettingsDep,
+    upload_id: Annotated[str, Form(min_length=1, max_length=64)],
 ) -> CompleteResponse:
     """Assemble-check the upload, register the video and queue its transcoding."""
     video = uploads.complete_upload(settings, storage, upload_id=upload_id)

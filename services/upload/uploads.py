@@ -22,7 +22,14 @@ from sqlalchemy.orm import Session
 
 from services.core import ids, jobs
 from services.core.db import session_scope
-from services.core.errors import Conflict, InvalidInput, NotAVideo, NotFound, TooLarge
+from services.core.errors import (
+    Conflict,
+    InsufficientStorage,
+    InvalidInput,
+    NotAVideo,
+    NotFound,
+    TooLarge,
+)
 from services.core.models import Job, Status, Upload, UploadChunk, Video, utcnow
 from services.core.settings import Settings
 from services.core.storage import Storage
@@ -58,6 +65,25 @@ def clean_filename(name: str) -> str:
     return label[:MAX_FILENAME]
 
 
+def _check_extension(settings: Settings, label: str) -> None:
+    allowed = [e.strip().lower() for e in settings.allowed_extensions.split(",") if e.strip()]
+    _, dot, ending = label.rpartition(".")
+    if not dot or ending.lower() not in allowed:
+        raise InvalidInput(
+            f"'{label}' does not end in a video file extension; accepted: {', '.join(allowed)}"
+        )
+
+
+def check_free_space(settings: Settings, storage: Storage, needed: int) -> None:
+    """Refuse (507) what would leave less than MIN_FREE_BYTES free on the storage disk."""
+    free = storage.disk_usage().free
+    if free - needed < settings.min_free_bytes:
+        raise InsufficientStorage(
+            f"not enough disk space: {free} bytes free, {needed} needed and "
+            f"{settings.min_free_bytes} must stay free; try again later or ask the operator"
+        )
+
+
 def _check_declaration(
     settings: Settings, total_chunks: int, total_size: int | None, chunk_size: int | None
 ) -> None:
@@ -88,7 +114,9 @@ def init_upload(
 ) -> Upload:
     """Declare an upload; returns it with its new id (the video id from now on)."""
     label = clean_filename(filename)
+    _check_extension(settings, label)
     _check_declaration(settings, total_chunks, total_size, chunk_size)
+    check_free_space(settings, storage, total_size or 0)
     if total_chunks == 1 and total_size is not None:
         chunk_size = total_size
     if sha256 is not None:
@@ -263,6 +291,7 @@ def receive_chunk(
     _check_chunk_size(upload, index, size, settings)
     if existing is not None:
         return _compare_resent(existing, data)
+    check_free_space(settings, storage, size)
     offset = _offset(settings, upload, index, size)
     target = storage.source_path(upload.id)
     if offset is None:
@@ -272,6 +301,10 @@ def receive_chunk(
     try:
         with session_scope(settings) as session:
             session.add(UploadChunk(upload_id=upload.id, index=index, size=size, sha256=digest))
+            # The abandoned-upload sweep measures idleness from the last chunk.
+            session.execute(
+                update(Upload).where(Upload.id == upload.id).values(updated_at=utcnow())
+            )
     except IntegrityError:
         # Two copies of one chunk raced; both wrote the same place. Same bytes: fine.
         with session_scope(settings) as session:

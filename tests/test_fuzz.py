@@ -1,0 +1,44 @@
+"""Every service's OpenAPI, fuzzed with schemathesis: no 5xx, responses conform to the schema."""
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+SERVICES = ("upload", "transcoding", "metadata", "streaming", "admin")
+# What the platform promises for any input: no 5xx, and every answer (errors included) is
+# one the schema declares. (Schema-valid input may still be refused with a 4xx that says why:
+# an extension, a declaration that does not add up, a job in the wrong state.)
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_openapi_fuzzing_finds_no_server_error_or_schema_violation(platform, transcoded, service):
+    schema = schemathesis.openapi.from_url(f"{platform.service_url(service)}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert operations
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=25,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def fuzz(case) -> None:  # type: ignore[no-untyped-def]
+            case.call_and_validate(checks=CHECKS)
+
+        fuzz()
