@@ -1,6 +1,7 @@
 """Upload service, through the gateway: chunks in any order, resends, verification."""
 
 import hashlib
+import time
 
 import httpx
 
@@ -148,5 +149,26 @@ def test_an_upload_that_would_fill_the_disk_is_507(tmp_path):
         assert response.status_code == 507
         assert response.json()["error"] == "insufficient_storage"
         assert "free" in response.json()["detail"]
+    finally:
+        platform.drop()
+
+
+def test_abandoned_uploads_are_swept_with_their_files(tmp_path, clips):
+    platform = Platform(
+        tmp_path / "storage", UPLOAD_EXPIRY_SECONDS="2", SWEEP_INTERVAL_SECONDS="0.5"
+    ).start()
+    try:
+        with platform.client() as http:
+            upload_id, _ = upload(http, clips["small"], chunk_size=CHUNK, order=[0], complete=False)
+            folder = platform.storage / "originals" / upload_id
+            assert folder.is_dir()
+            deadline = time.monotonic() + 20
+            while folder.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not folder.exists()
+            assert http.get(f"/upload/{upload_id}").status_code == 404
+            reclaimed = http.get("/admin/status").json()["reclaimed"]
+            assert reclaimed["uploads_removed"] >= 1
+            assert reclaimed["bytes_reclaimed"] >= CHUNK
     finally:
         platform.drop()

@@ -2,6 +2,7 @@
 
 import asyncio
 from collections import Counter
+from datetime import datetime
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -14,6 +15,7 @@ from services.core.deps import SessionDep, SettingsDep, StorageDep
 from services.core.models import Job, Video
 from services.core.schemas import Deleted, Resumed, TranscodeStatus, VideoOut, transcode_status
 from services.core.videos import delete_everywhere, get_video, list_videos
+from services.upload.sweep import sweep_totals
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -24,6 +26,15 @@ class Disk(BaseModel):
     free: int
 
 
+class Reclaimed(BaseModel):
+    """What the abandoned-upload sweep has removed so far."""
+
+    runs: int
+    uploads_removed: int
+    bytes_reclaimed: int
+    last_run_at: datetime | None
+
+
 class SystemStatus(BaseModel):
     database: str = Field(description="The database backend: sqlite or postgresql")
     services: dict[str, ServiceHealth]
@@ -31,6 +42,7 @@ class SystemStatus(BaseModel):
     queue_depth: int = Field(description="Jobs waiting for a worker")
     running_jobs: list[TranscodeStatus]
     videos_by_status: dict[str, int]
+    reclaimed: Reclaimed = Field(description="Abandoned uploads swept away")
 
 
 class AdminVideo(VideoOut):
@@ -86,6 +98,7 @@ async def status(settings: SettingsDep, storage: StorageDep) -> SystemStatus:
         queue_depth=depth,
         running_jobs=running,
         videos_by_status=counts,
+        reclaimed=Reclaimed.model_validate(await asyncio.to_thread(sweep_totals, settings)),
     )
 
 

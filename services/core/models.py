@@ -148,6 +148,17 @@ class JobChunk(Base):
     )
 
 
+class Sweep(Base):
+    """One run of the abandoned-upload sweep and what it reclaimed."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ran_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    uploads_removed: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_reclaimed: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 def as_utc(value: datetime | None) -> datetime | None:
     """SQLite hands datetimes back naive; every stored time is UTC, so say so."""
     if value is None or value.tzinfo is not None:

@@ -46,6 +46,13 @@ class Settings(BaseSettings):
         1024**3, description="Uploads that would leave less free disk space are refused (507)"
     )
 
+    upload_expiry_seconds: float = Field(
+        24 * 3600, description="An upload with no chunk for this long is removed with its files"
+    )
+    sweep_interval_seconds: float = Field(
+        3600, description="How often the upload service looks for abandoned uploads"
+    )
+
     ffmpeg_bin: str = Field("ffmpeg", description="ffmpeg executable")
     ffprobe_bin: str = Field("ffprobe", description="ffprobe executable")
     x264_preset: str = Field("veryfast", description="x264 preset (tests use ultrafast)")

@@ -6,7 +6,6 @@ database and the storage folder, or in-process inside the transcoding service (t
 """
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -18,6 +17,7 @@ from services.core.db import init_db, session_scope
 from services.core.jobs import ClaimedChunk
 from services.core.settings import Settings, get_settings
 from services.core.storage import Storage
+from services.core.tasks import sleep_unless
 from services.media.chunking import TimeChunk
 from services.media.ffmpeg_args import AUDIO_DIR, audio_command, video_chunk_command
 from services.media.plan import Plan, make_plan
@@ -36,12 +36,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
-    """Sleep `seconds`, waking early when `event` is set."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
 
 
 class Worker:
@@ -66,7 +60,7 @@ class Worker:
                 log.exception("worker %s: a unit of work raised", self.worker_id)
                 worked = False
             if not worked:
-                await _sleep_unless(shutdown, self.settings.poll_seconds)
+                await sleep_unless(shutdown, self.settings.poll_seconds)
 
     async def run_once(self, shutdown: asyncio.Event | None = None) -> bool:
         """Do one unit of work; False when there was nothing to do."""
@@ -187,7 +181,7 @@ class Worker:
             if stop_asked or shutdown.is_set():
                 stop.set()
                 return
-            await _sleep_unless(shutdown, interval)
+            await sleep_unless(shutdown, interval)
 
     def _beat(self, chunk: ClaimedChunk, out_time: float) -> bool:
         with session_scope(self.settings) as session:

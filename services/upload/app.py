@@ -1,6 +1,26 @@
-"""Upload service: chunked uploads written in place, then registered for transcoding."""
+"""Upload service: chunked uploads written in place, then registered for transcoding; a
+periodic sweep removes uploads abandoned half-way."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from fastapi import FastAPI
 
 from services.core.app import create_app
+from services.core.db import init_db
+from services.core.settings import get_settings
+from services.core.tasks import in_background
 from services.upload.routes import router
+from services.upload.sweep import sweep_forever
 
-app = create_app("upload", [router], description=__doc__ or "")
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    init_db(settings)
+    async with in_background(partial(sweep_forever, settings), grace=5):
+        yield
+
+
+app = create_app("upload", [router], lifespan=lifespan, description=__doc__ or "")

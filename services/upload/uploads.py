@@ -296,7 +296,11 @@ def receive_chunk(
     target = storage.source_path(upload.id)
     if offset is None:
         target, offset = storage.original_dir(upload.id) / "last.part", 0
-    digest = _write_at(target, offset, data)
+    try:
+        digest = _write_at(target, offset, data)
+    except FileNotFoundError:
+        # Swept as abandoned between the lookup above and this write.
+        raise NotFound(f"upload {upload.id} has expired: start again with /upload/init") from None
     receipt = ChunkReceipt(upload.id, index, size, digest, duplicate=False)
     try:
         with session_scope(settings) as session:

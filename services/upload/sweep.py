@@ -1,0 +1,76 @@
+"""The abandoned-upload sweep: uploads that received no chunk for UPLOAD_EXPIRY_SECONDS are
+removed with their files, and every run is recorded for the admin status."""
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import delete, func, select
+
+from services.core.db import session_scope
+from services.core.models import Sweep, Upload, UploadChunk, utcnow
+from services.core.settings import Settings
+from services.core.storage import Storage
+from services.core.tasks import sleep_unless
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    uploads_removed: int
+    bytes_reclaimed: int
+
+
+def _bytes_under(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def sweep_abandoned(settings: Settings) -> SweepResult:
+    """Remove every unfinished upload idle for longer than the expiry; record the run."""
+    storage = Storage(settings.storage_dir)
+    cutoff = utcnow() - timedelta(seconds=settings.upload_expiry_seconds)
+    with session_scope(settings) as session:
+        stale = session.scalars(
+            select(Upload.id).where(Upload.completed.is_(False), Upload.updated_at < cutoff)
+        ).all()
+    reclaimed = 0
+    for upload_id in stale:
+        folder = storage.original_dir(upload_id)
+        reclaimed += _bytes_under(folder) if folder.is_dir() else 0
+        with session_scope(settings) as session:
+            session.execute(delete(UploadChunk).where(UploadChunk.upload_id == upload_id))
+            session.execute(delete(Upload).where(Upload.id == upload_id))
+        storage.delete_video(upload_id)
+    with session_scope(settings) as session:
+        session.add(Sweep(uploads_removed=len(stale), bytes_reclaimed=reclaimed))
+    if stale:
+        log.info("sweep removed %d abandoned uploads, %d bytes", len(stale), reclaimed)
+    return SweepResult(len(stale), reclaimed)
+
+
+def sweep_totals(settings: Settings) -> dict[str, object]:
+    """What every sweep so far reclaimed, and when the last one ran."""
+    with session_scope(settings) as session:
+        runs, uploads, size, last = session.execute(
+            select(
+                func.count(Sweep.id),
+                func.coalesce(func.sum(Sweep.uploads_removed), 0),
+                func.coalesce(func.sum(Sweep.bytes_reclaimed), 0),
+                func.max(Sweep.ran_at),
+            )
+        ).one()
+    return {"runs": runs, "uploads_removed": uploads, "bytes_reclaimed": size, "last_run_at": last}
+
+
+async def sweep_forever(settings: Settings, shutdown: asyncio.Event) -> None:
+    """Run the sweep every SWEEP_INTERVAL_SECONDS until `shutdown` is set."""
+    while not shutdown.is_set():
+        try:
+            await asyncio.to_thread(sweep_abandoned, settings)
+        except Exception:
+            # One failed run (a locked database, a file in use) must not end the sweeping.
+            log.exception("abandoned-upload sweep failed")
+        await sleep_unless(shutdown, settings.sweep_interval_seconds)
