@@ -4,8 +4,8 @@ until shutdown."""
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
 from contextlib import asynccontextmanager
+from typing import Any
 
 
 async def sleep_unless(event: asyncio.Event, seconds: float) -> None:
