@@ -141,3 +141,17 @@ def _service_for(platform, path: str) -> str:
         "admin": "admin",
     }[prefix]
     return platform.service_url(name)
+
+
+def test_cors_allows_the_gateway_origin_and_not_others(platform, transcoded):
+    import httpx
+
+    url = f"{platform.service_url('streaming')}/stream/{transcoded['small']}/master.m3u8"
+    own = f"http://localhost:{platform.ports['gateway']}"
+    allowed = httpx.get(url, headers={"Origin": own})
+    assert allowed.headers["access-control-allow-origin"] == own
+    assert "content-range" in allowed.headers["access-control-expose-headers"].lower()
+    other = httpx.get(url, headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    preflight = httpx.options(url, headers={"Origin": own, "Access-Control-Request-Method": "GET"})
+    assert preflight.status_code == 200

@@ -6,6 +6,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from pydantic import BaseModel
 
 from services.core.db import init_db
@@ -35,6 +36,21 @@ async def database_lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
+def _allow_cross_origin(app: FastAPI) -> None:
+    """CORS for the configured origins; `*` is never combined with credentials."""
+    origins = get_settings().allowed_origins()
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_credentials="*" not in origins,
+        allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Range"],
+        # A player on another origin reads these to seek and to revalidate.
+        expose_headers=["Content-Length", "Content-Range", "Accept-Ranges", "ETag"],
+        max_age=600,
+    )
+
+
 def create_app(
     name: str, routers: Sequence[APIRouter], *, lifespan: Lifespan = None, description: str = ""
 ) -> FastAPI:
@@ -50,6 +66,7 @@ def create_app(
         redirect_slashes=False,
     )
     install_error_handlers(app)
+    _allow_cross_origin(app)
 
     @app.get("/health", response_model=Health, tags=["health"])
     async def health() -> Health:

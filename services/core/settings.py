@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     retry_backoff_seconds: float = Field(5.0, description="First retry delay, doubled each time")
     stop_grace_seconds: float = Field(1.0, description="SIGTERM to SIGKILL delay when stopping")
 
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins allowed to call the APIs and load the streams "
+        "from a browser; empty = the gateway's own origin and localhost; * = any (then never "
+        "with credentials)",
+    )
+
     log_level: str = Field("INFO", description="Log level of every service")
 
     def service_url(self, name: str) -> str:
@@ -86,6 +93,13 @@ class Settings(BaseSettings):
         port: int = getattr(self, f"{name}_port")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{port}"
+
+    def allowed_origins(self) -> list[str]:
+        """CORS_ORIGINS as a list, or the gateway's own origin and localhost."""
+        if self.cors_origins.strip():
+            return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+        port = self.gateway_port
+        return [f"http://{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")]
 
     @property
     def effective_database_url(self) -> str:
