@@ -15,6 +15,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from services.core.app import configure_logging
+from services.core.auth import ensure_admin_token, token_path
 from services.core.db import init_db
 from services.core.settings import SERVICE_NAMES, Settings, get_settings
 
@@ -133,6 +134,11 @@ def main() -> int:
         print("healthy" if not down else f"down: {', '.join(down)}")
         return 1 if down else 0
     init_db(settings)  # once, before five processes race to create the tables
+    token, generated = ensure_admin_token(settings)
+    if generated:
+        print(f"[launcher] admin token (stored in {token_path(settings)}, mode 600): {token}")
+    elif not settings.admin_token:
+        print(f"[launcher] admin token: see {token_path(settings)}", flush=True)
     procs = children(settings)
     stopping: list[bool] = []
 

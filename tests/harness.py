@@ -78,9 +78,13 @@ class Platform:
         self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
         server = database_server_under_test()
         self.database_url = create_database(server) if server else ""
+        # ADMIN_TOKEN="" starts it without one: the platform then generates and stores its own.
+        given = env.pop("ADMIN_TOKEN", None)
+        self.admin_token = uuid.uuid4().hex if given is None else given
         self.env = {
             **os.environ,
             "DATABASE_URL": self.database_url,
+            "ADMIN_TOKEN": self.admin_token,
             "STORAGE_DIR": str(storage),
             "X264_PRESET": "ultrafast",
             "SEGMENT_SECONDS": "2",
@@ -154,7 +158,12 @@ class Platform:
         return ffmpeg_pids(str(self.storage))
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=120)
+        """A client of the gateway that carries the admin token (what an operator sends)."""
+        return httpx.Client(base_url=self.url, timeout=120, headers=self.auth)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
 
 
 def upload(

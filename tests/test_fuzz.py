@@ -39,6 +39,6 @@ def test_openapi_fuzzing_finds_no_server_error_or_schema_violation(platform, tra
             suppress_health_check=list(HealthCheck),
         )
         def fuzz(case) -> None:  # type: ignore[no-untyped-def]
-            case.call_and_validate(checks=CHECKS)
+            case.call_and_validate(checks=CHECKS, headers=platform.auth)
 
         fuzz()

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from services.admin.health import ServiceHealth, services_health
 from services.core import jobs
+from services.core.auth import AdminOnly
 from services.core.db import engine, session_scope
 from services.core.deps import SessionDep, SettingsDep, StorageDep
 from services.core.models import Job, Video
@@ -17,7 +18,7 @@ from services.core.schemas import Deleted, Resumed, TranscodeStatus, VideoOut, t
 from services.core.videos import delete_everywhere, get_video, list_videos
 from services.upload.sweep import sweep_totals
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=AdminOnly)
 
 
 class Disk(BaseModel):

@@ -2,6 +2,8 @@
 
     AppError (code, status 500)
     ├── InvalidInput      400  the request is malformed; the message says what to fix
+    ├── Unauthorized      401  a token is needed (or the one given is wrong)
+    ├── Forbidden         403  a playback token is missing, wrong or expired
     ├── NotFound          404  no such video, upload, rung or file
     ├── Conflict          409  the request clashes with the current state (missing chunks, ...)
     ├── TooLarge          413  a chunk or upload over the configured limits
@@ -41,6 +43,14 @@ class AppError(Exception):
 
 class InvalidInput(AppError):
     code, status = "invalid_input", 400
+
+
+class Unauthorized(AppError):
+    code, status = "unauthorized", 401
+
+
+class Forbidden(AppError):
+    code, status = "forbidden", 403
 
 
 class NotFound(AppError):
@@ -83,6 +93,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
         (400, "Malformed input: the detail says what to fix"),
+        (401, "A bearer token is needed, or the one given is wrong"),
+        (403, "A valid, unexpired playback token is needed"),
         (404, "No such video, upload, rendition or file"),
         (409, "Conflicts with the current state (missing chunks, checksum, job state)"),
         (413, "Over a configured size limit"),
@@ -110,7 +122,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.detail), status_code=exc.status)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(error_body(exc.code, exc.detail), exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -76,6 +76,15 @@ class Settings(BaseSettings):
     retry_backoff_seconds: float = Field(5.0, description="First retry delay, doubled each time")
     stop_grace_seconds: float = Field(1.0, description="SIGTERM to SIGKILL delay when stopping")
 
+    admin_token: str = Field(
+        "",
+        description="Bearer token for admin, delete, stop, resume and metadata writes; "
+        "empty = generated once into STORAGE_DIR/admin_token (mode 600)",
+    )
+    upload_token: str = Field("", description="When set, uploading needs this bearer token too")
+    playback_signing_key: str = Field(
+        "", description="When set, playlists and segments need a signed, expiring token"
+    )
     cors_origins: str = Field(
         "",
         description="Comma-separated origins allowed to call the APIs and load the streams "

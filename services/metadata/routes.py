@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, Field
 
 from services.core import ids, jobs
+from services.core.auth import AdminOnly
 from services.core.deps import SessionDep, SettingsDep
 from services.core.errors import Conflict
 from services.core.models import Status, Video
@@ -19,7 +20,7 @@ class VideoFields(BaseModel):
     """Descriptive fields a client may set; status and renditions belong to the job."""
 
     filename: str | None = Field(None, min_length=1, max_length=255)
-    size: int | None = Field(None, ge=0)
+    size: int | None = Field(None, ge=0, le=2**62)
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     duration: float | None = Field(None, ge=0)
     width: int | None = Field(None, ge=1, le=16384)
@@ -39,7 +40,9 @@ class Stopped(BaseModel):
     stopped: bool
 
 
-@router.post("/videos", response_model=VideoOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/videos", response_model=VideoOut, status_code=status.HTTP_201_CREATED, dependencies=AdminOnly
+)
 def create(body: VideoCreate, session: SessionDep) -> VideoOut:
     """Create a video record (the upload service does this itself at complete)."""
     video_id = body.id or ids.new_video_id()
@@ -57,7 +60,8 @@ def index(
     session: SessionDep,
     status_: Annotated[str | None, Query(alias="status", pattern=r"^[a-z]{2,16}$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    # Bounded: past 2**63 the database itself overflows.
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> list[VideoOut]:
     """Videos, newest first, optionally of one status."""
     return [
@@ -71,7 +75,7 @@ def read(hash: str, session: SessionDep) -> VideoOut:
     return VideoOut.of(get_video(session, video_id=hash))
 
 
-@router.put("/videos/{hash}", response_model=VideoOut)
+@router.put("/videos/{hash}", response_model=VideoOut, dependencies=AdminOnly)
 def edit(hash: str, body: VideoFields, session: SessionDep) -> VideoOut:
     """Update descriptive fields of a video record."""
     video = get_video(session, video_id=hash)
@@ -82,7 +86,7 @@ def edit(hash: str, body: VideoFields, session: SessionDep) -> VideoOut:
     return VideoOut.of(video)
 
 
-@router.delete("/videos/{hash}", response_model=Deleted)
+@router.delete("/videos/{hash}", response_model=Deleted, dependencies=AdminOnly)
 def remove(hash: str, settings: SettingsDep) -> Deleted:
     """Delete the video: record, job, original and renditions."""
     delete_everywhere(settings, video_id=hash)
@@ -96,14 +100,14 @@ def stopped(hash: str, session: SessionDep) -> Stopped:
     return Stopped(video_id=hash, stopped=jobs.is_stopped(session, video_id=hash))
 
 
-@router.put("/videos/{hash}/stop", response_model=TranscodeStatus)
+@router.put("/videos/{hash}/stop", response_model=TranscodeStatus, dependencies=AdminOnly)
 def stop(hash: str, session: SessionDep) -> TranscodeStatus:
     """Stop the video's transcoding; finished work is kept."""
     get_video(session, video_id=hash)
     return transcode_status(session, jobs.request_stop(session, video_id=hash))
 
 
-@router.put("/videos/{hash}/resume", response_model=TranscodeStatus)
+@router.put("/videos/{hash}/resume", response_model=TranscodeStatus, dependencies=AdminOnly)
 def resume(hash: str, session: SessionDep) -> TranscodeStatus:
     """Resume a stopped or failed transcoding."""
     get_video(session, video_id=hash)

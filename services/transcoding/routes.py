@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from services.core import ids, jobs
+from services.core.auth import AdminOnly
 from services.core.deps import SessionDep, StorageDep
 from services.core.errors import Conflict
 from services.core.models import Status
@@ -16,7 +17,7 @@ class ResumeBody(VideoIdBody):
     upload_id: str | None = None  # type: ignore[assignment]
 
 
-@router.post("/transcode/start", response_model=TranscodeStatus)
+@router.post("/transcode/start", response_model=TranscodeStatus, dependencies=AdminOnly)
 def start(body: VideoIdBody, session: SessionDep, storage: StorageDep) -> TranscodeStatus:
     """Queue (or re-queue) the transcoding of an uploaded video."""
     video = get_video(session, video_id=body.upload_id)
@@ -31,7 +32,7 @@ def status(upload_id: str, session: SessionDep) -> TranscodeStatus:
     return transcode_status(session, jobs.get_job(session, video_id=upload_id))
 
 
-@router.post("/transcode/resume", response_model=Resumed)
+@router.post("/transcode/resume", response_model=Resumed, dependencies=AdminOnly)
 def resume(session: SessionDep, body: ResumeBody | None = None) -> Resumed:
     """Resume one stopped/failed job (`upload_id`), or every one when no id is given."""
     if body is None or body.upload_id is None:

@@ -7,6 +7,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from services.core.auth import UploaderOnly
 from services.core.deps import SessionDep, SettingsDep, StorageDep
 from services.core.schemas import VideoOut
 from services.upload import uploads
@@ -46,7 +47,7 @@ class CompleteResponse(BaseModel):
     video: VideoOut
 
 
-@router.post("/upload/init", response_model=InitResponse)
+@router.post("/upload/init", response_model=InitResponse, dependencies=UploaderOnly)
 def init(
     session: SessionDep,
     storage: StorageDep,
@@ -75,12 +76,12 @@ def init(
     )
 
 
-@router.post("/upload/chunk", response_model=ChunkResponse)
+@router.post("/upload/chunk", response_model=ChunkResponse, dependencies=UploaderOnly)
 def chunk(
     storage: StorageDep,
     settings: SettingsDep,
     upload_id: Annotated[str, Form(min_length=1, max_length=64)],
-    index: Annotated[int, Form(ge=0, description="0-based chunk index")],
+    index: Annotated[int, Form(ge=0, le=2**31, description="0-based chunk index")],
     file: Annotated[UploadFile, File(description="The chunk's bytes")],
 ) -> ChunkResponse:
     """Store one chunk at its place; chunks may come in any order and may be resent."""
@@ -96,14 +97,14 @@ def _spooled_size(file: UploadFile) -> int:
     return file.file.tell()
 
 
-@router.get("/upload/{upload_id}", response_model=UploadState)
+@router.get("/upload/{upload_id}", response_model=UploadState, dependencies=UploaderOnly)
 def state(session: SessionDep, upload_id: str) -> UploadState:
     """Which chunks have arrived and which are missing (resume after a lost connection)."""
     report = uploads.report(session, upload_id=upload_id)
     return UploadState(**{k: v for k, v in report.__dict__.items() if k != "extra"})
 
 
-@router.post("/upload/complete", response_model=CompleteResponse)
+@router.post("/upload/complete", response_model=CompleteResponse, dependencies=UploaderOnly)
 def complete(
     storage: StorageDep,
     settings: SettingsDep,

@@ -4,13 +4,13 @@ removed with their files, and every run is recorded for the admin status."""
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import delete, func, select
 
 from services.core.db import session_scope
-from services.core.models import Sweep, Upload, UploadChunk, utcnow
+from services.core.models import Sweep, Upload, UploadChunk, as_utc, utcnow
 from services.core.settings import Settings
 from services.core.storage import Storage
 from services.core.tasks import sleep_unless
@@ -62,7 +62,13 @@ def sweep_totals(settings: Settings) -> dict[str, object]:
                 func.max(Sweep.ran_at),
             )
         ).one()
-    return {"runs": runs, "uploads_removed": uploads, "bytes_reclaimed": size, "last_run_at": last}
+    last_run = as_utc(last) if isinstance(last, datetime) else None
+    return {
+        "runs": runs,
+        "uploads_removed": uploads,
+        "bytes_reclaimed": size,
+        "last_run_at": last_run,
+    }
 
 
 async def sweep_forever(settings: Settings, shutdown: asyncio.Event) -> None:

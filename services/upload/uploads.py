@@ -281,13 +281,12 @@ def receive_chunk(
     """Write chunk `index` at its place; a resend of the same bytes is accepted once more."""
     with session_scope(settings) as session:
         upload = get_upload(session, upload_id=upload_id)
+        last = upload.total_chunks - 1
+        if not 0 <= index <= last:
+            raise InvalidInput(f"index {index} is out of range: this upload has chunks 0..{last}")
         existing = session.get(UploadChunk, (upload.id, index))
     if upload.completed:
         raise Conflict(f"upload {upload.id} is already complete")
-    if not 0 <= index < upload.total_chunks:
-        raise InvalidInput(
-            f"index {index} is out of range: this upload has chunks 0..{upload.total_chunks - 1}"
-        )
     _check_chunk_size(upload, index, size, settings)
     if existing is not None:
         return _compare_resent(existing, data)

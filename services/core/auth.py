@@ -1,0 +1,74 @@
+"""Access: bearer tokens compared in constant time.
+
+ADMIN_TOKEN guards the admin service, every DELETE, stop and resume, transcoding control and
+the metadata service's writes. When it is not set, one is generated once into
+`STORAGE_DIR/admin_token` (mode 600) and shared by every service on that storage. UPLOAD_TOKEN,
+when set, closes uploading too. Watching stays open (see PLAYBACK_SIGNING_KEY for private
+playback).
+"""
+
+import hmac
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from services.core.errors import Unauthorized
+from services.core.settings import Settings, get_settings
+
+TOKEN_FILE = "admin_token"
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <token>")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def token_path(settings: Settings) -> Path:
+    return Path(settings.storage_dir) / TOKEN_FILE
+
+
+def ensure_admin_token(settings: Settings) -> tuple[str, bool]:
+    """The admin token (ADMIN_TOKEN, else the stored one, else a new one); and whether new."""
+    if settings.admin_token:
+        return settings.admin_token, False
+    path = token_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: several services starting at once agree on the one token the first wrote.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip(), False
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token, True
+
+
+def _check(credentials: HTTPAuthorizationCredentials | None, expected: str, what: str) -> None:
+    given = credentials.credentials if credentials else ""
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized(
+            f"{what} needs 'Authorization: Bearer <token>'"
+            + (" (the token given is wrong)" if given else "")
+        )
+
+
+def require_admin(
+    credentials: Credentials, settings: Annotated[Settings, Depends(get_settings)]
+) -> None:
+    """FastAPI dependency: the request carries the admin token."""
+    token, _ = ensure_admin_token(settings)
+    _check(credentials, token, "this operation (admin) ")
+
+
+def require_uploader(
+    credentials: Credentials, settings: Annotated[Settings, Depends(get_settings)]
+) -> None:
+    """FastAPI dependency: uploading is open unless UPLOAD_TOKEN is set."""
+    if settings.upload_token:
+        _check(credentials, settings.upload_token, "uploading ")
+
+
+AdminOnly = [Depends(require_admin)]
+UploaderOnly = [Depends(require_uploader)]
