@@ -85,3 +85,49 @@ def test_without_admin_token_one_is_generated_stored_private_and_printed(tmp_pat
         assert httpx.get(platform.url + "/admin/status").status_code == 401
     finally:
         platform.drop()
+
+
+def test_private_playback_needs_a_signed_unexpired_token(tmp_path, clips):
+    import m3u8
+
+    from tests.harness import upload, wait_status
+
+    platform = Platform(tmp_path / "storage", PLAYBACK_SIGNING_KEY="k" * 32).start()
+    try:
+        with platform.client() as client:
+            video_id, _ = upload(client, clips["small"], chunk_size=1 << 20)
+            assert wait_status(client, video_id)["overall"] == "ok"
+            other_id, _ = upload(client, clips["tiny"], chunk_size=1 << 20)
+            assert wait_status(client, other_id)["overall"] == "ok"
+            base = f"{platform.url}/stream/{video_id}"
+            for path in ("/master.m3u8", "/360p/playlist.m3u8", "/360p/seg_00000.ts", "/original"):
+                assert httpx.get(base + path).status_code == 403
+                assert httpx.get(base + path + "?token=123.abc").status_code == 403
+            grant = client.post(f"/admin/videos/{video_id}/playback_token").json()
+            master = httpx.get(platform.url + grant["master_url"])
+            assert master.status_code == 200
+            assert master.headers["cache-control"] == "private, no-cache"
+            playlist = m3u8.loads(master.text)
+            for uri in [p.uri for p in playlist.playlists] + [m.uri for m in playlist.media]:
+                assert uri.endswith(f"?token={grant['token']}"), uri
+                media = httpx.get(f"{base}/{uri}")
+                assert media.status_code == 200
+                first = m3u8.loads(media.text).segments[0].uri
+                folder = uri.split("/")[0]
+                assert httpx.get(f"{base}/{folder}/{first}").status_code == 200
+            theirs = f"{platform.url}/stream/{other_id}/master.m3u8?token={grant['token']}"
+            assert httpx.get(theirs).status_code == 403, "a token opens its own video only"
+            expired = client.post(f"/admin/videos/{video_id}/playback_token", params={"ttl": 1})
+            assert expired.status_code == 422, "ttl has a floor of 60 s"
+    finally:
+        platform.drop()
+
+
+def test_expired_tokens_are_refused():
+    from services.core import signing
+
+    token = signing.sign("key", "a" * 32, 60, now=1000)
+    assert signing.verify("key", "a" * 32, token, now=1059)
+    assert not signing.verify("key", "a" * 32, token, now=1061)
+    assert not signing.verify("other", "a" * 32, token, now=1000)
+    assert not signing.verify("key", "b" * 32, token, now=1000)

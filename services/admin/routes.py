@@ -3,16 +3,18 @@
 import asyncio
 from collections import Counter
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from services.admin.health import ServiceHealth, services_health
-from services.core import jobs
+from services.core import jobs, signing
 from services.core.auth import AdminOnly
 from services.core.db import engine, session_scope
 from services.core.deps import SessionDep, SettingsDep, StorageDep
+from services.core.errors import Conflict
 from services.core.models import Job, Video
 from services.core.schemas import Deleted, Resumed, TranscodeStatus, VideoOut, transcode_status
 from services.core.videos import delete_everywhere, get_video, list_videos
@@ -143,6 +145,31 @@ def resume(video_id: str, session: SessionDep) -> TranscodeStatus:
     """Resume (or retry) a stopped or failed transcoding."""
     get_video(session, video_id=video_id)
     return transcode_status(session, jobs.resume(session, video_id=video_id))
+
+
+class PlaybackGrant(BaseModel):
+    token: str
+    expires_in: int
+    master_url: str = Field(description="The signed master playlist path; share it as is")
+
+
+@router.post("/videos/{video_id}/playback_token", response_model=PlaybackGrant)
+def playback_token(
+    video_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    ttl: Annotated[
+        int, Query(ge=60, le=7 * 24 * 3600, description="Seconds it stays valid")
+    ] = 3600,
+) -> PlaybackGrant:
+    """A signed, expiring playback token for a private video (PLAYBACK_SIGNING_KEY set)."""
+    video = get_video(session, video_id=video_id)
+    if not settings.playback_signing_key:
+        raise Conflict("private playback is off: set PLAYBACK_SIGNING_KEY to issue tokens")
+    token = signing.sign(settings.playback_signing_key, video.id, ttl)
+    return PlaybackGrant(
+        token=token, expires_in=ttl, master_url=f"/stream/{video.id}/master.m3u8?token={token}"
+    )
 
 
 @router.get("/videos/{video_id}/status", response_model=VideoStatus)

@@ -9,6 +9,7 @@ from starlette.responses import FileResponse, Response
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 
 from services.core.errors import NotFound
+from services.core.signing import add_token_to_playlist
 
 # Python's mimetypes guesses .ts as a Qt translation file on Debian: the types are explicit.
 MEDIA_TYPES = {
@@ -51,6 +52,20 @@ def serve(
     if _CONDITIONAL.is_not_modified(response.headers, request.headers):
         return NotModifiedResponse(response.headers)
     return response
+
+
+def serve_signed_playlist(path: Path, token: str, *, what: str) -> Response:
+    """A playlist whose URIs carry the playback token (private playback)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound(f"{what} does not exist") from None
+    # Tokens differ per viewer and expire: shared caches must not keep the rewritten text.
+    return Response(
+        add_token_to_playlist(text, token),
+        media_type=MEDIA_TYPES[".m3u8"],
+        headers={"Cache-Control": "private, no-cache"},
+    )
 
 
 def _cache(path: Path, finished: bool) -> str:
