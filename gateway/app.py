@@ -19,12 +19,18 @@ from starlette.types import Scope
 
 from gateway.proxy import METHODS, PREFIXES, forward, make_client
 from services.core.app import create_app
-from services.core.errors import AppError
+from services.core.errors import AppError, NotFound
 from services.core.settings import PROJECT_ROOT, Settings, get_settings
 
 FRONTEND_DIR = PROJECT_ROOT / "frontend"
 PAGE = "src"
 HLS_JS = Path("node_modules/hls.js/dist/hls.min.js")
+# The page's npm files, by their name under /vendor/: served from node_modules, never copied.
+VENDOR = {
+    "hls.min.js": HLS_JS,
+    # Incremental SHA-256 (WebAssembly inlined) for the upload's hashing worker.
+    "sha256.umd.min.js": Path("node_modules/hash-wasm/dist/sha256.umd.min.js"),
+}
 # Fixed here because the host's mime.types decides otherwise and differs between machines.
 MEDIA_TYPES = {".js": "application/javascript", ".css": "text/css", ".html": "text/html"}
 
@@ -84,16 +90,19 @@ def proxy_router() -> APIRouter:
 
 
 def page_router(frontend_dir: Path) -> APIRouter:
-    """`/` (the page) and `/vendor/hls.min.js` (from node_modules, never copied into the repo)."""
+    """`/` (the page) and `/vendor/{name}` (VENDOR's files from node_modules, never copied)."""
     router = APIRouter(include_in_schema=False)
 
     @router.get("/")
     async def index() -> FileResponse:
         return FileResponse(frontend_dir / PAGE / "index.html", media_type=MEDIA_TYPES[".html"])
 
-    @router.get("/vendor/hls.min.js")
-    async def hls_js() -> FileResponse:
-        path = frontend_dir / HLS_JS
+    @router.get("/vendor/{name}")
+    async def vendor(name: str) -> FileResponse:
+        relative = VENDOR.get(name)
+        if relative is None:
+            raise NotFound(f"no vendor file {name!r}: the page's are {', '.join(VENDOR)}")
+        path = frontend_dir / relative
         if not path.is_file():
             raise VendorMissing(f"{path} is missing: run `make install` (npm install in frontend/)")
         return FileResponse(path, media_type=MEDIA_TYPES[".js"])

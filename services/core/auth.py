@@ -59,7 +59,7 @@ def require_admin(
 ) -> None:
     """FastAPI dependency: the request carries the admin token."""
     token, _ = ensure_admin_token(settings)
-    _check(credentials, token, "this operation (admin) ")
+    _check(credentials, token, "this operation (admin)")
 
 
 def require_uploader(
@@ -67,7 +67,7 @@ def require_uploader(
 ) -> None:
     """FastAPI dependency: uploading is open unless UPLOAD_TOKEN is set."""
     if settings.upload_token:
-        _check(credentials, settings.upload_token, "uploading ")
+        _check(credentials, settings.upload_token, "uploading")
 
 
 AdminOnly = [Depends(require_admin)]

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.app import FRONTEND_DIR, HLS_JS, PAGE, build_app
+from gateway.app import FRONTEND_DIR, HLS_JS, PAGE, VENDOR, build_app
 from gateway.proxy import DEFAULT_TIMEOUT, METHODS, make_client
 from services.core.settings import SERVICE_NAMES, Settings, get_settings
 
@@ -317,6 +317,27 @@ async def test_hls_js_is_served_from_node_modules(client: httpx.AsyncClient) -> 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/javascript")
     assert response.content == (FRONTEND_DIR / HLS_JS).read_bytes()
+
+
+@pytest.mark.parametrize(("name", "relative"), VENDOR.items())
+async def test_every_vendor_file_is_served_from_node_modules(
+    client: httpx.AsyncClient, name: str, relative: Path
+) -> None:
+    assert (FRONTEND_DIR / relative).is_file(), f"{relative} is not installed: run `make install`"
+
+    response = await client.get(f"/vendor/{name}")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/javascript")
+    assert response.content == (FRONTEND_DIR / relative).read_bytes()
+
+
+@pytest.mark.parametrize("name", ["package.json", "hls.js", "..%2Fpackage.json"])
+async def test_vendor_serves_only_the_listed_files(client: httpx.AsyncClient, name: str) -> None:
+    response = await client.get(f"/vendor/{name}")
+
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
 
 
 async def test_missing_hls_js_is_a_503_that_says_how_to_install(

@@ -1,0 +1,228 @@
+// The watch view: hls.js on the master playlist with a quality menu, the rung playing now, the
+// original's download and a shareable link. A video plays as soon as its first chunk is
+// published (`playable`), while the rest is still being encoded.
+
+import { api } from "./api.js";
+import { $, formatBytes, formatDuration, sleep, statusLabel } from "./format.js";
+
+const POLL_MS = 1000;
+const FINISHED = new Set(["ok", "failed"]);
+
+let hls = null;
+let session = null; // aborted when another video is shown or the view is left
+let recoveredMedia = false; // hls.js advises one recoverMediaError, not a loop of them
+let onError = () => {};
+
+export function setUpPlayer({ showError }) {
+  onError = showError;
+  $("quality").addEventListener("change", onQualityChange);
+  $("copy-link").addEventListener("click", copyLink);
+}
+
+/** Show video `id`: its record, then the player once it is playable. */
+export async function showVideo(id) {
+  stopPlayer();
+  session = new AbortController();
+  const { signal } = session;
+  const path = `/stream/${encodeURIComponent(id)}`;
+  $("share-url").value = `${location.origin}${location.pathname}#/watch/${encodeURIComponent(id)}`;
+  $("copy-status").textContent = "";
+  $("download-original").href = `${path}/original`;
+  $("watch-title").textContent = "Loading…";
+  $("watch-meta").textContent = "";
+  let video;
+  try {
+    video = await api("GET", `/videos/${encodeURIComponent(id)}`);
+  } catch (err) {
+    if (signal.aborted) return;
+    $("watch-title").textContent = "Video not available";
+    onError(err.message);
+    return;
+  }
+  if (signal.aborted) return;
+  showRecord(video);
+  if (await waitUntilPlayable(id, video, signal)) startPlayback(`${path}/master.m3u8`);
+}
+
+function showRecord(video) {
+  $("watch-title").textContent = video.filename || video.id;
+  document.title = `${video.filename || video.id} · Video platform`;
+  const size = video.width && video.height ? `${video.width}×${video.height}` : "";
+  $("watch-meta").textContent = [
+    formatDuration(video.duration),
+    size,
+    formatBytes(video.size),
+    (video.qualities || []).join(" / "),
+  ]
+    .filter(Boolean)
+    .join(" · ");
+  $("download-original").setAttribute("aria-label", `Download the original file of ${video.filename}`);
+}
+
+/**
+ * Poll the transcoding until the video can be played (true), it failed unplayable or the view
+ * was left (false). Polling goes on after that to tell how far the encoding is.
+ */
+async function waitUntilPlayable(id, video, signal) {
+  if (video.status === "ok") return true;
+  for (;;) {
+    let status;
+    try {
+      status = await api("GET", `/transcode/status/${encodeURIComponent(id)}`);
+    } catch (err) {
+      status = { overall: video.status, progress: 0, playable: false, error: err.message };
+    }
+    if (signal.aborted) return false;
+    showWaiting(status);
+    if (status.playable || status.overall === "ok") {
+      if (!FINISHED.has(status.overall)) followEncoding(id, signal);
+      return true;
+    }
+    if (status.overall === "failed") return false;
+    await sleep(POLL_MS, signal).catch(() => null);
+    if (signal.aborted) return false;
+  }
+}
+
+async function followEncoding(id, signal) {
+  while (!signal.aborted) {
+    await sleep(POLL_MS, signal).catch(() => null);
+    if (signal.aborted) return;
+    try {
+      const status = await api("GET", `/transcode/status/${encodeURIComponent(id)}`);
+      if (!signal.aborted) showWaiting(status);
+      if (FINISHED.has(status.overall)) return;
+    } catch {
+      // a missed poll is harmless: the next one tells
+    }
+  }
+}
+
+function showWaiting(status) {
+  const percent = Math.floor(status.progress || 0);
+  let text;
+  if (status.overall === "ok") text = "";
+  else if (status.overall === "failed") text = `Transcoding failed: ${status.error || "no reason given"}`;
+  else if (status.playable) text = `Still transcoding (${percent}%): what is ready plays now, the rest follows.`;
+  else if (status.overall === "stopped") text = `Transcoding is stopped at ${percent}%; it plays once an operator resumes it.`;
+  else text = `${statusLabel(status.overall)} (${percent}%): playback starts as soon as the first part is ready.`;
+  $("watch-wait").hidden = !text;
+  $("watch-wait-text").textContent = text;
+  $("watch-wait-progress").value = percent;
+  $("watch-wait-progress").hidden = FINISHED.has(status.overall);
+}
+
+function startPlayback(source) {
+  const video = $("video");
+  // hls.js first, even where the browser claims native HLS: only hls.js exposes the rungs for
+  // the quality menu, and desktop Chromium (156 here) answers "maybe" to canPlayType for HLS
+  // without playing it well. The browser's own HLS is the fallback where Media Source is
+  // missing (iPhone Safari), with the quality left to the browser.
+  if (window.Hls && Hls.isSupported()) {
+    playWithHlsJs(video, source);
+  } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
+    video.src = source;
+    $("current-level").textContent = "Quality chosen by the browser";
+    window.__player = { hls: null, video, switches: [] };
+  } else {
+    onError("This browser cannot play HLS: hls.js did not load (run `make install`).");
+  }
+}
+
+function playWithHlsJs(video, source) {
+  // startPosition 0: while encoding, the playlists are EVENT playlists, which hls.js would
+  // otherwise join at the live edge instead of the beginning.
+  hls = new Hls({ startPosition: 0 });
+  // For tests and debugging in the console: the player and every rung it switched to.
+  window.__player = { hls, video, switches: [] };
+  hls.on(Hls.Events.MANIFEST_PARSED, (_event, data) => fillLevels(data.levels));
+  hls.on(Hls.Events.LEVEL_SWITCHED, (_event, data) => {
+    window.__player.switches.push(data.level);
+    showCurrentLevel(data.level);
+  });
+  hls.on(Hls.Events.ERROR, onHlsError);
+  hls.loadSource(source);
+  hls.attachMedia(video);
+}
+
+function levelName(level) {
+  if (level.height) return `${level.height}p`;
+  return level.bitrate ? `${Math.round(level.bitrate / 1000)} kb/s` : "unknown";
+}
+
+function fillLevels(levels) {
+  const options = [new Option("Auto", "-1")];
+  levels.forEach((level, index) => {
+    const rate = level.bitrate ? ` (${(level.bitrate / 1e6).toFixed(1)} Mb/s)` : "";
+    options.push(new Option(`${levelName(level)}${rate}`, String(index)));
+  });
+  $("quality").replaceChildren(...options);
+  $("quality").value = "-1";
+  $("quality").disabled = levels.length < 2;
+}
+
+function showCurrentLevel(index) {
+  const level = hls && hls.levels[index];
+  if (!level) return;
+  const mode = hls.autoLevelEnabled ? "Auto: playing" : "Playing";
+  $("current-level").textContent = `${mode} ${levelName(level)}`;
+}
+
+function onQualityChange() {
+  if (!hls) return;
+  // currentLevel switches at once (the buffer is flushed); -1 hands the choice back to the
+  // bandwidth estimate.
+  hls.currentLevel = Number($("quality").value);
+}
+
+function onHlsError(_event, data) {
+  if (!data.fatal) return; // hls.js recovers from non-fatal errors itself
+  if (data.type === Hls.ErrorTypes.MEDIA_ERROR && !recoveredMedia) {
+    recoveredMedia = true;
+    hls.recoverMediaError();
+    return;
+  }
+  const status = data.response && data.response.code ? ` (HTTP ${data.response.code})` : "";
+  onError(`Playback failed: ${responseDetail(data.networkDetails) || data.details}${status}`);
+}
+
+/** The API's `detail` from a failed hls.js load (its XHR), or "" when there is none. */
+function responseDetail(xhr) {
+  // Segments load as arraybuffer, whose responseText throws; only text bodies carry JSON.
+  if (!(xhr instanceof XMLHttpRequest) || !["", "text"].includes(xhr.responseType)) return "";
+  try {
+    const body = JSON.parse(xhr.responseText);
+    return body && body.detail ? String(body.detail) : "";
+  } catch {
+    return "";
+  }
+}
+
+/** Stop playing and forget the video (leaving the view, or before showing another). */
+export function stopPlayer() {
+  if (session) session.abort();
+  session = null;
+  if (hls) hls.destroy();
+  hls = null;
+  recoveredMedia = false;
+  window.__player = null;
+  const video = $("video");
+  video.removeAttribute("src");
+  video.load();
+  fillLevels([]);
+  $("current-level").textContent = "";
+  $("watch-wait").hidden = true;
+}
+
+async function copyLink() {
+  const input = $("share-url");
+  try {
+    await navigator.clipboard.writeText(input.value);
+    $("copy-status").textContent = "Link copied.";
+  } catch {
+    // No clipboard permission (or not a secure context): leave it selected to copy by hand.
+    input.focus();
+    input.select();
+    $("copy-status").textContent = "Press Ctrl+C (⌘C) to copy the selected link.";
+  }
+}
