@@ -180,17 +180,22 @@ def ssim(rendition: Path, source: Path, rung: Rendition) -> float:
     return float(match.group(1))
 
 
+def production_platform(work: Path, **env: str) -> Platform:
+    """The platform with its production encoding settings (the test harness's are faster)."""
+    defaults = {
+        "X264_PRESET": "veryfast",
+        "SEGMENT_SECONDS": "6",
+        "KEYFRAME_SECONDS": "2",
+        "CHUNK_SEGMENTS": "3",
+        "FIRST_CHUNK_SEGMENTS": "1",
+        "LEASE_SECONDS": "15",
+    }
+    return Platform(work / "storage", **{**defaults, **env})
+
+
 def platform_ladder(source: Path, work: Path) -> tuple[float, float, float, str]:
     """(first playable s, ok s, wall s from complete, video id) through the real platform."""
-    platform = Platform(
-        work / "storage",
-        X264_PRESET="veryfast",
-        SEGMENT_SECONDS="6",
-        KEYFRAME_SECONDS="2",
-        CHUNK_SEGMENTS="3",
-        FIRST_CHUNK_SEGMENTS="1",
-        LEASE_SECONDS="15",
-    ).start()
+    platform = production_platform(work).start()
     try:
         with platform.client() as client:
             video_id, done = upload(client, source, chunk_size=CHUNK)
@@ -249,14 +254,7 @@ def bench_resume(work: Path) -> None:
     """kill -9 of the process running ffmpeg mid-job: how much work is done again."""
     work.mkdir(parents=True, exist_ok=True)
     source = make_source(work / "source.mp4")
-    platform = Platform(
-        work / "storage",
-        X264_PRESET="veryfast",
-        SEGMENT_SECONDS="6",
-        KEYFRAME_SECONDS="2",
-        CHUNK_SEGMENTS="1",
-        FIRST_CHUNK_SEGMENTS="1",
-    ).start()
+    platform = production_platform(work, CHUNK_SEGMENTS="1").start()
     try:
         with platform.client() as client:
             video_id, _ = upload(client, source, chunk_size=CHUNK)

@@ -45,6 +45,14 @@ def client(platform: Platform) -> Iterator[httpx.Client]:
         yield http
 
 
+@pytest.fixture
+def own_platform(tmp_path: Path) -> Iterator[Platform]:
+    """A platform of the test's own, so killing parts of it disturbs no other test."""
+    running = Platform(tmp_path / "storage").start()
+    yield running
+    running.drop()
+
+
 TRANSCODED = ("full", "portrait", "small", "silent", "pal", "tiny")
 
 

@@ -9,18 +9,10 @@ import time
 from pathlib import Path
 
 import m3u8
-import pytest
 
 from tests.harness import ROOT, Platform, upload, wait_status
 
 CHUNK = 1024 * 1024
-
-
-@pytest.fixture
-def own_platform(tmp_path: Path):
-    running = Platform(tmp_path / "storage").start()
-    yield running
-    running.drop()
 
 
 def chunks_of(client, video_id) -> list[dict]:

@@ -9,19 +9,11 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.clips import make_clip
 from tests.harness import Platform, database_server_under_test, sha256_of, upload, wait_status
 
 CHUNK = 256 * 1024
-
-
-@pytest.fixture
-def own_platform(tmp_path: Path):
-    running = Platform(tmp_path / "storage").start()
-    yield running
-    running.drop()
 
 
 def service_pid(platform: Platform, name: str) -> int:

@@ -14,14 +14,6 @@ from tests.harness import ROOT, Platform, ffmpeg_pids, free_ports, upload, wait_
 CHUNK = 1024 * 1024
 
 
-@pytest.fixture
-def own_platform(tmp_path: Path):
-    """A platform of this test's own, so killing parts of it disturbs no other test."""
-    running = Platform(tmp_path / "storage").start()
-    yield running
-    running.drop()
-
-
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
