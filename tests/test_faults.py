@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.clips import make_clip
 from tests.harness import Platform, database_server_under_test, sha256_of, upload, wait_status
@@ -146,3 +147,58 @@ def test_twenty_clients_upload_and_transcode_at_once_without_cross_talk(client, 
         assert record["filename"] == sources[i].name
         original = client.get(f"/stream/{video_id}/original")
         assert original.content == sources[i].read_bytes()
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 and os.environ.get("CI") != "true",
+    reason="mounting a small tmpfs needs root (CI runs as root, where this never skips)",
+)
+def test_running_out_of_disk_mid_transcode_fails_cleanly(tmp_path, clips):
+    import subprocess
+
+    import m3u8
+
+    storage = tmp_path / "storage"
+    hls = storage / "hls"
+    hls.mkdir(parents=True)
+    # A 3 MiB filesystem for the renditions: the 20 s 1080p ladder cannot fit.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(hls)], check=True)
+    platform = Platform(storage, MAX_ATTEMPTS="2", RETRY_BACKOFF_SECONDS="0.2")
+    try:
+        platform.start()
+        with platform.client() as client:
+            video_id, _ = upload(client, clips["long"], chunk_size=1 << 20)
+            status = wait_status(client, video_id, timeout=240)
+            assert status["overall"] == "failed", status
+            assert "No space left on device" in status["error"], status["error"]
+            assert client.get(f"/videos/{video_id}").json()["status"] == "failed"
+            assert not (hls / video_id / ".complete").exists()
+            master = client.get(f"/stream/{video_id}/master.m3u8")
+            if master.status_code == 200:  # what was published before the disk filled
+                for variant in m3u8.loads(master.text).playlists:
+                    media = m3u8.loads(client.get(f"/stream/{video_id}/{variant.uri}").text)
+                    assert not media.is_endlist, "a failed video is never presented as whole"
+                    rung = hls / video_id / variant.uri.split("/")[0]
+                    for segment in media.segments:
+                        probe = subprocess.run(
+                            [
+                                "ffprobe",
+                                "-v",
+                                "error",
+                                "-count_frames",
+                                "-select_streams",
+                                "v:0",
+                                "-show_entries",
+                                "stream=nb_read_frames",
+                                "-of",
+                                "csv=p=0",
+                                str(rung / segment.uri),
+                            ],
+                            capture_output=True,
+                            text=True,
+                            check=True,
+                        )
+                        assert probe.stderr == "" and int(probe.stdout) > 0, segment.uri
+    finally:
+        platform.drop()
+        subprocess.run(["umount", str(hls)], check=False)

@@ -60,7 +60,7 @@ let current = null;
 
 /** The view and its argument for a location hash; anything unknown is the library. */
 function parse(hash) {
-  const watch = hash.match(/^#\/watch\/([^/?#]+)$/);
+  const watch = hash.match(/^#\/watch\/([^/?#]+)(?:\?[^#]*)?$/);
   if (watch) return ["watch", decodeURIComponent(watch[1])];
   if (hash === "#/console") return ["console", null];
   return ["home", null];

@@ -25,9 +25,14 @@ export async function showVideo(id) {
   session = new AbortController();
   const { signal } = session;
   const path = `/stream/${encodeURIComponent(id)}`;
-  $("share-url").value = `${location.origin}${location.pathname}#/watch/${encodeURIComponent(id)}`;
+  // Private playback: a signed link (#/watch/{id}?token=...) carries its token to the server,
+  // which writes it into every URI of the playlists; hls.js needs nothing more.
+  const token = new URLSearchParams(location.hash.split("?")[1] || "").get("token");
+  const query = token ? `?token=${encodeURIComponent(token)}` : "";
+  $("share-url").value =
+    `${location.origin}${location.pathname}#/watch/${encodeURIComponent(id)}${query}`;
   $("copy-status").textContent = "";
-  $("download-original").href = `${path}/original`;
+  $("download-original").href = `${path}/original${query}`;
   $("watch-title").textContent = "Loading…";
   $("watch-meta").textContent = "";
   let video;
@@ -41,7 +46,7 @@ export async function showVideo(id) {
   }
   if (signal.aborted) return;
   showRecord(video);
-  if (await waitUntilPlayable(id, video, signal)) startPlayback(`${path}/master.m3u8`);
+  if (await waitUntilPlayable(id, video, signal)) startPlayback(`${path}/master.m3u8${query}`);
 }
 
 function showRecord(video) {

@@ -94,9 +94,15 @@ def _audio_covers(hls: Path, audio: JobChunk | None, seconds: float) -> bool:
     if audio is None or audio.status == ChunkStatus.DONE:
         return True
     playlist = hls / AUDIO_DIR / AUDIO_PLAYLIST
-    if audio.status != ChunkStatus.RUNNING or not playlist.exists():
+    if audio.status != ChunkStatus.RUNNING:
         return False
-    return sum(d for _, d in read_media_playlist(playlist)) >= seconds
+    try:
+        covered = sum(d for _, d in read_media_playlist(playlist))
+    except (OSError, ValueError):
+        # Missing, or caught mid-rewrite (or left truncated by a full disk): not ready yet.
+        # If the audio encode really failed, its own failure says why.
+        return False
+    return covered >= seconds
 
 
 def write_presentation(

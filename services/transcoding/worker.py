@@ -8,9 +8,11 @@ database and the storage folder, or in-process inside the transcoding service (t
 import asyncio
 import logging
 import os
+import shutil
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from services.core import jobs
 from services.core.db import init_db, session_scope
@@ -19,8 +21,15 @@ from services.core.settings import Settings, get_settings
 from services.core.storage import Storage
 from services.core.tasks import sleep_unless
 from services.media.chunking import TimeChunk
-from services.media.ffmpeg_args import AUDIO_DIR, audio_command, video_chunk_command
+from services.media.ffmpeg_args import (
+    AUDIO_DIR,
+    AUDIO_PLAYLIST,
+    audio_command,
+    chunk_playlist_name,
+    video_chunk_command,
+)
 from services.media.plan import Plan, make_plan
+from services.media.playlists import read_media_playlist
 from services.media.probe import ProbeError, probe
 from services.media.runner import FFmpegError, Stopped, run_ffmpeg
 from services.transcoding import stitch
@@ -36,6 +45,17 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class IncompleteOutput(Exception):
+    """ffmpeg reported success but what it wrote cannot be served."""
+
+
+def _incomplete(reason: str, folder: Path) -> str:
+    # Measured where the output goes: renditions may live on another disk than the rest.
+    free = shutil.disk_usage(folder).free if folder.exists() else 0
+    full = "; the disk is full (No space left on device)" if free < 16 << 20 else ""
+    return f"ffmpeg finished but its output is incomplete: {reason}{full}"
 
 
 class Worker:
@@ -194,7 +214,31 @@ class Worker:
                 out_time=out_time,
             )
 
+    def _verify(self, chunk: ClaimedChunk, plan: Plan) -> None:
+        """ffmpeg's exit code is not enough (a full disk can leave a truncated playlist and
+        still exit 0): every playlist must parse and list segments that exist and are not empty.
+        """
+        hls = self.storage.hls_dir(chunk.video_id)
+        if chunk.kind == "audio":
+            playlists = [hls / AUDIO_DIR / AUDIO_PLAYLIST]
+        else:
+            playlists = [hls / r.name / chunk_playlist_name(chunk.index) for r in plan.renditions]
+        for playlist in playlists:
+            try:
+                segments = read_media_playlist(playlist)
+                sizes = [(playlist.parent / uri).stat().st_size for uri, _ in segments]
+            except (OSError, ValueError) as exc:
+                raise IncompleteOutput(_incomplete(f"{playlist.name}: {exc}", hls)) from exc
+            if not segments or min(sizes) == 0:
+                raise IncompleteOutput(_incomplete(f"{playlist.name} lists no segment", hls))
+
     def _finish(self, chunk: ClaimedChunk, plan: Plan, seconds: float) -> None:
+        try:
+            self._verify(chunk, plan)
+        except IncompleteOutput as exc:
+            log.warning("job %s unit %d: %s", chunk.video_id, chunk.index, exc)
+            self._fail(chunk, str(exc))
+            return
         if chunk.kind == "video":
             hls = self.storage.hls_dir(chunk.video_id)
             with ThreadPoolExecutor(max_workers=4) as pool:

@@ -368,3 +368,27 @@ def test_console_asks_for_the_admin_token_and_sends_it(page: Page, platform: Pla
     expect(dialog).to_be_hidden()
     expect(page.locator("#services-table")).to_contain_text("transcoding")
     assert page.evaluate("() => localStorage.getItem('adminToken')") == token
+
+
+def test_a_signed_link_plays_a_private_video(
+    browser: Browser, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    private = Platform(tmp_path / "storage", PLAYBACK_SIGNING_KEY="s" * 32).start()
+    try:
+        with private.client() as api:
+            video_id, _ = upload(api, clips["small"], chunk_size=MiB)
+            assert wait_status(api, video_id)["overall"] == "ok"
+            token = api.post(f"/admin/videos/{video_id}/playback_token").json()["token"]
+        page = open_page(browser, private, DESKTOP)
+        try:
+            page.goto(f"/#/watch/{video_id}?token={token}")
+            page.wait_for_function("() => window.__player && window.__player.hls.levels.length")
+            start_playing(page)
+            page.wait_for_function("() => window.__player.video.currentTime > 1", timeout=30_000)
+            expect(page.locator("#download-original")).to_have_attribute(
+                "href", f"/stream/{video_id}/original?token={token}"
+            )
+        finally:
+            page.context.close()
+    finally:
+        private.drop()
