@@ -6,6 +6,7 @@ them running, stop them all on Ctrl-C / SIGTERM leaving no process behind.
 """
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -13,10 +14,12 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from services.core.app import configure_logging
 from services.core.auth import ensure_admin_token, token_path
 from services.core.db import init_db
+from services.core.logs import logging_config
 from services.core.settings import SERVICE_NAMES, Settings, get_settings
 
 APPS = {name: f"services.{name}.app:app" for name in SERVICE_NAMES} | {"gateway": "gateway.app:app"}
@@ -48,8 +51,17 @@ def _port(settings: Settings, name: str) -> int:
     return port
 
 
+def log_config_file(settings: Settings) -> Path:
+    """uvicorn's logging configuration (the platform's format), written under the storage."""
+    path = Path(settings.storage_dir) / "run" / "logging.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(logging_config(settings.log_level, settings.log_format)))
+    return path
+
+
 def children(settings: Settings) -> list[Child]:
     """The processes to run, gateway last."""
+    log_config = str(log_config_file(settings))
     return [
         Child(
             name,
@@ -64,6 +76,8 @@ def children(settings: Settings) -> list[Child]:
                 str(_port(settings, name)),
                 "--log-level",
                 settings.log_level.lower(),
+                "--log-config",
+                log_config,
                 "--no-access-log",
                 "--timeout-graceful-shutdown",
                 "5",

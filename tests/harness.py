@@ -92,7 +92,7 @@ class Platform:
             # Short chunks so a few-second clip is already a multi-chunk job.
             "CHUNK_SEGMENTS": "2",
             "FIRST_CHUNK_SEGMENTS": "1",
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": "INFO",
             "LEASE_SECONDS": "5",
             "RETRY_BACKOFF_SECONDS": "0.5",
             **{f"{name.upper()}_PORT": str(port) for name, port in self.ports.items()},

@@ -3,4 +3,4 @@
 from services.admin.routes import router
 from services.core.app import create_app
 
-app = create_app("admin", [router], description=__doc__ or "")
+app = create_app("admin", [router], description=__doc__ or "", job_metrics=True)

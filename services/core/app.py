@@ -1,16 +1,21 @@
 """The skeleton every service shares: error catalogue, `/health`, logging, OpenAPI docs."""
 
 import logging
+import logging.config
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response
+from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 from services.core.db import init_db
 from services.core.errors import ERROR_RESPONSES, install_error_handlers
+from services.core.logs import logging_config
+from services.core.metrics import JobsCollector, MetricsMiddleware, exposition
 from services.core.settings import get_settings
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None
@@ -22,11 +27,9 @@ class Health(BaseModel):
 
 
 def configure_logging() -> None:
-    """One line per record, level from LOG_LEVEL."""
-    logging.basicConfig(
-        level=get_settings().log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    """One JSON object (or text line) per record; level from LOG_LEVEL, format LOG_FORMAT."""
+    settings = get_settings()
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
 
 
 @asynccontextmanager
@@ -51,8 +54,29 @@ def _allow_cross_origin(app: FastAPI) -> None:
     )
 
 
+_JOB_METRICS: list[JobsCollector] = []
+
+
+def _expose_metrics(app: FastAPI, name: str, *, job_metrics: bool) -> None:
+    app.add_middleware(MetricsMiddleware, service=name)
+    if job_metrics and not _JOB_METRICS:
+        # Once per process: the collector reads the database at every scrape.
+        _JOB_METRICS.append(JobsCollector(get_settings()))
+        REGISTRY.register(_JOB_METRICS[0])
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        body, content_type = exposition()
+        return Response(body, media_type=content_type)
+
+
 def create_app(
-    name: str, routers: Sequence[APIRouter], *, lifespan: Lifespan = None, description: str = ""
+    name: str,
+    routers: Sequence[APIRouter],
+    *,
+    lifespan: Lifespan = None,
+    description: str = "",
+    job_metrics: bool = False,
 ) -> FastAPI:
     """Build a service's FastAPI app: its routers, `/health` and the error catalogue."""
     configure_logging()
@@ -67,6 +91,7 @@ def create_app(
     )
     install_error_handlers(app)
     _allow_cross_origin(app)
+    _expose_metrics(app, name, job_metrics=job_metrics)
 
     @app.get("/health", response_model=Health, tags=["health"])
     async def health() -> Health:

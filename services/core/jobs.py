@@ -369,6 +369,22 @@ def advance_published(session: Session, *, video_id: str, count: int) -> bool:
     return bool(advanced.rowcount == 1)  # type: ignore[attr-defined]
 
 
+def claim_final(session: Session, *, video_id: str) -> bool:
+    """Take the right to publish the final presentation: exactly one publisher gets True.
+
+    Compare-and-set on the status in the publisher's transaction: a concurrent publisher waits
+    for the lock, then finds the job `ok` and does nothing (no second round of measuring).
+    If writing the presentation fails, the transaction rolls back and the job is not `ok`.
+    """
+    claimed = session.execute(
+        update(Job)
+        .where(Job.video_id == video_id, Job.status != Status.OK)
+        .values(status=Status.OK, published_chunks=Job.total_chunks, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
+
+
 def chunks_of(session: Session, *, video_id: str) -> list[JobChunk]:
     """A job's chunks, audio first then in time order."""
     return list(

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     )
 
     log_level: str = Field("INFO", description="Log level of every service")
+    log_format: str = Field(
+        "json", pattern="^(json|text)$", description="json: one object a line; text: plain"
+    )
 
     def service_url(self, name: str) -> str:
         """Base URL of a service by name (`upload`, `transcoding`, ...), explicit URL first."""

@@ -25,4 +25,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-app = create_app("transcoding", [router], lifespan=lifespan, description=__doc__ or "")
+app = create_app(
+    "transcoding", [router], lifespan=lifespan, description=__doc__ or "", job_metrics=True
+)

@@ -74,7 +74,10 @@ def publish(settings: Settings, video_id: str) -> bool:
         if ready == 0 or not _audio_covers(hls, audio, _video_seconds(hls, plan, ready)):
             return False
         final = ready == len(video) and (audio is None or audio.status == ChunkStatus.DONE)
-        if not jobs.advance_published(session, video_id=video_id, count=ready) and not final:
+        if final:
+            if not jobs.claim_final(session, video_id=video_id):
+                return False
+        elif not jobs.advance_published(session, video_id=video_id, count=ready):
             return False
         write_presentation(settings, video_id, plan, ready, final=final)
         if final:

@@ -14,9 +14,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from services.core import jobs
 from services.core.db import init_db, session_scope
 from services.core.jobs import ClaimedChunk
+from services.core.metrics import CHUNK_SECONDS, FFMPEG_FAILURES, REALTIME
 from services.core.settings import Settings, get_settings
 from services.core.storage import Storage
 from services.core.tasks import sleep_unless
@@ -154,6 +157,7 @@ class Worker:
             return
         except FFmpegError as exc:
             log.warning("job %s unit %d: ffmpeg failed: %s", chunk.video_id, chunk.index, exc)
+            FFMPEG_FAILURES.labels(chunk.kind).inc()
             await asyncio.to_thread(self._fail, chunk, str(exc))
             return
         finally:
@@ -237,6 +241,7 @@ class Worker:
             self._verify(chunk, plan)
         except IncompleteOutput as exc:
             log.warning("job %s unit %d: %s", chunk.video_id, chunk.index, exc)
+            FFMPEG_FAILURES.labels(chunk.kind).inc()
             self._fail(chunk, str(exc))
             return
         if chunk.kind == "video":
@@ -259,6 +264,9 @@ class Worker:
                 encode_seconds=seconds,
             )
         log.info("job %s unit %d done in %.1f s", chunk.video_id, chunk.index, seconds)
+        media = (chunk.end if chunk.end is not None else plan.duration) - chunk.start
+        CHUNK_SECONDS.labels(chunk.kind).observe(seconds)
+        REALTIME.labels(chunk.kind).observe(media / seconds if seconds > 0 else 0.0)
         if kept:
             self._publish(chunk.video_id)
 
@@ -266,6 +274,10 @@ class Worker:
         try:
             if stitch.publish(self.settings, video_id):
                 log.info("job %s ok", video_id)
+        except OperationalError:
+            # Another publisher held the job (SQLite refuses a stale snapshot's write): what
+            # is left to publish is picked up by the next idle pass.
+            log.info("job %s: publishing deferred, another worker is publishing", video_id)
         except (OSError, ValueError, RuntimeError) as exc:
             # The output cannot be stitched or measured: say so on the job, don't retry blindly.
             log.exception("job %s: publishing failed", video_id)

@@ -30,6 +30,7 @@ from services.core.errors import (
     NotFound,
     TooLarge,
 )
+from services.core.metrics import BYTES_UPLOADED
 from services.core.models import Job, Status, Upload, UploadChunk, Video, utcnow
 from services.core.settings import Settings
 from services.core.storage import Storage
@@ -300,6 +301,7 @@ def receive_chunk(
     except FileNotFoundError:
         # Swept as abandoned between the lookup above and this write.
         raise NotFound(f"upload {upload.id} has expired: start again with /upload/init") from None
+    BYTES_UPLOADED.inc(size)
     receipt = ChunkReceipt(upload.id, index, size, digest, duplicate=False)
     try:
         with session_scope(settings) as session:
