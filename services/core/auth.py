@@ -54,11 +54,23 @@ def _check(credentials: HTTPAuthorizationCredentials | None, expected: str, what
         )
 
 
+# Token per storage folder, read once: the file never changes after it is written.
+_TOKENS: dict[str, str] = {}
+
+
+def admin_token(settings: Settings) -> str:
+    """The admin token in force, without touching the disk after the first request."""
+    key = f"{settings.admin_token}|{settings.storage_dir}"
+    if key not in _TOKENS:
+        _TOKENS[key], _ = ensure_admin_token(settings)
+    return _TOKENS[key]
+
+
 def require_admin(
     credentials: Credentials, settings: Annotated[Settings, Depends(get_settings)]
 ) -> None:
     """FastAPI dependency: the request carries the admin token."""
-    token, _ = ensure_admin_token(settings)
+    token = admin_token(settings)
     _check(credentials, token, "this operation (admin)")
 
 

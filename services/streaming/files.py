@@ -2,6 +2,7 @@
 from Starlette's FileResponse and StaticFiles."""
 
 import os
+import stat as stat_module
 from pathlib import Path
 
 from starlette.requests import Request
@@ -40,7 +41,7 @@ def serve(
         stat = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         raise NotFound(f"{what} does not exist") from None
-    if not path.is_file():
+    if not stat_module.S_ISREG(stat.st_mode):
         raise NotFound(f"{what} does not exist")
     response = FileResponse(
         path,
