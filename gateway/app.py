@@ -1,7 +1,13 @@
 """The gateway: one origin for the page and every service's API, so the browser needs no CORS.
 
-Run with `uvicorn gateway.app:app --port 8000`. Tests build their own app with `build_app`,
-handing it a client factory (short timeouts, another transport) and overriding `get_settings`.
+Run with `granian --interface asgi --port 8000 gateway.app:app` (what the launcher does) or
+uvicorn. Tests build their own app with `build_app`, handing it a client factory (short
+timeouts, another transport) and overriding `get_settings`.
+
+HLS playlists and segments are not relayed when the gateway shares the storage folder with the
+streaming service: `serving_app` puts the streaming service's own fast path
+(`services.streaming.fastpath`) in front, serving them with the same files, headers and access
+rules; a file it does not find there is relayed as before.
 """
 
 import os
@@ -16,11 +22,13 @@ from fastapi.responses import FileResponse
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway.proxy import METHODS, PREFIXES, forward, make_client
 from services.core.app import create_app
 from services.core.errors import AppError, NotFound
 from services.core.settings import PROJECT_ROOT, Settings, get_settings
+from services.streaming import fastpath
 
 FRONTEND_DIR = PROJECT_ROOT / "frontend"
 PAGE = "src"
@@ -129,7 +137,18 @@ def build_app(
     )
     # Only the page's own sources: package.json and node_modules stay out of reach.
     app.mount("/static", FrontendFiles(directory=frontend_dir / PAGE), name="static")
+    # X-Forwarded-* from a proxy in front (TLS termination) set the client and scheme, as
+    # uvicorn's --proxy-headers does; granian has no such option. FORWARDED_ALLOW_IPS is
+    # uvicorn's own setting for whom to trust.
+    trusted = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted)
     return app
 
 
-app = build_app()
+def serving_app(app: FastAPI) -> fastpath.HlsFastPath:
+    """What the server runs: HLS playlists and segments served from the shared storage folder
+    by the streaming service's own fast path, everything else by `app` (relayed or local)."""
+    return fastpath.wrap(app, service="gateway")
+
+
+app = serving_app(build_app())

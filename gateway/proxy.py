@@ -19,6 +19,7 @@ from services.core.errors import InvalidInput, UpstreamError, UpstreamTimeout
 PREFIXES: tuple[tuple[str, str], ...] = (
     ("/upload", "upload"),
     ("/api/speedtest", "upload"),
+    ("/files", "upload"),
     ("/transcode", "transcoding"),
     ("/videos", "metadata"),
     ("/stream", "streaming"),

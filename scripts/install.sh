@@ -46,4 +46,10 @@ fi
 if [ ! -f frontend/node_modules/.package-lock.json ] || [ frontend/package-lock.json -nt frontend/node_modules/.package-lock.json ]; then
   (cd frontend && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# The tus tests drive tus-js-client (npm) under Node.
+tus_node=tests/tus_node
+if [ "$WANT_TEST" = 1 ] && { [ ! -f $tus_node/node_modules/.package-lock.json ] ||
+  [ $tus_node/package-lock.json -nt $tus_node/node_modules/.package-lock.json ]; }; then
+  (cd $tus_node && npm ci --no-audit --no-fund --loglevel=error)
+fi
 echo "install: ok"

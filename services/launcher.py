@@ -8,6 +8,7 @@ them running, stop them all on Ctrl-C / SIGTERM leaving no process behind.
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,15 +36,30 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
+    # Where a multi-process server's workers keep their Prometheus samples (None: one process).
+    metrics_dir: Path | None = None
 
     def start(self) -> None:
+        env = None
+        if self.metrics_dir is not None:
+            # A fresh folder per start: the samples of a previous run's pids must not add up.
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            self.metrics_dir.mkdir(parents=True)
+            env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
         # Own process group: Ctrl-C reaches the launcher, which stops children in order, and a
         # straggler's whole group (ffmpeg included) can be killed at once.
-        self.process = subprocess.Popen(self.argv, start_new_session=True)
+        self.process = subprocess.Popen(self.argv, start_new_session=True, env=env)
         self.started_at = time.monotonic()
 
     def exited(self) -> int | None:
         return None if self.process is None else self.process.poll()
+
+    def kill_leftovers(self) -> None:
+        """Kill what a dead server left in its process group (a server killed with -9
+        leaves its worker processes running, still holding the port)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def _port(settings: Settings, name: str) -> int:
@@ -59,29 +75,43 @@ def log_config_file(settings: Settings) -> Path:
     return path
 
 
+# Where the traffic is files (playlists and segments), granian: its Rust HTTP server sends a
+# file by itself (ASGI pathsend) and answers small requests several times faster than uvicorn.
+GRANIAN = frozenset({"streaming", "gateway"})
+# Two processes each: one Python process is the limit on small requests (playlists), and two
+# cores are what a laptop can spare beside the encoders.
+GRANIAN_WORKERS = min(2, os.cpu_count() or 1)
+GRACEFUL_SECONDS = 5
+
+
+def server_argv(name: str, app: str, settings: Settings, log_config: str) -> list[str]:
+    """The command running one service's app: granian for GRANIAN, uvicorn for the rest."""
+    common = ["--host", settings.host, "--port", str(_port(settings, name))]
+    common += ["--log-level", settings.log_level.lower(), "--log-config", log_config]
+    if name in GRANIAN:
+        return [
+            *(sys.executable, "-m", "granian", "--interface", "asgi", *common),
+            *("--workers", str(GRANIAN_WORKERS), "--workers-kill-timeout", str(GRACEFUL_SECONDS)),
+            # HTTP/1.1 only (no browser speaks cleartext HTTP/2; detecting it costs every
+            # request), and no websockets here.
+            *("--http", "1", "--no-ws", app),
+        ]
+    return [
+        *(sys.executable, "-m", "uvicorn", app, *common),
+        *("--no-access-log", "--timeout-graceful-shutdown", str(GRACEFUL_SECONDS)),
+    ]
+
+
 def children(settings: Settings) -> list[Child]:
     """The processes to run, gateway last."""
     log_config = str(log_config_file(settings))
+    run = Path(settings.storage_dir) / "run" / "metrics"
     return [
         Child(
             name,
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                app,
-                "--host",
-                settings.host,
-                "--port",
-                str(_port(settings, name)),
-                "--log-level",
-                settings.log_level.lower(),
-                "--log-config",
-                log_config,
-                "--no-access-log",
-                "--timeout-graceful-shutdown",
-                "5",
-            ],
+            server_argv(name, app, settings, log_config),
+            # Several worker processes answer /metrics in turn: each must report them all.
+            metrics_dir=run / name if name in GRANIAN and GRANIAN_WORKERS > 1 else None,
         )
         for name, app in APPS.items()
     ]
@@ -132,6 +162,7 @@ def supervise(procs: list[Child], stopping: list[bool]) -> None:
             code = child.exited()
             if code is not None and not stopping:
                 print(f"[launcher] {child.name} exited with {code}; restarting", flush=True)
+                child.kill_leftovers()
                 time.sleep(RESTART_DELAY)
                 if not stopping:
                     child.restarts += 1

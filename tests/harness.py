@@ -87,6 +87,9 @@ class Platform:
             "ADMIN_TOKEN": self.admin_token,
             "STORAGE_DIR": str(storage),
             "X264_PRESET": "ultrafast",
+            # ultrafast's own analysis is lighter still than the production options.
+            "X264_PARAMS": "",
+            "X264_LOWER_PARAMS": "",
             "SEGMENT_SECONDS": "2",
             "KEYFRAME_SECONDS": "2",
             # Short chunks so a few-second clip is already a multi-chunk job.

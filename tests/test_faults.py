@@ -27,7 +27,8 @@ def service_pid(platform: Platform, name: str) -> int:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"uvicorn" in b" ".join(argv) and port.encode() in argv:
+        server = b"uvicorn" in b" ".join(argv) or b"granian" in b" ".join(argv)
+        if server and port.encode() in argv:
             return int(entry.name)
     raise AssertionError(f"no process serves {name} on {port}")
 

@@ -1,9 +1,11 @@
 // The watch view: hls.js on the master playlist with a quality menu, the rung playing now, the
-// original's download and a shareable link. A video plays as soon as its first chunk is
+// poster before playback, storyboard previews over the seek bar, downloads (the original and
+// each rung as MP4) and a shareable link. A video plays as soon as its first chunk is
 // published (`playable`), while the rest is still being encoded.
 
 import { api } from "./api.js";
-import { $, formatBytes, formatDuration, sleep, statusLabel } from "./format.js";
+import { $, el, formatBytes, formatDuration, sleep, statusLabel } from "./format.js";
+import { createSeekBar, loadStoryboard } from "./storyboard.js";
 
 const POLL_MS = 1000;
 const FINISHED = new Set(["ok", "failed"]);
@@ -12,9 +14,12 @@ let hls = null;
 let session = null; // aborted when another video is shown or the view is left
 let recoveredMedia = false; // hls.js advises one recoverMediaError, not a loop of them
 let onError = () => {};
+let seekBar = null;
+let storyboard = []; // the cues of the video shown, once it has a storyboard
 
 export function setUpPlayer({ showError }) {
   onError = showError;
+  seekBar = createSeekBar($("video"));
   $("quality").addEventListener("change", onQualityChange);
   $("copy-link").addEventListener("click", copyLink);
 }
@@ -33,6 +38,8 @@ export async function showVideo(id) {
     `${location.origin}${location.pathname}#/watch/${encodeURIComponent(id)}${query}`;
   $("copy-status").textContent = "";
   $("download-original").href = `${path}/original${query}`;
+  $("download-rungs").replaceChildren();
+  showPoster(`${path}/poster.jpg${query}`, signal);
   $("watch-title").textContent = "Loading…";
   $("watch-meta").textContent = "";
   let video;
@@ -46,7 +53,38 @@ export async function showVideo(id) {
   }
   if (signal.aborted) return;
   showRecord(video);
-  if (await waitUntilPlayable(id, video, signal)) startPlayback(`${path}/master.m3u8${query}`);
+  const assets = { path, query, signal };
+  if (video.status === "ok") showFinished(video, assets);
+  if (!(await waitUntilPlayable(id, video, signal, assets))) return;
+  // The poster is made once the first part plays: ask again if it was not there before.
+  if (!$("video").getAttribute("poster")) showPoster(`${path}/poster.jpg${query}`, signal);
+  startPlayback(`${path}/master.m3u8${query}`);
+}
+
+/** The poster, once it has loaded (a missing one would leave a broken picture). */
+function showPoster(url, signal) {
+  const probe = new Image();
+  probe.addEventListener("load", () => {
+    if (!signal.aborted) $("video").poster = url;
+  });
+  probe.src = url;
+}
+
+/** What a finished video has: storyboard previews and a download of each rung. */
+async function showFinished(video, { path, query, signal }) {
+  const links = (video.qualities || []).map((quality) =>
+    el("a", {
+      href: `${path}/download/${encodeURIComponent(quality)}.mp4${query}`,
+      download: "",
+      text: quality,
+      "aria-label": `Download ${quality} as MP4`,
+    }),
+  );
+  $("download-rungs").replaceChildren(...(links.length ? ["MP4: ", ...links] : []));
+  const cues = await loadStoryboard(`${path}/storyboard.vtt${query}`, signal);
+  if (signal.aborted) return;
+  storyboard = cues;
+  seekBar.setCues(cues);
 }
 
 function showRecord(video) {
@@ -68,7 +106,7 @@ function showRecord(video) {
  * Poll the transcoding until the video can be played (true), it failed unplayable or the view
  * was left (false). Polling goes on after that to tell how far the encoding is.
  */
-async function waitUntilPlayable(id, video, signal) {
+async function waitUntilPlayable(id, video, signal, assets) {
   if (video.status === "ok") return true;
   for (;;) {
     let status;
@@ -80,7 +118,8 @@ async function waitUntilPlayable(id, video, signal) {
     if (signal.aborted) return false;
     showWaiting(status);
     if (status.playable || status.overall === "ok") {
-      if (!FINISHED.has(status.overall)) followEncoding(id, signal);
+      if (!FINISHED.has(status.overall)) followEncoding(id, signal, assets);
+      else if (status.overall === "ok") refreshFinished(id, assets);
       return true;
     }
     if (status.overall === "failed") return false;
@@ -89,17 +128,28 @@ async function waitUntilPlayable(id, video, signal) {
   }
 }
 
-async function followEncoding(id, signal) {
+async function followEncoding(id, signal, assets) {
   while (!signal.aborted) {
     await sleep(POLL_MS, signal).catch(() => null);
     if (signal.aborted) return;
     try {
       const status = await api("GET", `/transcode/status/${encodeURIComponent(id)}`);
       if (!signal.aborted) showWaiting(status);
+      if (status.overall === "ok") refreshFinished(id, assets);
       if (FINISHED.has(status.overall)) return;
     } catch {
       // a missed poll is harmless: the next one tells
     }
+  }
+}
+
+/** The video has just finished: its record now names its rungs. */
+async function refreshFinished(id, assets) {
+  try {
+    const video = await api("GET", `/videos/${encodeURIComponent(id)}`);
+    if (!assets.signal.aborted) showFinished(video, assets);
+  } catch {
+    // without the record there are no rung downloads to offer; playback goes on
   }
 }
 
@@ -139,7 +189,14 @@ function playWithHlsJs(video, source) {
   // otherwise join at the live edge instead of the beginning.
   hls = new Hls({ startPosition: 0 });
   // For tests and debugging in the console: the player and every rung it switched to.
-  window.__player = { hls, video, switches: [] };
+  window.__player = {
+    hls,
+    video,
+    switches: [],
+    get storyboard() {
+      return storyboard;
+    },
+  };
   hls.on(Hls.Events.MANIFEST_PARSED, (_event, data) => fillLevels(data.levels));
   hls.on(Hls.Events.LEVEL_SWITCHED, (_event, data) => {
     window.__player.switches.push(data.level);
@@ -182,6 +239,14 @@ function onQualityChange() {
 
 function onHlsError(_event, data) {
   if (!data.fatal) return; // hls.js recovers from non-fatal errors itself
+  if (data.details === Hls.ErrorDetails.MANIFEST_INCOMPATIBLE_CODECS_ERROR) {
+    // An HEVC ladder in a browser without an H.265 decoder: no rung it could play.
+    onError(
+      "This video is encoded in HEVC (H.265), which this browser cannot play. Watch it in " +
+        "Safari or a browser with H.265 support, or download the original below.",
+    );
+    return;
+  }
   if (data.type === Hls.ErrorTypes.MEDIA_ERROR && !recoveredMedia) {
     recoveredMedia = true;
     hls.recoverMediaError();
@@ -213,7 +278,10 @@ export function stopPlayer() {
   window.__player = null;
   const video = $("video");
   video.removeAttribute("src");
+  video.removeAttribute("poster");
   video.load();
+  storyboard = [];
+  if (seekBar) seekBar.reset();
   fillLevels([]);
   $("current-level").textContent = "";
   $("watch-wait").hidden = true;

@@ -2,6 +2,7 @@
 // speed, time left), pause/resume, and the uploads a reload interrupted.
 
 import { $, el, formatBytes, formatEta } from "./format.js";
+import { codecChoice } from "./codec.js";
 import { ResumableUpload, fileKey, forgetUnfinished, unfinishedUploads } from "./upload.js";
 
 const STATE_LABELS = {
@@ -17,10 +18,13 @@ const STATE_LABELS = {
 
 const uploads = new Map(); // fileKey -> {upload, row}
 let onUploaded = () => {};
+let codec = null; // the codec choice, where this browser can play HEVC
 
 /** Wire the drop zone and picker; `uploaded(video)` runs after each upload completes. */
 export function setUpUploads({ uploaded }) {
   onUploaded = uploaded;
+  codec = codecChoice();
+  if (codec) $("drop-zone").after(codec.field);
   const input = $("file-input");
   $("choose-files").addEventListener("click", () => input.click());
   input.addEventListener("change", () => {
@@ -53,7 +57,7 @@ function addFiles(files) {
       if (!known.upload.active) known.upload.resume();
       continue;
     }
-    const upload = new ResumableUpload(file);
+    const upload = new ResumableUpload(file, { codec: codec ? codec.select.value : "" });
     const row = uploadRow(upload);
     uploads.set(key, { upload, row });
     $("upload-list").prepend(row.item);

@@ -183,8 +183,10 @@ export class ResumableUpload {
   #transferred = 0;
   #reconnect = null;
 
-  constructor(file) {
+  /** `codec`: the ladder codec to ask for ("h264" | "hevc"); "" leaves it to the server. */
+  constructor(file, { codec = "" } = {}) {
     this.file = file;
+    this.codec = codec;
     this.key = fileKey(file);
     this.state = "new";
     this.message = "";
@@ -298,6 +300,7 @@ export class ResumableUpload {
         total_size: this.file.size,
         chunk_size: chunkSize,
         sha256,
+        ...(this.codec ? { codec: this.codec } : {}),
       }),
       { signal },
     );

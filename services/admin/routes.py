@@ -10,12 +10,19 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from services.admin.health import ServiceHealth, services_health
-from services.core import jobs, signing
+from services.core import events, jobs, signing
 from services.core.auth import AdminOnly
 from services.core.db import engine, session_scope
 from services.core.deps import SessionDep, SettingsDep, StorageDep
 from services.core.errors import Conflict
-from services.core.models import Job, Video
+from services.core.models import (
+    DeliveryStatus,
+    Job,
+    Video,
+    VideoEvent,
+    WebhookDelivery,
+    as_utc,
+)
 from services.core.schemas import Deleted, Resumed, TranscodeStatus, VideoOut, transcode_status
 from services.core.videos import delete_everywhere, get_video, list_videos
 from services.upload.sweep import sweep_totals
@@ -79,6 +86,69 @@ class VideoStatus(BaseModel):
     job: TranscodeStatus | None
     chunks: list[ChunkOut]
     files: VideoFiles
+
+
+class EventOut(BaseModel):
+    """One entry of a video's trail."""
+
+    id: int = Field(description="Orders the trail")
+    at: datetime = Field(description="When it happened (UTC, RFC 3339)")
+    kind: str = Field(description="upload.completed, video.queued, job.running, video.ready, ...")
+    from_status: str | None = Field(description="The video's status before; null for a step")
+    to_status: str | None = Field(description="The video's status after; null for a step")
+    reason: str | None
+    actor: str | None = Field(description="operator, upload, or the worker's id")
+
+    @classmethod
+    def of(cls, event: VideoEvent) -> "EventOut":
+        at = as_utc(event.at)
+        assert at is not None
+        return cls(
+            id=event.id,
+            at=at,
+            kind=event.kind,
+            from_status=event.from_status,
+            to_status=event.to_status,
+            reason=event.reason,
+            actor=event.actor,
+        )
+
+
+class DeliveryOut(BaseModel):
+    """One webhook delivery of an event to one configured URL."""
+
+    id: str = Field(description="Sent as Webhook-Id and as the body's id")
+    event_id: int
+    type: str
+    url: str
+    status: str = Field(description="pending | delivered | failed")
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None = Field(description="When a pending one is tried next")
+    delivered_at: datetime | None
+
+    @classmethod
+    def of(cls, delivery: WebhookDelivery) -> "DeliveryOut":
+        pending = delivery.status == DeliveryStatus.PENDING
+        return cls(
+            id=delivery.id,
+            event_id=delivery.event_id,
+            type=delivery.type,
+            url=delivery.url,
+            status=delivery.status,
+            attempts=delivery.attempts,
+            last_status_code=delivery.last_status_code,
+            last_error=delivery.last_error,
+            next_attempt_at=as_utc(delivery.next_attempt_at) if pending else None,
+            delivered_at=as_utc(delivery.delivered_at),
+        )
+
+
+class VideoEvents(BaseModel):
+    video_id: str
+    events: list[EventOut] = Field(description="Oldest first; kept after a delete")
+    webhooks: list[DeliveryOut]
 
 
 @router.post("/resume_all", response_model=Resumed)
@@ -151,6 +221,17 @@ class PlaybackGrant(BaseModel):
     token: str
     expires_in: int
     master_url: str = Field(description="The signed master playlist path; share it as is")
+
+
+@router.get("/videos/{video_id}/events", response_model=VideoEvents)
+def video_events(video_id: str, session: SessionDep) -> VideoEvents:
+    """Every status change of a video, with time and reason, and its webhook deliveries."""
+    trail = events.trail(session, video_id=video_id)
+    return VideoEvents(
+        video_id=video_id,
+        events=[EventOut.of(e) for e in trail],
+        webhooks=[DeliveryOut.of(d) for d in events.deliveries(session, video_id=video_id)],
+    )
 
 
 @router.post("/videos/{video_id}/playback_token", response_model=PlaybackGrant)

@@ -39,6 +39,34 @@ async def database_lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
+# tus 1.0 (/files/ on the upload service): what a browser client sends and must read.
+TUS_REQUEST_HEADERS = [
+    "Tus-Resumable",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Offset",
+    "Upload-Concat",
+    "Upload-Checksum",
+    "X-HTTP-Method-Override",
+    "X-Request-ID",
+]
+TUS_RESPONSE_HEADERS = [
+    "Location",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Concat",
+    "Upload-Expires",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+]
+
+
 def _allow_cross_origin(app: FastAPI) -> None:
     """CORS for the configured origins; `*` is never combined with credentials."""
     origins = get_settings().allowed_origins()
@@ -46,10 +74,17 @@ def _allow_cross_origin(app: FastAPI) -> None:
         CORSMiddleware,
         allow_origins=origins,
         allow_credentials="*" not in origins,
-        allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "Range"],
-        # A player on another origin reads these to seek and to revalidate.
-        expose_headers=["Content-Length", "Content-Range", "Accept-Ranges", "ETag"],
+        allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Range", *TUS_REQUEST_HEADERS],
+        # A player on another origin reads these to seek and to revalidate; a tus client
+        # reads the upload's URL and offset.
+        expose_headers=[
+            "Content-Length",
+            "Content-Range",
+            "Accept-Ranges",
+            "ETag",
+            *TUS_RESPONSE_HEADERS,
+        ],
         max_age=600,
     )
 

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from services.core import ids
+from services.core import events, ids
 from services.core.errors import Conflict, NotFound
 from services.core.models import ChunkStatus, Job, JobChunk, Status, Video, utcnow
 from services.media.plan import ChunkSpec
@@ -47,11 +47,31 @@ def get_job(session: Session, *, video_id: str) -> Job:
     return job
 
 
-def _set_video_status(session: Session, video_id: str, status: str, error: str | None) -> None:
+def _set_video_status(
+    session: Session,
+    video_id: str,
+    status: str,
+    error: str | None,
+    *,
+    kind: str,
+    reason: str,
+    actor: str | None = None,
+) -> None:
+    """Change the video's status and record the change in its trail (same transaction)."""
+    previous = events.video_status(session, video_id)
     session.execute(
         update(Video)
         .where(Video.id == video_id)
         .values(status=status, error=error, updated_at=utcnow())
+    )
+    events.record(
+        session,
+        video_id=video_id,
+        kind=kind,
+        from_status=previous,
+        to_status=status,
+        reason=reason,
+        actor=actor,
     )
 
 
@@ -68,6 +88,7 @@ def enqueue(
     without one, a worker probes and plans first.
     """
     job = session.get(Job, video_id)
+    first = job is None
     if job is None:
         job = Job(video_id=video_id, status=Status.QUEUED, progress=0.0, qualities={})
         session.add(job)
@@ -79,7 +100,16 @@ def enqueue(
         job.total_chunks = job.published_chunks = 0
         job.progress, job.qualities = 0.0, {}
         job.worker_id = job.lease_expires_at = job.finished_at = None
-    _set_video_status(session, video_id, Status.QUEUED, None)
+    planned = f"{len(chunks)} units of work planned" if plan else "a worker plans it first"
+    _set_video_status(
+        session,
+        video_id,
+        Status.QUEUED,
+        None,
+        kind=events.VIDEO_QUEUED,
+        reason=f"transcoding queued: {planned}" if first else f"started over: {planned}",
+        actor=events.UPLOAD_SERVICE if first else events.OPERATOR,
+    )
     session.flush()
     if plan is not None:
         _store_plan(session, job, plan, chunks)
@@ -201,16 +231,36 @@ def claim_chunk(
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         return None
-    return _mark_running(session, video_id, index)
+    return _mark_running(session, video_id, index, worker_id)
 
 
-def _mark_running(session: Session, video_id: str, index: int) -> ClaimedChunk:
+def _mark_running(session: Session, video_id: str, index: int, worker_id: str) -> ClaimedChunk:
     job = session.get(Job, video_id, populate_existing=True)
     chunk = session.get(JobChunk, (video_id, index), populate_existing=True)
     assert job is not None and job.plan is not None and chunk is not None
-    if job.status == Status.QUEUED:
-        job.status, job.started_at = Status.RUNNING, job.started_at or utcnow()
-        _set_video_status(session, video_id, Status.RUNNING, None)
+    # Compare-and-set: two workers claiming a job's first units at once both saw `queued`;
+    # only the one whose UPDATE changes the row records the start.
+    started = session.execute(
+        update(Job)
+        .where(Job.video_id == video_id, Job.status == Status.QUEUED)
+        .values(
+            status=Status.RUNNING,
+            started_at=func.coalesce(Job.started_at, utcnow()),
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if started.rowcount == 1:  # type: ignore[attr-defined]
+        unit = "the audio" if chunk.kind == "audio" else f"chunk {index}"
+        _set_video_status(
+            session,
+            video_id,
+            Status.RUNNING,
+            None,
+            kind=events.JOB_RUNNING,
+            reason=f"a worker started on {unit}",
+            actor=worker_id,
+        )
     return ClaimedChunk(video_id, index, chunk.kind, chunk.start, chunk.end, dict(job.plan))
 
 
@@ -286,13 +336,22 @@ def fail_chunk(
         return False
     chunk.attempts += 1
     chunk.error, chunk.worker_id, chunk.lease_expires_at = error, None, None
+    what = "audio" if chunk.kind == "audio" else f"chunk {index}"
     if chunk.attempts < max_attempts:
         delay = backoff_seconds * 2 ** (chunk.attempts - 1)
         chunk.status, chunk.not_before = ChunkStatus.PENDING, utcnow() + timedelta(seconds=delay)
+        events.record(
+            session,
+            video_id=video_id,
+            kind=events.CHUNK_RETRY,
+            reason=f"{what} attempt {chunk.attempts} of {max_attempts} failed, "
+            f"retry in {delay:g} s: {error[-500:]}",
+            actor=worker_id,
+        )
         return False
     chunk.status = ChunkStatus.FAILED
-    what = "audio" if chunk.kind == "audio" else f"chunk {index}"
-    fail(session, video_id=video_id, error=f"{what} failed {chunk.attempts} times: {error}")
+    error = f"{what} failed {chunk.attempts} times: {error}"
+    fail(session, video_id=video_id, error=error, actor=worker_id)
     return True
 
 
@@ -400,32 +459,71 @@ def finish(session: Session, *, video_id: str, qualities: list[str]) -> None:
     job.status, job.progress, job.error = Status.OK, 100.0, None
     job.qualities = {q: {"status": Status.OK, "progress": 100.0} for q in job.qualities or {}}
     job.finished_at = utcnow()
+    previous = events.video_status(session, video_id)
     session.execute(
         update(Video)
         .where(Video.id == video_id)
         .values(status=Status.OK, qualities=qualities, error=None, updated_at=utcnow())
     )
+    events.record(
+        session,
+        video_id=video_id,
+        kind=events.VIDEO_READY,
+        from_status=previous,
+        to_status=Status.OK,
+        reason=f"every rung is published: {', '.join(qualities)}",
+    )
 
 
-def fail(session: Session, *, video_id: str, error: str) -> None:
+def fail(session: Session, *, video_id: str, error: str, actor: str | None = None) -> None:
     """The job failed for good (until an operator resumes it)."""
-    job = get_job(session, video_id=video_id)
-    job.status, job.error, job.finished_at = Status.FAILED, error[-2000:], utcnow()
-    job.worker_id = job.lease_expires_at = None
-    _set_video_status(session, video_id, Status.FAILED, job.error)
+    get_job(session, video_id=video_id)
+    error = error[-2000:]
+    # Compare-and-set: units failing at the same moment fail the job (and tell) once.
+    failed = session.execute(
+        update(Job)
+        .where(Job.video_id == video_id, Job.status != Status.FAILED)
+        .values(
+            status=Status.FAILED,
+            error=error,
+            finished_at=utcnow(),
+            worker_id=None,
+            lease_expires_at=None,
+            updated_at=utcnow(),
+        )
+    )
+    if failed.rowcount != 1:  # type: ignore[attr-defined]
+        return
+    _set_video_status(
+        session,
+        video_id,
+        Status.FAILED,
+        error,
+        kind=events.VIDEO_FAILED,
+        reason=error,
+        actor=actor,
+    )
 
 
 # --- operator actions -------------------------------------------------------------------------
 
 
-def request_stop(session: Session, *, video_id: str) -> Job:
+def request_stop(session: Session, *, video_id: str, reason: str = "stopped by an operator") -> Job:
     """Stop the job now; workers holding its chunks kill ffmpeg at their next beat."""
     job = get_job(session, video_id=video_id)
     if job.status not in RUNNABLE:
         raise Conflict(f"video {video_id} is {job.status}; only queued or running jobs stop")
     job.status = Status.STOPPED
     job.qualities = _qualities(job, chunks_of(session, video_id=video_id), job.qualities or {})
-    _set_video_status(session, video_id, Status.STOPPED, None)
+    _set_video_status(
+        session,
+        video_id,
+        Status.STOPPED,
+        None,
+        kind=events.JOB_STOPPED,
+        reason=reason,
+        actor=events.OPERATOR,
+    )
     return job
 
 
@@ -440,9 +538,22 @@ def resume(session: Session, *, video_id: str) -> Job:
         .values(status=ChunkStatus.PENDING, attempts=0, not_before=None, error=None)
         .execution_options(synchronize_session=False)
     )
+    reason = (
+        f"retried by an operator after: {job.error}"
+        if job.status == Status.FAILED
+        else "resumed by an operator: only unfinished chunks are encoded"
+    )
     job.status, job.error, job.finished_at = Status.QUEUED, None, None
     job.worker_id = job.lease_expires_at = None
-    _set_video_status(session, video_id, Status.QUEUED, None)
+    _set_video_status(
+        session,
+        video_id,
+        Status.QUEUED,
+        None,
+        kind=events.JOB_RESUMED,
+        reason=reason,
+        actor=events.OPERATOR,
+    )
     return job
 
 

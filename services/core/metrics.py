@@ -4,10 +4,19 @@ Request counts and latency by route template, bytes uploaded and served, and (wh
 owns them) jobs by state, queue depth, chunk encode time, realtime factor and ffmpeg failures.
 """
 
+import os
 import time
 from collections.abc import Iterable
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -101,5 +110,13 @@ class JobsCollector(Collector):
 
 
 def exposition() -> tuple[bytes, str]:
-    """The text exposition of this process's metrics, and its content type."""
+    """The text exposition of this service's metrics, and its content type.
+
+    A server with several worker processes (granian) sets PROMETHEUS_MULTIPROC_DIR: each
+    process then writes its samples there and any of them reports the sum of all.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

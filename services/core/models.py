@@ -1,4 +1,5 @@
-"""The tables every service shares: videos, uploads and their chunks, transcoding jobs."""
+"""The tables every service shares: videos, uploads and their chunks, transcoding jobs, the
+event trail and the webhook outbox."""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +41,8 @@ class Video(Base):
     fps: Mapped[float | None] = mapped_column(Float)
     video_codec: Mapped[str | None] = mapped_column(String(32))
     audio_codec: Mapped[str | None] = mapped_column(String(32))
+    # The ladder's codec ("h264" | "hevc"), fixed at complete: a start-over keeps it.
+    codec: Mapped[str] = mapped_column(String(8), default="h264", server_default="h264")
     status: Mapped[str] = mapped_column(String(16), default=Status.UPLOADING, index=True)
     qualities: Mapped[list[str]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text)
@@ -65,6 +68,13 @@ class Upload(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+    # tus uploads only (services/upload/tus.py); NULL offset = a chunked upload. The offset
+    # counts the bytes durably stored; each PATCH's bytes are one UploadChunk row.
+    tus_offset: Mapped[int | None] = mapped_column(BigInteger)
+    tus_metadata: Mapped[str | None] = mapped_column(Text)  # Upload-Metadata, as received
+    tus_concat: Mapped[str | None] = mapped_column(Text)  # Upload-Concat, as received
+    # The ladder codec chosen at init; NULL = DEFAULT_CODEC when the upload completes.
+    codec: Mapped[str | None] = mapped_column(String(8))
 
 
 class UploadChunk(Base):
@@ -157,6 +167,59 @@ class Sweep(Base):
     ran_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     uploads_removed: Mapped[int] = mapped_column(Integer, default=0)
     bytes_reclaimed: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class VideoEvent(Base):
+    """One entry of a video's trail: a status change (from -> to) or a notable step, and why.
+
+    Ordered by `id`. Kept when the video is deleted: the trail says what happened to it.
+    """
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    video_id: Mapped[str] = mapped_column(String(32), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(String(128))
+
+
+class DeliveryStatus:
+    """States of one webhook delivery."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class WebhookDelivery(Base):
+    """The outbox: one event to send to one configured URL, written with the event itself.
+
+    Senders claim a due row with a lease (like job chunks), so a sender killed mid-request
+    leaves it to be sent again: delivery is at least once; `id` lets receivers drop repeats.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
+    video_id: Mapped[str] = mapped_column(String(32), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(Text)
+    # The exact bytes signed and sent, fixed at the event: every retry sends the same body.
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 def as_utc(value: datetime | None) -> datetime | None:

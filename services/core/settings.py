@@ -3,8 +3,9 @@ that work on a laptop."""
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -52,10 +53,35 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(
         3600, description="How often the upload service looks for abandoned uploads"
     )
+    watch_folder_enabled: bool = Field(
+        True, description="Pick up video files dropped into STORAGE_DIR/incoming/ as uploads"
+    )
+    watch_interval_seconds: float = Field(
+        5.0, gt=0, description="Watch folder scan period; a file must stay unchanged for one"
+    )
 
     ffmpeg_bin: str = Field("ffmpeg", description="ffmpeg executable")
     ffprobe_bin: str = Field("ffprobe", description="ffprobe executable")
     x264_preset: str = Field("veryfast", description="x264 preset (tests use ultrafast)")
+    # Measured on 2 cores (scripts/bench.py ladder): over veryfast, a diamond motion search
+    # everywhere and one subpixel refinement pass below the top rung cut the ladder's CPU by
+    # 17 % for an SSIM 0.001 lower; the top rung, the one big screens see, keeps subme 2.
+    x264_params: str = Field(
+        "me=dia", description="x264 options (-x264-params) over the preset, top rung"
+    )
+    x264_lower_params: str = Field(
+        "me=dia:subme=1", description="x264 options over the preset, rungs below the top"
+    )
+    default_codec: str = Field(
+        "h264",
+        pattern="^(h264|hevc)$",
+        description="Ladder codec of an upload that does not choose one: h264 (MPEG-TS "
+        "segments, plays everywhere) or hevc (H.265 in fMP4, ~40% fewer bits, slower)",
+    )
+    x265_preset: str = Field(
+        "ultrafast",
+        description="x265 preset of the HEVC ladder (ultrafast costs ~1.5x x264 veryfast)",
+    )
     segment_seconds: int = Field(6, description="Target HLS segment duration")
     keyframe_seconds: int = Field(2, description="Forced IDR interval on every rung")
     ffmpeg_threads: int = Field(0, description="ffmpeg -threads (0 = ffmpeg decides)")
@@ -92,6 +118,23 @@ class Settings(BaseSettings):
         "with credentials)",
     )
 
+    webhook_urls: str = Field(
+        "",
+        description="Comma-separated http(s) URLs sent upload.completed, video.ready and "
+        "video.failed as signed JSON; empty = no webhooks",
+    )
+    webhook_secret: str = Field(
+        "", description="HMAC-SHA256 key of the Webhook-Signature header (needed with URLs)"
+    )
+    webhook_max_attempts: int = Field(8, ge=1, description="Deliveries tried before failed")
+    webhook_backoff_seconds: float = Field(
+        5.0, gt=0, description="First webhook retry delay, doubled each time"
+    )
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="A receiver's time to answer")
+    webhook_poll_seconds: float = Field(
+        1.0, gt=0, description="How often the admin service looks for webhooks to send"
+    )
+
     log_level: str = Field("INFO", description="Log level of every service")
     log_format: str = Field(
         "json", pattern="^(json|text)$", description="json: one object a line; text: plain"
@@ -112,6 +155,21 @@ class Settings(BaseSettings):
             return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
         port = self.gateway_port
         return [f"http://{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")]
+
+    def webhook_url_list(self) -> list[str]:
+        """WEBHOOK_URLS as a list (checked at start-up: http(s) with a host)."""
+        return [u.strip() for u in self.webhook_urls.split(",") if u.strip()]
+
+    @model_validator(mode="after")
+    def _check_webhooks(self) -> "Settings":
+        # Refuse to start rather than send unsigned or unsendable webhooks.
+        for url in self.webhook_url_list():
+            parsed = urlsplit(url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError(f"WEBHOOK_URLS: {url!r} is not an http(s) URL with a host")
+        if self.webhook_url_list() and not self.webhook_secret:
+            raise ValueError("WEBHOOK_URLS is set but WEBHOOK_SECRET is empty: set the key")
+        return self
 
     @property
     def effective_database_url(self) -> str:

@@ -4,10 +4,17 @@ Layout under the storage root:
     originals/{video_id}/source       the uploaded bytes, written chunk by chunk in place
     hls/{video_id}/master.m3u8        written last, atomically, from what was produced
     hls/{video_id}/{rung}/playlist.m3u8, seg_00000.ts, ...
+    hls/{video_id}/poster.jpg, storyboard.jpg, storyboard.vtt   previews for the player
+    hls/{video_id}/downloads/{rung}.mp4   a rung remuxed to MP4, made on first request
+    incoming/                         the watch folder (claims in incoming/.claimed/,
+                                      refused files in incoming/failed/)
+(Everything derived from the encode lives below hls/{video_id}/: starting over or deleting
+the video removes it with the renditions.)
 """
 
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +37,12 @@ class Storage:
 
     def ensure_layout(self) -> None:
         """Create the top-level folders (idempotent)."""
-        for sub in ("originals", "hls", "tmp"):
+        for sub in ("originals", "hls", "tmp", "incoming"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def incoming_dir(self) -> Path:
+        """The watch folder: files dropped here become videos (services/upload/watch.py)."""
+        return self.root / "incoming"
 
     def original_dir(self, video_id: str) -> Path:
         return self.root / "originals" / ids.video_id(video_id)
@@ -59,6 +70,25 @@ class Storage:
     def segment_path(self, video_id: str, rung: str, segment: str) -> Path:
         return self.rung_dir(video_id, rung) / ids.segment(segment)
 
+    def poster_path(self, video_id: str) -> Path:
+        """A JPEG frame from about a tenth into the video."""
+        return self.hls_dir(video_id) / "poster.jpg"
+
+    def storyboard_image_path(self, video_id: str) -> Path:
+        """The storyboard sprite: small frames at a fixed interval, in a grid."""
+        return self.hls_dir(video_id) / "storyboard.jpg"
+
+    def storyboard_vtt_path(self, video_id: str) -> Path:
+        """The WebVTT map from time ranges to tiles of the storyboard sprite."""
+        return self.hls_dir(video_id) / "storyboard.vtt"
+
+    def downloads_dir(self, video_id: str) -> Path:
+        return self.hls_dir(video_id) / "downloads"
+
+    def download_path(self, video_id: str, rung: str) -> Path:
+        """Rung `rung` remuxed to one MP4 file (with the audio) for downloading."""
+        return self.downloads_dir(video_id) / f"{ids.quality(rung)}.mp4"
+
     def asset_path(self, video_id: str, relative: str) -> Path:
         """A file below hls/{video_id}/ named by a client; must resolve inside that folder."""
         base = self.hls_dir(video_id).resolve()
@@ -72,16 +102,29 @@ class Storage:
 
     def delete_renditions(self, video_id: str) -> None:
         """Remove every rendition of a video (before it is encoded anew)."""
-        shutil.rmtree(self.hls_dir(video_id), ignore_errors=True)
+        remove_tree(self.hls_dir(video_id))
 
     def delete_video(self, video_id: str) -> None:
         """Remove the original and every rendition of a video (nothing left on disk)."""
         for folder in (self.original_dir(video_id), self.hls_dir(video_id)):
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_tree(folder)
 
     def disk_usage(self) -> DiskUsage:
         usage = shutil.disk_usage(self.root)
         return DiskUsage(total=usage.total, used=usage.used, free=usage.free)
+
+
+def remove_tree(folder: Path, attempts: int = 5) -> None:
+    """Remove `folder` and everything below it, even while a file is being added to it.
+
+    A preview made in the background (services.media.derived) can create a file after
+    rmtree listed the folder, so that the folder is not empty when it is removed: go again.
+    """
+    for _ in range(attempts):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            return
+        time.sleep(0.05)
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -5,13 +5,14 @@ import time
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from services.core import ids, jobs
+from services.core import events, ids, jobs
 from services.core.db import session_scope
 from services.core.errors import NotFound
 from services.core.models import (
     ChunkStatus,
     Job,
     JobChunk,
+    Status,
     Upload,
     UploadChunk,
     Video,
@@ -48,9 +49,19 @@ def delete_everywhere(settings: Settings, *, video_id: str, wait_seconds: float 
             raise NotFound(f"no video {video_id}")
         job = session.get(Job, video_id)
         if job is not None and job.status in jobs.RUNNABLE:
-            jobs.request_stop(session, video_id=video_id)
+            jobs.request_stop(session, video_id=video_id, reason="stopped to delete the video")
     _wait_until_not_running(settings, video_id, wait_seconds)
     with session_scope(settings) as session:
+        previous = events.video_status(session, video_id) or Status.UPLOADING
+        # The trail outlives the video: its last entry says it was deleted.
+        events.record(
+            session,
+            video_id=video_id,
+            kind=events.VIDEO_DELETED,
+            from_status=previous,
+            reason="deleted by an operator: record, original and renditions removed",
+            actor=events.OPERATOR,
+        )
         session.execute(delete(JobChunk).where(JobChunk.video_id == video_id))
         session.execute(delete(Job).where(Job.video_id == video_id))
         session.execute(delete(UploadChunk).where(UploadChunk.upload_id == video_id))

@@ -8,6 +8,10 @@ A video is encoded in time chunks (see `chunking.py`) plus one audio run:
 - `audio_command` encodes the whole file's audio once, as its own HLS rendition in
   `out_dir/audio/`, so no chunk boundary can ever click in the sound.
 
+With `EncodeOptions.codec == "hevc"` the rungs are libx265 in fragmented MP4 instead
+(`seg_%05d.m4s`, plus the init segment `init_{chunk:05d}.mp4` each chunk writes; the audio
+then is fMP4 too, with `audio/init_audio.mp4`), on the same time grid.
+
 The chunk playlists are stitched into each rung's `playlist.m3u8` by `playlists.py`.
 ffmpeg's HLS muxer does not create folders: the caller creates `out_dir/{rung}/` and
 `out_dir/audio/` first.
@@ -37,6 +41,13 @@ MAX_FPS = 60
 TS_OFFSET_SECONDS = 10
 AUDIO_DIR = "audio"
 AUDIO_PLAYLIST = "chunk_audio.m3u8"
+# The audio run's own init segment (fMP4 only); published as INIT_NAME like every rung's.
+AUDIO_INIT = "init_audio.mp4"
+# The init segment players are given (EXT-X-MAP) in every fMP4 rung and audio folder.
+INIT_NAME = "init.mp4"
+H264 = "h264"
+HEVC = "hevc"
+CODECS = (H264, HEVC)
 # HLS authoring spec [2.9]: stereo AAC at 32-160 kb/s.
 MAX_AUDIO_KBPS = 160
 
@@ -49,6 +60,18 @@ class EncodeOptions:
     segment_seconds: int = 6
     keyframe_seconds: int = 2
     threads: int = 0
+    # x264 options over the preset: `x264_params` for the top rung, `x264_lower_params` for
+    # every rung below it ("" = the preset as it is). See Settings.x264_params for why.
+    x264_params: str = ""
+    x264_lower_params: str = ""
+    # h264: MPEG-TS segments; hevc: libx265 in fMP4 segments (see `_hevc_args`).
+    codec: str = H264
+    x265_preset: str = "ultrafast"
+
+    @property
+    def fmp4(self) -> bool:
+        """Whether segments are fragmented MP4 (with an init segment) rather than MPEG-TS."""
+        return self.codec == HEVC
 
 
 def video_chunk_command(
@@ -76,7 +99,7 @@ def video_chunk_command(
     argv += ["-filter_complex", filter_graph(info, renditions)]
     offset = chunk_ts_offset(chunk, output_fps(info))
     for index, rendition in enumerate(renditions):
-        argv += [*_video_args(index, rendition, output_fps(info), options), "-an"]
+        argv += [*_encoder_args(index, rendition, output_fps(info), options), "-an"]
         # Frames keep their own (rounded) times. The default here, cfr, duplicates a chunk's
         # first frame when it falls more than half a frame after the chunk start (29.97 fps
         # at 18 s, for one), and that duplicate overlaps the previous chunk's last frame.
@@ -84,7 +107,12 @@ def video_chunk_command(
         argv += ["-output_ts_offset", _seconds(offset)]
         argv += ["-start_number", str(chunk.first_segment(options.segment_seconds))]
         rung_dir = out_dir.absolute() / rendition.name
-        argv += _hls_args(rung_dir, options, flags="independent_segments+temp_file")
+        argv += _hls_args(
+            rung_dir,
+            options,
+            flags="independent_segments+temp_file",
+            init=chunk_init_name(chunk.index),
+        )
         argv += [str(rung_dir / chunk_playlist_name(chunk.index))]
     return argv
 
@@ -104,7 +132,7 @@ def audio_command(
     # Every AAC frame is independent: the audio may be cut anywhere, no flag needed. An EVENT
     # playlist is rewritten after every segment, so playback can start on the first ones
     # while the rest of a long file's audio is still being encoded.
-    argv += _hls_args(audio_dir, options, flags="temp_file", playlist_type="event")
+    argv += _hls_args(audio_dir, options, flags="temp_file", playlist_type="event", init=AUDIO_INIT)
     return [*argv, str(audio_dir / AUDIO_PLAYLIST)]
 
 
@@ -118,6 +146,20 @@ def audio_bitrate(renditions: Sequence[Rendition]) -> int:
 def chunk_playlist_name(index: int) -> str:
     """The playlist ffmpeg writes for chunk `index` in each rung folder."""
     return f"chunk_{index:05d}.m3u8"
+
+
+def chunk_init_name(index: int) -> str:
+    """The init segment chunk `index` writes in each rung folder (fMP4 only).
+
+    Every chunk writes its own, so no run ever rewrites a file a player may be reading;
+    publishing checks they are all alike and serves one of them as INIT_NAME.
+    """
+    return f"init_{index:05d}.mp4"
+
+
+def segment_pattern(options: EncodeOptions) -> str:
+    """The printf pattern of segment file names: seg_%05d.ts, or seg_%05d.m4s for fMP4."""
+    return "seg_%05d.m4s" if options.fmp4 else "seg_%05d.ts"
 
 
 def chunk_ts_offset(chunk: TimeChunk, fps: float) -> float:
@@ -166,6 +208,35 @@ def _global_args(options: EncodeOptions) -> list[str]:
     return args
 
 
+def _encoder_args(index: int, r: Rendition, fps: float, options: EncodeOptions) -> list[str]:
+    """The video encoder's options for rendition `index` in the chosen codec."""
+    if options.codec == HEVC:
+        return _hevc_args(index, r, fps, options)
+    if options.codec != H264:
+        raise ValueError(f"unknown codec {options.codec!r}: expected one of {CODECS}")
+    return _video_args(index, r, fps, options)
+
+
+def _hevc_args(index: int, r: Rendition, fps: float, options: EncodeOptions) -> list[str]:
+    """libx265 with the same keyframe grid as the H.264 ladder (see `_video_args`)."""
+    gop = math.ceil(options.keyframe_seconds * fps)
+    args = ["-map", f"[v{index}]", "-c:v", "libx265", "-preset", options.x265_preset]
+    # hvc1, not ffmpeg's default hev1: the parameter sets live only in the init segment,
+    # the form Apple's players require for HEVC in HLS.
+    args += ["-tag:v", "hvc1", "-profile:v", "main", "-pix_fmt", "yuv420p"]
+    args += ["-b:v", f"{r.video_kbps}k", "-maxrate", f"{r.maxrate_kbps}k"]
+    args += ["-bufsize", f"{r.bufsize_kbps}k"]
+    # Closed GOPs of at most `gop` frames, no scene-cut keyframes: IDRs only where forced,
+    # at the same instants in every rung and every chunk. x265's banner would fill the
+    # stderr tail an error report keeps.
+    params = f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:log-level=error"
+    if options.threads > 0:
+        params += f":pools={options.threads}"  # libx265 ignores -threads
+    args += ["-x265-params", params, "-forced-idr", "1"]
+    args += ["-force_key_frames", f"expr:gte(t,n_forced*{options.keyframe_seconds})"]
+    return args
+
+
 def _video_args(index: int, r: Rendition, fps: float, options: EncodeOptions) -> list[str]:
     gop = math.ceil(options.keyframe_seconds * fps)
     args = ["-map", f"[v{index}]", "-c:v", "libx264", "-preset", options.preset]
@@ -177,23 +248,36 @@ def _video_args(index: int, r: Rendition, fps: float, options: EncodeOptions) ->
     args += ["-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0"]
     # IDRs forced by time, not frame count, so segment boundaries line up at any frame rate.
     args += ["-force_key_frames", f"expr:gte(t,n_forced*{options.keyframe_seconds})"]
+    # Renditions come highest first: index 0 is the top rung.
+    params = options.x264_params if index == 0 else options.x264_lower_params
+    if params:
+        args += ["-x264-params", params]
     if options.threads > 0:
         args += ["-threads", str(options.threads)]
     return args
 
 
 def _hls_args(
-    folder: Path, options: EncodeOptions, *, flags: str, playlist_type: str = "vod"
+    folder: Path, options: EncodeOptions, *, flags: str, playlist_type: str = "vod", init: str
 ) -> list[str]:
-    """HLS muxer options writing `folder/seg_%05d.ts`; the playlist path goes after them."""
+    """HLS muxer options writing `folder/seg_%05d.ts` (or .m4s and the init segment `init`,
+    for fMP4); the playlist path goes after them."""
     args = ["-f", "hls", "-hls_time", str(options.segment_seconds)]
-    args += ["-hls_playlist_type", playlist_type, "-hls_segment_type", "mpegts"]
+    segment_type = "fmp4" if options.fmp4 else "mpegts"
+    args += ["-hls_playlist_type", playlist_type, "-hls_segment_type", segment_type]
+    if options.fmp4:
+        args += ["-hls_fmp4_init_filename", init]
+        # frag_discont: each fragment's tfdt is its frame's place on the shifted timeline.
+        # Without it the MP4 muxer starts every chunk at 0 and says where it really starts
+        # in the init segment's edit list, so no two chunks' init segments would be alike
+        # and the stitched timeline would restart at every chunk.
+        args += ["-hls_segment_options", "movflags=+frag_discont"]
     # independent_segments: every video segment starts with an IDR, so players may switch
     # rungs at any boundary. temp_file: a segment (and a playlist) appears under its name
     # only once complete, so a file the server can see is a file it may serve.
     args += ["-hls_flags", flags]
     # The segment name is a printf pattern: a "%" in the folder must not count as one.
-    pattern = str(folder).replace("%", "%%") + "/seg_%05d.ts"
+    pattern = str(folder).replace("%", "%%") + "/" + segment_pattern(options)
     args += ["-hls_segment_filename", pattern]
     # Room for the packets queued while the outputs of one run start up; running out aborts
     # with "Too many packets buffered for output stream".

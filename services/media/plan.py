@@ -3,16 +3,19 @@ JSON on the job row so every worker, on any machine, encodes its chunk the same 
 `complete` (the upload service has just probed the source) or by a worker when a job is
 started over."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from services.core.settings import Settings
 from services.media.chunking import split_chunks
-from services.media.ffmpeg_args import EncodeOptions, audio_bitrate
+from services.media.ffmpeg_args import CODECS, HEVC, EncodeOptions, audio_bitrate
 from services.media.ladder import Rendition, plan_ladder
 from services.media.probe import SourceInfo
 
 AUDIO_INDEX = -1
+# HEVC needs about 60 % of H.264's bits for the same picture (the common rule of thumb for
+# x265 against x264 at web bit rates): its rungs keep the sizes and get 60 % of the rates.
+HEVC_BITRATE_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -57,23 +60,51 @@ class Plan:
         )
 
 
-def encode_options(settings: Settings) -> EncodeOptions:
-    """The encoder knobs from the settings."""
+def encode_options(settings: Settings, codec: str | None = None) -> EncodeOptions:
+    """The encoder knobs from the settings, for `codec` (default: DEFAULT_CODEC)."""
+    codec = codec or settings.default_codec
+    if codec not in CODECS:
+        raise ValueError(f"unknown codec {codec!r}: expected one of {', '.join(CODECS)}")
     return EncodeOptions(
         preset=settings.x264_preset,
+        x264_params=settings.x264_params,
+        x264_lower_params=settings.x264_lower_params,
         segment_seconds=settings.segment_seconds,
         keyframe_seconds=settings.keyframe_seconds,
         threads=settings.ffmpeg_threads,
+        codec=codec,
+        x265_preset=settings.x265_preset,
     )
 
 
-def make_plan(info: SourceInfo, settings: Settings) -> tuple[Plan, list[ChunkSpec]]:
-    """The plan for a probed source and its units of work (the audio first, then chunks)."""
-    renditions = plan_ladder(info.width, info.height)
+def codec_renditions(renditions: list[Rendition], codec: str) -> list[Rendition]:
+    """The ladder's renditions with the bit rates of `codec` (the ladder is H.264's)."""
+    if codec != HEVC:
+        return renditions
+    return [
+        replace(
+            r,
+            video_kbps=round(r.video_kbps * HEVC_BITRATE_SHARE),
+            maxrate_kbps=round(r.maxrate_kbps * HEVC_BITRATE_SHARE),
+            bufsize_kbps=round(r.bufsize_kbps * HEVC_BITRATE_SHARE),
+        )
+        for r in renditions
+    ]
+
+
+def make_plan(
+    info: SourceInfo, settings: Settings, *, codec: str | None = None
+) -> tuple[Plan, list[ChunkSpec]]:
+    """The plan for a probed source and its units of work (the audio first, then chunks).
+
+    One ladder per video, in `codec` (default: DEFAULT_CODEC).
+    """
+    options = encode_options(settings, codec)
+    renditions = codec_renditions(plan_ladder(info.width, info.height), options.codec)
     plan = Plan(
         info=info,
         renditions=renditions,
-        options=encode_options(settings),
+        options=options,
         audio_kbps=audio_bitrate(renditions) if info.has_audio else None,
     )
     chunks = split_chunks(

@@ -9,9 +9,13 @@ its own segments, and `media_playlist` stitches them into one continuous list, f
 growing EVENT playlist, finally as a VOD. `index_iframes` + `iframe_playlist` add the
 I-frame playlist that players use for scrubbing thumbnails and fast seeking.
 
-Versions (RFC 8216, section 7): a media playlist needs 3 (decimal EXTINF); an I-frame
-playlist needs 4 (EXT-X-BYTERANGE, EXT-X-I-FRAMES-ONLY); the master says 4 when it lists
-I-frame playlists, else 3.
+Versions (RFC 8216, section 7): a media playlist needs 3 (decimal EXTINF), or 7 for
+fMP4 segments (EXT-X-MAP, as Apple's authoring spec asks for fMP4); an I-frame playlist
+needs 4 (EXT-X-BYTERANGE, EXT-X-I-FRAMES-ONLY); the master says 4 when it lists I-frame
+playlists, else 3.
+
+The HEVC ladder's segments are fMP4: each rung (and the audio) has an init segment, named
+by `init`, that its segments are measured and played with.
 """
 
 import math
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.media import fmp4
 from services.media.ffmpeg_args import AUDIO_DIR
 from services.media.probe import ProbeError, ffprobe_json, frame_rate
 
@@ -30,6 +35,9 @@ AUDIO_GROUP = "audio"
 # HLS audio object types (RFC 6381) by the AAC profile name ffprobe prints.
 AAC_CODECS = {"LC": "mp4a.40.2", "HE-AAC": "mp4a.40.5", "HE-AACv2": "mp4a.40.29"}
 _SPS_NAL_TYPE = 7
+# The video codec each kind of segment must carry, as ffprobe names it.
+_TS_VIDEO, _FMP4_VIDEO = "h264", "hevc"
+FMP4_VERSION = 7
 
 
 class MeasureError(RuntimeError):
@@ -97,11 +105,19 @@ def read_media_playlist(path: Path) -> list[tuple[str, float]]:
     return segments
 
 
-def media_playlist(segments: Sequence[tuple[str, float]], *, target: int, ended: bool) -> str:
-    """A media playlist of (uri, seconds) segments: a growing EVENT, or the final VOD."""
+def media_playlist(
+    segments: Sequence[tuple[str, float]], *, target: int, ended: bool, init: str | None = None
+) -> str:
+    """A media playlist of (uri, seconds) segments: a growing EVENT, or the final VOD.
+
+    `init` names the init segment of fMP4 segments (one EXT-X-MAP for all of them).
+    """
     # A segment that rounds above the target would make the playlist invalid [RFC 8216 4.3.3.1].
     target = max([target, *(_nearest(seconds) for _, seconds in segments)])
-    lines = _header(version=3, target=target, ended=ended, tag="#EXT-X-INDEPENDENT-SEGMENTS")
+    version = 3 if init is None else FMP4_VERSION
+    lines = _header(version=version, target=target, ended=ended, tag="#EXT-X-INDEPENDENT-SEGMENTS")
+    if init is not None:
+        lines.append(f'#EXT-X-MAP:URI="{init}"')
     for uri, seconds in segments:
         lines += [f"#EXTINF:{seconds:.6f},", uri]
     return _footer(lines, ended)
@@ -185,34 +201,40 @@ def _iframe_target(durations: Sequence[float]) -> int:
 
 
 def measure_rendition(
-    rung_dir: Path, *, ffprobe: str = "ffprobe", ffmpeg: str = "ffmpeg"
+    rung_dir: Path, *, ffprobe: str = "ffprobe", ffmpeg: str = "ffmpeg", init: str | None = None
 ) -> RenditionStats:
-    """Measure the rung in `rung_dir` from its playlist and segments."""
+    """Measure the rung in `rung_dir` from its playlist and segments (H.264 in MPEG-TS, or
+    HEVC in fMP4 with the init segment `init`)."""
     segments = _listed_segments(rung_dir)
     first = rung_dir / segments[0][0]
-    streams = _streams(first, ffprobe)
+    streams = _segment_streams(first, ffprobe, init)
     video = next((s for s in streams if s.get("codec_type") == "video"), None)
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
-    if video is None or video.get("codec_name") != "h264":
-        raise MeasureError(f"{first} has no H.264 video stream")
+    expected = _TS_VIDEO if init is None else _FMP4_VIDEO
+    if video is None or video.get("codec_name") != expected:
+        raise MeasureError(f"{first} has no {expected} video stream")
     peak, average = _bandwidths(rung_dir, segments)
     return RenditionStats(
         name=rung_dir.name,
         width=int(video["width"]),
         height=int(video["height"]),
         fps=frame_rate(video),
-        video_codec=avc1_codec(_first_access_unit(first, ffmpeg)),
+        video_codec=_video_codec(first, ffmpeg, rung_dir / init if init else None),
         audio_codec=_audio_codec(audio) if audio else None,
         bandwidth=peak,
         average_bandwidth=average,
     )
 
 
-def measure_audio(audio_dir: Path, *, ffprobe: str = "ffprobe") -> AudioStats:
-    """Measure the audio rendition in `audio_dir` from its playlist and segments."""
+def measure_audio(
+    audio_dir: Path, *, ffprobe: str = "ffprobe", init: str | None = None
+) -> AudioStats:
+    """Measure the audio rendition in `audio_dir` from its playlist and segments (with the
+    init segment `init` for fMP4)."""
     segments = _listed_segments(audio_dir)
     first = audio_dir / segments[0][0]
-    audio = next((s for s in _streams(first, ffprobe) if s.get("codec_type") == "audio"), None)
+    streams = _segment_streams(first, ffprobe, init)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     if audio is None:
         raise MeasureError(f"{first} has no audio stream")
     peak, average = _bandwidths(audio_dir, segments)
@@ -286,6 +308,28 @@ def _peak_rate(sizes: Sequence[int], durations: Sequence[float], *, target: int)
         if target / 2 <= seconds <= target * 1.5:
             peak = max(peak, bits / seconds)
     return math.ceil(peak)
+
+
+def _segment_streams(segment: Path, ffprobe: str, init: str | None) -> list[dict[str, Any]]:
+    """ffprobe's streams of a segment; an fMP4 segment is read after its init segment."""
+    if init is None:
+        return _streams(segment, ffprobe)
+    try:
+        with fmp4.joined(segment.parent / init, segment) as whole:
+            return _streams(whole, ffprobe)
+    except (fmp4.Fmp4Error, OSError) as exc:
+        raise MeasureError(f"{segment}: cannot read it with {init}: {exc}") from exc
+
+
+def _video_codec(first: Path, ffmpeg: str, init: Path | None) -> str:
+    """The CODECS entry of a rung: from the SPS of its first segment (H.264), or from the
+    decoder configuration in its init segment (HEVC)."""
+    if init is None:
+        return avc1_codec(_first_access_unit(first, ffmpeg))
+    try:
+        return fmp4.init_codec(init)
+    except fmp4.Fmp4Error as exc:
+        raise MeasureError(f"{init}: {exc}") from exc
 
 
 def _streams(segment: Path, ffprobe: str) -> list[dict[str, Any]]:

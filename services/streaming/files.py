@@ -5,6 +5,7 @@ import os
 import stat as stat_module
 from pathlib import Path
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
@@ -37,22 +38,50 @@ def serve(
     filename: str | None = None,
 ) -> Response:
     """The file at `path` with type, caching, ETag/304 and byte ranges; NotFound names `what`."""
-    try:
-        stat = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        raise NotFound(f"{what} does not exist") from None
-    if not stat_module.S_ISREG(stat.st_mode):
+    stat = regular_file_stat(path)
+    if stat is None:
         raise NotFound(f"{what} does not exist")
-    response = FileResponse(
+    response = file_response(
+        path, stat, finished=finished, media_type=media_type, filename=filename
+    )
+    return not_modified(request.headers, response) or response
+
+
+def file_response(
+    path: Path,
+    stat: os.stat_result,
+    *,
+    finished: bool,
+    media_type: str | None = None,
+    filename: str | None = None,
+) -> FileResponse:
+    """The 200 (or, given a Range, 206/416) answer for one version of a file.
+
+    It keeps no per-request state: one instance can answer every request for that version.
+    """
+    return FileResponse(
         path,
         stat_result=stat,
         media_type=media_type or MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
         filename=filename,
         headers={"Cache-Control": _cache(path, finished)},
     )
-    if _CONDITIONAL.is_not_modified(response.headers, request.headers):
+
+
+def not_modified(headers: Headers, response: Response) -> Response | None:
+    """A 304 for `response` when the request's If-None-Match / If-Modified-Since allow it."""
+    if _CONDITIONAL.is_not_modified(response.headers, headers):
         return NotModifiedResponse(response.headers)
-    return response
+    return None
+
+
+def regular_file_stat(path: Path) -> os.stat_result | None:
+    """The stat result of `path` if it is a regular file, else None."""
+    try:
+        stat = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return stat if stat_module.S_ISREG(stat.st_mode) else None
 
 
 def serve_signed_playlist(path: Path, token: str, *, what: str) -> Response:

@@ -19,7 +19,15 @@ from services.core.db import session_scope
 from services.core.models import ChunkStatus, Job, JobChunk, Status
 from services.core.settings import Settings
 from services.core.storage import Storage, write_atomic
-from services.media.ffmpeg_args import AUDIO_DIR, AUDIO_PLAYLIST, chunk_playlist_name
+from services.media import fmp4
+from services.media.ffmpeg_args import (
+    AUDIO_DIR,
+    AUDIO_INIT,
+    AUDIO_PLAYLIST,
+    INIT_NAME,
+    chunk_init_name,
+    chunk_playlist_name,
+)
 from services.media.plan import Plan
 from services.media.playlists import (
     IFrame,
@@ -115,27 +123,50 @@ def write_presentation(
     master at the first publish and at the end."""
     storage = Storage(settings.storage_dir)
     hls = storage.hls_dir(video_id)
-    target = plan.options.segment_seconds
     iframe_rates: dict[str, int] = {}
     video_end = 0.0
     for rendition in plan.renditions:
-        rung = hls / rendition.name
-        segments = [
-            s for i in range(chunks) for s in read_media_playlist(rung / chunk_playlist_name(i))
-        ]
-        write_atomic(rung / PLAYLIST, media_playlist(segments, target=target, ended=final))
-        video_end = sum(seconds for _, seconds in segments)
-        frames = _iframes(rung, chunks)
-        end_time = (frames[0].time if frames else 0.0) + video_end
-        write_atomic(rung / IFRAMES, iframe_playlist(frames, end_time=end_time, ended=final))
-        iframe_rates[rendition.name] = iframe_bandwidth(rung, frames, end_time)
+        video_end, iframe_rate = _write_rung(hls / rendition.name, plan, chunks, final=final)
+        if iframe_rate is not None:
+            iframe_rates[rendition.name] = iframe_rate
     if plan.audio_kbps is not None:
-        _write_audio(hls / AUDIO_DIR, target, video_end, final)
+        _write_audio(hls / AUDIO_DIR, plan, video_end, final)
     master = storage.master_path(video_id)
     if final or not master.exists():
         _write_master(settings, hls, plan, iframe_rates)
     if final:
         storage.complete_marker(video_id).touch()
+
+
+def _write_rung(rung: Path, plan: Plan, chunks: int, *, final: bool) -> tuple[float, int | None]:
+    """Write a rung's media (and I-frame) playlists for its first `chunks` chunks; return
+    where its video ends (seconds) and its I-frame playlist's bit rate (None: it has none).
+
+    An fMP4 rung gets the init segment its chunks share, and no I-frame playlist.
+    """
+    segments = [
+        s for i in range(chunks) for s in read_media_playlist(rung / chunk_playlist_name(i))
+    ]
+    init = _publish_init(rung, [chunk_init_name(i) for i in range(chunks)], plan)
+    target = plan.options.segment_seconds
+    write_atomic(rung / PLAYLIST, media_playlist(segments, target=target, ended=final, init=init))
+    video_end = sum(seconds for _, seconds in segments)
+    if plan.options.fmp4:
+        return video_end, None
+    frames = _iframes(rung, chunks)
+    end_time = (frames[0].time if frames else 0.0) + video_end
+    write_atomic(rung / IFRAMES, iframe_playlist(frames, end_time=end_time, ended=final))
+    return video_end, iframe_bandwidth(rung, frames, end_time)
+
+
+def _publish_init(
+    folder: Path, sources: list[str], plan: Plan, *, check: bool = True
+) -> str | None:
+    """For fMP4, publish the init segment `sources` share; its name (None for MPEG-TS)."""
+    if not plan.options.fmp4:
+        return None
+    fmp4.publish_init(folder, sources, name=INIT_NAME, check=check)
+    return INIT_NAME
 
 
 def _iframes(rung: Path, chunks: int) -> list[IFrame]:
@@ -145,8 +176,11 @@ def _iframes(rung: Path, chunks: int) -> list[IFrame]:
     return frames
 
 
-def _write_audio(audio: Path, target: int, video_end: float, final: bool) -> None:
+def _write_audio(audio: Path, plan: Plan, video_end: float, final: bool) -> None:
     segments = read_media_playlist(audio / AUDIO_PLAYLIST)
+    # The audio is one run, which a retry may be rewriting until `final`: its init segment
+    # is compared with the published one only then.
+    init = _publish_init(audio, [AUDIO_INIT], plan, check=final)
     if not final:
         # While growing, the audio covers what the video covers (it was encoded whole, ahead).
         kept, start = [], 0.0
@@ -156,23 +190,28 @@ def _write_audio(audio: Path, target: int, video_end: float, final: bool) -> Non
             kept.append((uri, seconds))
             start += seconds
         segments = kept
-    write_atomic(audio / PLAYLIST, media_playlist(segments, target=target, ended=final))
+    target = plan.options.segment_seconds
+    write_atomic(audio / PLAYLIST, media_playlist(segments, target=target, ended=final, init=init))
 
 
 def _write_master(settings: Settings, hls: Path, plan: Plan, iframe_rates: dict[str, int]) -> None:
+    init = INIT_NAME if plan.options.fmp4 else None
     # Each measurement is a few ffprobe/ffmpeg runs that mostly wait: run them side by side.
     with ThreadPoolExecutor(max_workers=4) as pool:
         stats = list(
             pool.map(
                 lambda r: measure_rendition(
-                    hls / r.name, ffprobe=settings.ffprobe_bin, ffmpeg=settings.ffmpeg_bin
+                    hls / r.name,
+                    ffprobe=settings.ffprobe_bin,
+                    ffmpeg=settings.ffmpeg_bin,
+                    init=init,
                 ),
                 plan.renditions,
             )
         )
     audio = None
     if plan.audio_kbps is not None:
-        audio = measure_audio(hls / AUDIO_DIR, ffprobe=settings.ffprobe_bin)
+        audio = measure_audio(hls / AUDIO_DIR, ffprobe=settings.ffprobe_bin, init=init)
     text = master_playlist(stats, audio=audio, iframe_bandwidths=iframe_rates)
     write_atomic(hls / "master.m3u8", text)
 

@@ -20,14 +20,18 @@ from services.core import jobs
 from services.core.db import init_db, session_scope
 from services.core.jobs import ClaimedChunk
 from services.core.metrics import CHUNK_SECONDS, FFMPEG_FAILURES, REALTIME
+from services.core.models import Video
 from services.core.settings import Settings, get_settings
 from services.core.storage import Storage
 from services.core.tasks import sleep_unless
+from services.media import derived
 from services.media.chunking import TimeChunk
 from services.media.ffmpeg_args import (
     AUDIO_DIR,
+    AUDIO_INIT,
     AUDIO_PLAYLIST,
     audio_command,
+    chunk_init_name,
     chunk_playlist_name,
     video_chunk_command,
 )
@@ -71,6 +75,8 @@ class Worker:
         self.storage = Storage(settings.storage_dir)
         self.kinds = kinds
         self.worker_id = f"{socket.gethostname()}/{name}:{os.getpid()}"
+        # The previous unit's check-index-publish step, running beside the next encode.
+        self._finishing: asyncio.Task[None] | None = None
 
     async def run_forever(self, shutdown: asyncio.Event) -> None:
         """Claim and process units until `shutdown` is set."""
@@ -84,6 +90,13 @@ class Worker:
                 worked = False
             if not worked:
                 await sleep_unless(shutdown, self.settings.poll_seconds)
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Wait for the last unit's check-index-publish step (it runs beside the next unit)."""
+        if self._finishing is not None:
+            finishing, self._finishing = self._finishing, None
+            await finishing
 
     async def run_once(self, shutdown: asyncio.Event | None = None) -> bool:
         """Do one unit of work; False when there was nothing to do."""
@@ -122,7 +135,7 @@ class Worker:
             with session_scope(self.settings) as session:
                 jobs.fail(session, video_id=video_id, error=exc.detail)
             return
-        plan, specs = make_plan(info, self.settings)
+        plan, specs = make_plan(info, self.settings, codec=self._codec(video_id))
         # A new plan starts from nothing: segments of an earlier encode must not be served.
         self.storage.delete_renditions(video_id)
         with session_scope(self.settings) as session:
@@ -136,6 +149,12 @@ class Worker:
         log.info(
             "job %s planned: %d units (%s)", video_id, len(specs), "saved" if saved else "lost"
         )
+
+    def _codec(self, video_id: str) -> str | None:
+        """The ladder codec the video was uploaded with (a start-over keeps it)."""
+        with session_scope(self.settings) as session:
+            video = session.get(Video, video_id)
+            return video.codec if video is not None else None
 
     async def encode(self, chunk: ClaimedChunk, shutdown: asyncio.Event) -> None:
         """Run ffmpeg on one claimed chunk, heartbeating, and record the outcome."""
@@ -163,7 +182,23 @@ class Worker:
         finally:
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
-        await asyncio.to_thread(self._finish, chunk, plan, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        # Checking the output, indexing its keyframes and publishing take a second or so of
+        # ffprobe and I/O: done beside the next unit's encode, the CPUs never idle between
+        # chunks. One such step at a time; the chunk's lease (seconds) easily covers it.
+        await self.settle()
+        self._finishing = asyncio.create_task(self._finish_unit(chunk, plan, seconds))
+
+    async def _finish_unit(self, chunk: ClaimedChunk, plan: Plan, seconds: float) -> None:
+        try:
+            await asyncio.to_thread(self._finish, chunk, plan, seconds)
+        except Exception:
+            # Unrecorded, the unit's lease runs out and it is encoded again: nothing is lost.
+            log.exception("job %s unit %d: finishing raised", chunk.video_id, chunk.index)
+            return
+        # After the publish and beside the next unit, so they never hold back playback: the
+        # poster once the first chunk plays, the storyboard once the video is final.
+        derived.start_previews(self.settings, chunk.video_id, plan)
 
     def _command(self, chunk: ClaimedChunk, plan: Plan) -> list[str]:
         out_dir = self.storage.hls_dir(chunk.video_id)
@@ -235,6 +270,18 @@ class Worker:
                 raise IncompleteOutput(_incomplete(f"{playlist.name}: {exc}", hls)) from exc
             if not segments or min(sizes) == 0:
                 raise IncompleteOutput(_incomplete(f"{playlist.name} lists no segment", hls))
+        if plan.options.fmp4:
+            self._verify_inits(chunk, plan, hls)
+
+    def _verify_inits(self, chunk: ClaimedChunk, plan: Plan, hls: Path) -> None:
+        """fMP4 segments are nothing without the init segment each run writes beside them."""
+        if chunk.kind == "audio":
+            inits = [hls / AUDIO_DIR / AUDIO_INIT]
+        else:
+            inits = [hls / r.name / chunk_init_name(chunk.index) for r in plan.renditions]
+        for init in inits:
+            if not init.is_file() or init.stat().st_size == 0:
+                raise IncompleteOutput(_incomplete(f"{init.name} is missing or empty", hls))
 
     def _finish(self, chunk: ClaimedChunk, plan: Plan, seconds: float) -> None:
         try:
@@ -244,7 +291,8 @@ class Worker:
             FFMPEG_FAILURES.labels(chunk.kind).inc()
             self._fail(chunk, str(exc))
             return
-        if chunk.kind == "video":
+        # I-frame playlists are made for MPEG-TS rungs only (not for the fMP4 HEVC ladder).
+        if chunk.kind == "video" and not plan.options.fmp4:
             hls = self.storage.hls_dir(chunk.video_id)
             with ThreadPoolExecutor(max_workers=4) as pool:
                 list(

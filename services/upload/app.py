@@ -1,5 +1,6 @@
-"""Upload service: chunked uploads written in place, then registered for transcoding; a
-periodic sweep removes uploads abandoned half-way."""
+"""Upload service: chunked uploads and tus 1.0 uploads (/files/) written in place, then
+registered for transcoding; files dropped into the watch folder (incoming/) are taken in the
+same way; a periodic sweep removes uploads abandoned half-way."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,14 +14,19 @@ from services.core.settings import get_settings
 from services.core.tasks import in_background
 from services.upload.routes import router
 from services.upload.sweep import sweep_forever
+from services.upload.tus_routes import router as tus_router
+from services.upload.watch import watch_forever
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     init_db(settings)
-    async with in_background(partial(sweep_forever, settings), grace=5):
+    async with (
+        in_background(partial(sweep_forever, settings), grace=5),
+        in_background(partial(watch_forever, settings), grace=5),
+    ):
         yield
 
 
-app = create_app("upload", [router], lifespan=lifespan, description=__doc__ or "")
+app = create_app("upload", [router, tus_router], lifespan=lifespan, description=__doc__ or "")

@@ -1,16 +1,16 @@
 """HTTP face of the upload protocol (reference API: form fields, path for path)."""
 
 import os
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from services.core.auth import UploaderOnly
 from services.core.deps import SessionDep, SettingsDep, StorageDep
 from services.core.schemas import VideoOut
-from services.upload import uploads
+from services.upload import chunk_body, uploads
 
 router = APIRouter(tags=["upload"])
 
@@ -59,6 +59,14 @@ def init(
     sha256: Annotated[
         str | None, Form(description="Whole file's sha256, checked at complete")
     ] = None,
+    codec: Annotated[
+        str | None,
+        Form(
+            max_length=16,
+            description="Ladder codec: h264 (plays everywhere) or hevc (H.265 in fMP4, "
+            "fewer bits, not every browser); empty = the server's DEFAULT_CODEC",
+        ),
+    ] = None,
 ) -> InitResponse:
     """Declare an upload and get its id."""
     upload = uploads.init_upload(
@@ -70,31 +78,71 @@ def init(
         total_size=total_size,
         chunk_size=chunk_size,
         sha256=sha256,
+        codec=codec,
     )
     return InitResponse(
         upload_id=upload.id, total_chunks=upload.total_chunks, chunk_size=upload.chunk_size
     )
 
 
-@router.post("/upload/chunk", response_model=ChunkResponse, dependencies=UploaderOnly)
-def chunk(
+# Declared by hand: the route reads its body itself, as it arrives (see chunk_body.py).
+CHUNK_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["upload_id", "index", "file"],
+                "properties": {
+                    "upload_id": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "index": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "maximum": chunk_body.MAX_INDEX,
+                        "description": "0-based chunk index",
+                    },
+                    "file": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "The chunk's bytes (send it after upload_id and index)",
+                    },
+                },
+            }
+        },
+        "application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"},
+        },
+    },
+}
+
+
+@router.post(
+    "/upload/chunk",
+    response_model=ChunkResponse,
+    dependencies=UploaderOnly,
+    openapi_extra={"requestBody": CHUNK_BODY},
+)
+async def chunk(
+    request: Request,
     storage: StorageDep,
     settings: SettingsDep,
-    upload_id: Annotated[str, Form(min_length=1, max_length=64)],
-    index: Annotated[int, Form(ge=0, le=2**31, description="0-based chunk index")],
-    file: Annotated[UploadFile, File(description="The chunk's bytes")],
+    upload_id: Annotated[
+        str | None,
+        Query(min_length=1, max_length=64, description="With an octet-stream body: the upload"),
+    ] = None,
+    index: Annotated[
+        int | None,
+        Query(ge=0, le=chunk_body.MAX_INDEX, description="With an octet-stream body: the index"),
+    ] = None,
 ) -> ChunkResponse:
-    """Store one chunk at its place; chunks may come in any order and may be resent."""
-    size = file.size if file.size is not None else _spooled_size(file)
-    receipt = uploads.receive_chunk(
-        settings, storage, upload_id=upload_id, index=index, data=file.file, size=size
-    )
+    """Store one chunk at its place; chunks may come in any order and may be resent.
+
+    Send it as a multipart form (`upload_id`, `index`, then `file`: the reference contract),
+    or as the raw bytes with `Content-Type: application/octet-stream` and `upload_id` and
+    `index` in the query string. Either way the bytes go straight to their place in the file.
+    """
+    receipt = await chunk_body.receive(request, settings, storage, upload_id=upload_id, index=index)
     return ChunkResponse(**receipt.__dict__)
-
-
-def _spooled_size(file: UploadFile) -> int:
-    file.file.seek(0, os.SEEK_END)
-    return file.file.tell()
 
 
 @router.get("/upload/{upload_id}", response_model=UploadState, dependencies=UploaderOnly)

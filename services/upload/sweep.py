@@ -14,6 +14,7 @@ from services.core.models import Sweep, Upload, UploadChunk, as_utc, utcnow
 from services.core.settings import Settings
 from services.core.storage import Storage
 from services.core.tasks import sleep_unless
+from services.upload import tus
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ def sweep_abandoned(settings: Settings) -> SweepResult:
         stale = session.scalars(
             select(Upload.id).where(Upload.completed.is_(False), Upload.updated_at < cutoff)
         ).all()
+    # A tus upload (partial ones too) idles like a chunked one, unless a PATCH is writing it.
+    stale = [upload_id for upload_id in stale if not tus.busy(storage, upload_id)]
     reclaimed = 0
     for upload_id in stale:
         folder = storage.original_dir(upload_id)

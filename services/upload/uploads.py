@@ -6,12 +6,20 @@ fsync), so a crash mid-chunk leaves it missing, never half-counted. Chunk offset
 size: declared at `init`, or learnt from the first non-last chunk to arrive (all chunks but the
 last have the same size). A last chunk that arrives before the size is known waits in
 `last.part` until it can be placed.
+
+A chunk can be stored as its bytes arrive (`open_chunk`, then `ChunkIntake.feed`/`finish`)
+or from a file-like object (`receive_chunk`). One copy of a chunk is stored at a time (a lock
+per chunk), and the whole file's sha256 advances as chunks are counted (hashing.py), so
+`complete` reads only what was not hashed yet.
 """
 
+import errno
 import hashlib
 import math
 import os
 import re
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -20,9 +28,10 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.core import ids, jobs
+from services.core import events, ids, jobs
 from services.core.db import session_scope
 from services.core.errors import (
+    AppError,
     Conflict,
     InsufficientStorage,
     InvalidInput,
@@ -34,10 +43,16 @@ from services.core.metrics import BYTES_UPLOADED
 from services.core.models import Job, Status, Upload, UploadChunk, Video, utcnow
 from services.core.settings import Settings
 from services.core.storage import Storage
+from services.media.ffmpeg_args import CODECS
 from services.media.plan import make_plan
 from services.media.probe import ProbeError, SourceInfo, probe
+from services.upload.chunkfile import Buffer, ChunkLock, ChunkWriter
+from services.upload.hashing import HASHERS, PrefixHasher
 
 READ_SIZE = 1024 * 1024
+# A second copy of a chunk waits this long for the first to be stored before it is a 409.
+LOCK_WAIT_SECONDS = 30.0
+LOCK_POLL_SECONDS = 0.05
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 MAX_FILENAME = 255
 
@@ -102,6 +117,15 @@ def _check_declaration(
         )
 
 
+def _check_codec(codec: str | None) -> str | None:
+    """The ladder codec asked for at init; None (not chosen) means DEFAULT_CODEC later."""
+    if not codec:
+        return None
+    if codec not in CODECS:
+        raise InvalidInput(f"codec must be one of {', '.join(CODECS)} (or left out), not {codec!r}")
+    return codec
+
+
 def init_upload(
     session: Session,
     storage: Storage,
@@ -112,11 +136,13 @@ def init_upload(
     total_size: int | None = None,
     chunk_size: int | None = None,
     sha256: str | None = None,
+    codec: str | None = None,
 ) -> Upload:
     """Declare an upload; returns it with its new id (the video id from now on)."""
     label = clean_filename(filename)
     _check_extension(settings, label)
     _check_declaration(settings, total_chunks, total_size, chunk_size)
+    codec = _check_codec(codec)
     check_free_space(settings, storage, total_size or 0)
     if total_chunks == 1 and total_size is not None:
         chunk_size = total_size
@@ -131,11 +157,13 @@ def init_upload(
         total_size=total_size,
         chunk_size=chunk_size,
         sha256=sha256,
+        codec=codec,
     )
     directory = storage.original_dir(upload.id)
     directory.mkdir(parents=True, exist_ok=True)
     storage.source_path(upload.id).touch()
     session.add(upload)
+    events.upload_created(session, upload)
     return upload
 
 
@@ -177,31 +205,24 @@ class ChunkReceipt:
     duplicate: bool
 
 
-def _hash_stream(data: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    data.seek(0)
-    while piece := data.read(READ_SIZE):
-        digest.update(piece)
-    return digest.hexdigest()
+class ChunkBusy(Conflict):
+    """Another request is storing this very chunk right now (try again in a moment)."""
+
+    code = "chunk_busy"
 
 
 def _write_at(path: Path, offset: int, data: BinaryIO) -> str:
     """Copy `data` into `path` at `offset`, fsync, return the bytes' sha256."""
-    digest = hashlib.sha256()
-    data.seek(0)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
     try:
-        position = offset
+        writer = ChunkWriter(fd, offset)
+        data.seek(0)
         while piece := data.read(READ_SIZE):
-            digest.update(piece)
-            os.pwrite(fd, piece, position)
-            position += len(piece)
-        # The chunk is counted only after this returns: a crash before it loses the chunk
-        # (the client resends it), never counts a torn one.
-        os.fdatasync(fd)
+            writer.feed([piece])
+        writer.sync()
     finally:
         os.close(fd)
-    return digest.hexdigest()
+    return writer.sha256
 
 
 def _check_chunk_size(upload: Upload, index: int, size: int, settings: Settings) -> None:
@@ -263,11 +284,240 @@ def _place_pending_last(storage: Storage, upload: Upload) -> None:
     pending = storage.original_dir(upload.id) / "last.part"
     if not pending.exists() or upload.chunk_size is None:
         return
+    # Not given to the whole file's hasher: it may not be counted yet (see hashing.py), and
+    # it is one chunk, which `complete` reads in no time.
     with pending.open("rb") as data:
         _write_at(
             storage.source_path(upload.id), (upload.total_chunks - 1) * upload.chunk_size, data
         )
-    pending.unlink()
+    pending.unlink(missing_ok=True)  # a concurrent `complete` may have placed it as well
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a chunk's bytes go, and the most bytes it may have."""
+
+    path: Path
+    offset: int
+    limit: int
+    in_source: bool  # False: a last chunk parked in last.part until the chunk size is known
+
+
+def _placement(
+    settings: Settings, storage: Storage, upload: Upload, index: int, size: int | None
+) -> Placement | None:
+    """Where chunk `index` goes; None when that depends on its size and `size` is unknown."""
+    source = storage.source_path(upload.id)
+    if size is not None:
+        _check_chunk_size(upload, index, size, settings)
+        offset = _offset(settings, upload, index, size)
+        if offset is None:
+            return Placement(storage.original_dir(upload.id) / "last.part", 0, size, False)
+        return Placement(source, offset, size, True)
+    if upload.chunk_size is None:
+        return None
+    offset = index * upload.chunk_size
+    limit = upload.chunk_size
+    if index == upload.total_chunks - 1 and upload.total_size is not None:
+        limit = upload.total_size - offset
+    return Placement(source, offset, min(limit, settings.max_chunk_bytes), True)
+
+
+class ChunkIntake:
+    """One chunk being received: `feed` its bytes in order, then `finish`; always `close`
+    (it is a context manager).
+
+    A new chunk is written at its place as it arrives; a chunk already on disk is only hashed
+    and compared. Bytes past the chunk's size are refused before they are written, so a
+    neighbouring chunk is never touched. The chunk's lock is held from `open_chunk` to
+    `close`: no other copy of the chunk is written or counted meanwhile.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        upload: Upload,
+        index: int,
+        place: Placement,
+        lock: ChunkLock,
+        existing: UploadChunk | None,
+    ) -> None:
+        self.settings, self.storage, self.upload, self.index = settings, storage, upload, index
+        self.place, self.lock, self.existing = place, lock, existing
+        self.hasher: PrefixHasher | None = None
+        self._own_fd: int | None = None
+        if existing is not None:
+            self.writer = ChunkWriter(None, 0)
+            return
+        check_free_space(settings, storage, place.limit)
+        if place.in_source:
+            self.hasher = HASHERS.get(upload.id, place.path)
+            self.writer = ChunkWriter(lock.fd, place.offset, self.hasher.begin(place.offset))
+        else:
+            self._own_fd = os.open(place.path, os.O_WRONLY | os.O_CREAT, 0o640)
+            self.writer = ChunkWriter(self._own_fd, place.offset)
+
+    def __enter__(self) -> "ChunkIntake":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def feed(self, pieces: Sequence[Buffer]) -> None:
+        """Store the next pieces of the chunk (or only hash them, for a resend)."""
+        if self.writer.size + sum(len(p) for p in pieces) > self.place.limit:
+            raise self._too_long()
+        try:
+            self.writer.feed(pieces)
+        except OSError as exc:
+            raise _write_error(exc, self.index) from exc
+
+    def finish(self, announced: int | None = None) -> ChunkReceipt:
+        """The chunk is whole: check its size, make it durable, count it; the receipt."""
+        size, digest = self.writer.size, self.writer.sha256
+        if announced is not None and size != announced:
+            raise InvalidInput(
+                f"chunk {self.index} brought {size} bytes, not the {announced} announced"
+            )
+        _check_chunk_size(self.upload, self.index, size, self.settings)
+        if self.existing is not None:
+            return _compare_resent(self.existing, digest)
+        try:
+            self.writer.sync()
+        except OSError as exc:
+            raise _write_error(exc, self.index) from exc
+        winner = _record(self.settings, self.upload.id, self.index, size, digest)
+        if winner is not None:
+            return _compare_resent(winner, digest)
+        BYTES_UPLOADED.inc(size)
+        if self.hasher is not None:
+            self.hasher.commit(self.place.offset, size, self.writer.fed)
+        _place_pending_last(self.storage, self.upload)
+        return ChunkReceipt(self.upload.id, self.index, size, digest, duplicate=False)
+
+    def close(self) -> None:
+        """Let go of the chunk (its lock and any file this intake opened)."""
+        if self._own_fd is not None:
+            os.close(self._own_fd)
+            self._own_fd = None
+        self.lock.release()
+
+    def _too_long(self) -> AppError:
+        limit = self.place.limit
+        if limit >= self.settings.max_chunk_bytes:
+            return TooLarge(f"chunk {self.index} has more than {limit} bytes, the limit")
+        why = "announced"
+        if self.upload.chunk_size == limit and self.index < self.upload.total_chunks - 1:
+            why = "the chunk size of this upload: every chunk but the last has it"
+        elif self.place.in_source and self.upload.chunk_size is not None:
+            why = "left for the last chunk of this upload"
+        return InvalidInput(f"chunk {self.index} has more than {limit} bytes ({why})")
+
+
+def _write_error(exc: OSError, index: int) -> Exception:
+    """A write that failed: a full disk is the client's 507, anything else stays an error."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage(
+            f"the disk filled up while chunk {index} was stored; try again later"
+        )
+    return exc
+
+
+def open_chunk(
+    settings: Settings,
+    storage: Storage,
+    *,
+    upload_id: str,
+    index: int,
+    size: int | None = None,
+    wait_seconds: float = 0.0,
+) -> ChunkIntake | None:
+    """Get ready to receive chunk `index` of an upload: checked, placed and locked.
+
+    `size` is the chunk's size when known before its bytes. Returns None when the chunk's
+    place depends on a size not given (the upload's chunk size is not known yet): then send
+    it with its size, through `receive_chunk`. Raises ChunkBusy when another request is
+    storing the same chunk for longer than `wait_seconds`.
+    """
+    if index < 0:
+        raise InvalidInput(f"index {index} is negative: chunks are numbered from 0")
+    video_id = ids.video_id(upload_id)
+    lock = _lock_chunk(storage, video_id, index, wait_seconds)
+    try:
+        intake = _prepare(settings, storage, video_id, index, size, lock)
+    except BaseException:
+        lock.release()
+        raise
+    if intake is None:
+        lock.release()
+    return intake
+
+
+def _lock_chunk(storage: Storage, video_id: str, index: int, wait_seconds: float) -> ChunkLock:
+    lock = ChunkLock(storage.source_path(video_id), index)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            if lock.acquire():
+                return lock
+        except FileNotFoundError:
+            raise NotFound(
+                f"no upload {video_id}: call /upload/init first (an idle upload expires)"
+            ) from None
+        if time.monotonic() >= deadline:
+            raise ChunkBusy(
+                f"chunk {index} of upload {video_id} is being stored by another request "
+                "right now; send it again in a moment"
+            )
+        time.sleep(LOCK_POLL_SECONDS)
+
+
+def _prepare(
+    settings: Settings,
+    storage: Storage,
+    video_id: str,
+    index: int,
+    size: int | None,
+    lock: ChunkLock,
+) -> ChunkIntake | None:
+    """Check the chunk against its upload (the caller holds the chunk's lock)."""
+    with session_scope(settings) as session:
+        upload = get_upload(session, upload_id=video_id)
+        last = upload.total_chunks - 1
+        if not 0 <= index <= last:
+            raise InvalidInput(f"index {index} is out of range: this upload has chunks 0..{last}")
+        existing = session.get(UploadChunk, (upload.id, index))
+    if upload.completed:
+        raise Conflict(f"upload {upload.id} is already complete")
+    place = _placement(settings, storage, upload, index, size)
+    if place is None:
+        return None
+    return ChunkIntake(settings, storage, upload, index, place, lock, existing)
+
+
+def _record(
+    settings: Settings, upload_id: str, index: int, size: int, digest: str
+) -> UploadChunk | None:
+    """Count a chunk whose bytes are on disk; the row already there if another copy won."""
+    try:
+        with session_scope(settings) as session:
+            session.add(UploadChunk(upload_id=upload_id, index=index, size=size, sha256=digest))
+            # The abandoned-upload sweep measures idleness from the last chunk.
+            session.execute(
+                update(Upload).where(Upload.id == upload_id).values(updated_at=utcnow())
+            )
+    except IntegrityError:
+        # Only when the chunk lock could not keep the other copy out (a storage shared over
+        # a network that ignores locks), or the upload was swept meanwhile.
+        with session_scope(settings) as session:
+            winner = session.get(UploadChunk, (upload_id, index))
+        if winner is None:
+            raise NotFound(
+                f"upload {upload_id} has expired: start again with /upload/init"
+            ) from None
+        return winner
+    return None
 
 
 def receive_chunk(
@@ -279,49 +529,25 @@ def receive_chunk(
     data: BinaryIO,
     size: int,
 ) -> ChunkReceipt:
-    """Write chunk `index` at its place; a resend of the same bytes is accepted once more."""
-    with session_scope(settings) as session:
-        upload = get_upload(session, upload_id=upload_id)
-        last = upload.total_chunks - 1
-        if not 0 <= index <= last:
-            raise InvalidInput(f"index {index} is out of range: this upload has chunks 0..{last}")
-        existing = session.get(UploadChunk, (upload.id, index))
-    if upload.completed:
-        raise Conflict(f"upload {upload.id} is already complete")
-    _check_chunk_size(upload, index, size, settings)
-    if existing is not None:
-        return _compare_resent(existing, data)
-    check_free_space(settings, storage, size)
-    offset = _offset(settings, upload, index, size)
-    target = storage.source_path(upload.id)
-    if offset is None:
-        target, offset = storage.original_dir(upload.id) / "last.part", 0
-    try:
-        digest = _write_at(target, offset, data)
-    except FileNotFoundError:
-        # Swept as abandoned between the lookup above and this write.
-        raise NotFound(f"upload {upload.id} has expired: start again with /upload/init") from None
-    BYTES_UPLOADED.inc(size)
-    receipt = ChunkReceipt(upload.id, index, size, digest, duplicate=False)
-    try:
-        with session_scope(settings) as session:
-            session.add(UploadChunk(upload_id=upload.id, index=index, size=size, sha256=digest))
-            # The abandoned-upload sweep measures idleness from the last chunk.
-            session.execute(
-                update(Upload).where(Upload.id == upload.id).values(updated_at=utcnow())
-            )
-    except IntegrityError:
-        # Two copies of one chunk raced; both wrote the same place. Same bytes: fine.
-        with session_scope(settings) as session:
-            winner = session.get(UploadChunk, (upload.id, index))
-        assert winner is not None
-        return _compare_resent(winner, data)
-    _place_pending_last(storage, upload)
-    return receipt
+    """Write chunk `index` (`size` bytes read from `data`) at its place; a resend of the same
+    bytes is accepted once more, other bytes are a 409."""
+    intake = open_chunk(
+        settings,
+        storage,
+        upload_id=upload_id,
+        index=index,
+        size=size,
+        wait_seconds=LOCK_WAIT_SECONDS,
+    )
+    assert intake is not None, "a chunk whose size is known always has a place"
+    with intake:
+        data.seek(0)
+        while piece := data.read(READ_SIZE):
+            intake.feed([piece])
+        return intake.finish(announced=size)
 
 
-def _compare_resent(existing: UploadChunk, data: BinaryIO) -> ChunkReceipt:
-    digest = _hash_stream(data)
+def _compare_resent(existing: UploadChunk, digest: str) -> ChunkReceipt:
     if digest != existing.sha256:
         raise Conflict(
             f"chunk {existing.index} was already received with other bytes "
@@ -382,7 +608,12 @@ def _register(
                 raise Conflict(f"upload {upload.id} is being completed by another request")
             return video
         video = Video(
-            id=upload.id, filename=upload.filename, size=size, sha256=digest, qualities=[]
+            id=upload.id,
+            filename=upload.filename,
+            size=size,
+            sha256=digest,
+            qualities=[],
+            codec=upload.codec or settings.default_codec,
         )
         if isinstance(info_or_error, ProbeError):
             video.status, video.error = Status.FAILED, info_or_error.detail
@@ -390,13 +621,15 @@ def _register(
             session.add(
                 Job(video_id=upload.id, status=Status.FAILED, error=video.error, qualities={})
             )
+            events.upload_completed(session, video, error=video.error)
             return video
         _apply_probe(video, info_or_error)
         session.add(video)
         session.flush()
+        events.upload_completed(session, video)
         # Planned here, in the same transaction: workers can start on chunk 0 at once.
         assert isinstance(info_or_error, SourceInfo)
-        plan, chunks = make_plan(info_or_error, settings)
+        plan, chunks = make_plan(info_or_error, settings, codec=video.codec)
         jobs.enqueue(session, video_id=video.id, plan=plan.to_dict(), chunks=chunks)
         video.status = Status.QUEUED
         return video
@@ -419,7 +652,8 @@ def complete_upload(settings: Settings, storage: Storage, *, upload_id: str) -> 
         if upload.completed:
             return get_video_or_conflict(session, upload.id)
     upload, size = _assemble(settings, storage, upload_id)
-    digest = file_sha256(storage.source_path(upload.id))
+    # Most of the file was hashed while its chunks arrived: only the rest is read here.
+    digest = HASHERS.get(upload.id, storage.source_path(upload.id)).finish(size)
     if upload.sha256 and digest != upload.sha256:
         raise Conflict(
             f"the assembled file's sha256 is {digest}, not the declared {upload.sha256}; "
@@ -431,6 +665,7 @@ def complete_upload(settings: Settings, storage: Storage, *, upload_id: str) -> 
     except ProbeError as exc:
         info = exc
     video = _register(settings, upload, size, digest, info)
+    HASHERS.discard(upload.id)
     if isinstance(info, ProbeError):
         raise NotAVideo(f"'{upload.filename}' is not a playable video: {info.detail}")
     return video

@@ -266,6 +266,72 @@ def test_uploaded_video_plays_on_the_lowest_and_highest_rung(
         expect(page.locator("#current-level")).to_have_text(f"Playing {levels[level]}p")
 
 
+def test_player_shows_the_poster_and_storyboard_previews_on_the_seek_bar(
+    page: Page, page_upload: PageUpload, client: httpx.Client, artifacts: Path
+) -> None:
+    video_id = page_upload.upload_id
+    assert wait_status(client, video_id)["overall"] == "ok"
+    page.goto(f"/#/watch/{video_id}")
+
+    # Before playback the player shows the poster: a picture that has loaded, at 1280x720.
+    poster = f"/stream/{video_id}/poster.jpg"
+    expect(page.locator("#video")).to_have_attribute("poster", poster)
+    size = page.evaluate(
+        """async (url) => {
+            const image = new Image();
+            image.src = url;
+            await image.decode();
+            return [image.naturalWidth, image.naturalHeight];
+        }""",
+        poster,
+    )
+    assert size == [1280, 720]
+    page.wait_for_function("() => window.__player && window.__player.storyboard.length > 0")
+    assert page.evaluate("() => window.__player.video.paused")
+    page.screenshot(path=artifacts / "player-poster.png", full_page=True)
+    rungs = page.locator("#download-rungs a")
+    expect(rungs).to_have_count(RUNGS_OF_1080P)
+    expect(rungs.first).to_have_attribute("href", f"/stream/{video_id}/download/1080p.mp4")
+
+    # Hovering the seek bar half-way shows the storyboard tile of the middle of the video.
+    bar = page.locator("#seekbar")
+    expect(bar).to_be_visible()
+    box = bar.bounding_box()
+    assert box is not None
+    bar.hover(position={"x": box["width"] / 2, "y": box["height"] / 2})
+    preview = page.locator("#seek-preview")
+    expect(preview).to_be_visible()
+    shown = page.evaluate(
+        """() => {
+            const time = Number(document.getElementById("seek-preview").dataset.time);
+            const cue = window.__player.storyboard.filter((c) => c.start <= time).at(-1);
+            const image = document.getElementById("seek-preview-image");
+            return {
+                time,
+                duration: window.__player.video.duration,
+                url: cue.url,
+                background: image.style.backgroundImage,
+                position: image.style.backgroundPosition,
+                expected: `${-cue.x}px ${-cue.y}px`,
+                size: [image.offsetWidth, image.offsetHeight],
+            };
+        }"""
+    )
+    assert shown["time"] == pytest.approx(shown["duration"] / 2, abs=0.5)
+    assert shown["url"].endswith(f"/stream/{video_id}/storyboard.jpg")
+    assert shown["url"] in shown["background"]
+    assert shown["position"] == shown["expected"]
+    assert shown["size"] == [160, 90]
+    page.locator(".player").screenshot(path=artifacts / "player-preview.png")
+
+    # A click on the bar seeks there; leaving it hides the preview.
+    bar.click(position={"x": box["width"] / 4, "y": box["height"] / 2})
+    quarter = page.evaluate("() => window.__player.video.duration / 4")
+    assert current_time(page) == pytest.approx(quarter, abs=0.5)
+    page.mouse.move(0, 0)
+    expect(preview).to_be_hidden()
+
+
 # ---------------------------------------------------------------- library and console
 
 
@@ -387,6 +453,14 @@ def test_a_signed_link_plays_a_private_video(
             page.wait_for_function("() => window.__player.video.currentTime > 1", timeout=30_000)
             expect(page.locator("#download-original")).to_have_attribute(
                 "href", f"/stream/{video_id}/original?token={token}"
+            )
+            # The poster and the storyboard's tiles load with the token too.
+            expect(page.locator("#video")).to_have_attribute(
+                "poster", f"/stream/{video_id}/poster.jpg?token={token}"
+            )
+            page.wait_for_function("() => window.__player.storyboard.length > 0")
+            assert page.evaluate("() => window.__player.storyboard[0].url").endswith(
+                f"/stream/{video_id}/storyboard.jpg?token={token}"
             )
         finally:
             page.context.close()

@@ -198,6 +198,16 @@ def test_video_encoder_settings_come_from_each_rendition() -> None:
     assert values_of(argv, "-bufsize") == ["9600k", "5800k", "3000k", "2200k"]
 
 
+def test_x264_options_split_between_the_top_rung_and_the_rest() -> None:
+    options = EncodeOptions(x264_params="me=dia", x264_lower_params="me=dia:subme=1")
+    argv = command(options=options)
+    assert values_of(argv, "-x264-params") == ["me=dia"] + ["me=dia:subme=1"] * 3
+
+
+def test_no_x264_options_leaves_the_preset_alone() -> None:
+    assert "-x264-params" not in command(options=EncodeOptions())
+
+
 def test_global_options_make_ffmpeg_quiet_and_machine_readable() -> None:
     for argv in (command(), audio()):
         head = before_input(argv)

@@ -1,0 +1,252 @@
+"""Files derived from a video's encode, each made once: the poster, the storyboard (sprite and
+WebVTT map) and the MP4 download of a rung.
+
+Two parts of the platform make them: the transcoding worker, right after the first chunk is
+published (poster) and once the video is `ok` (storyboard), and the streaming service when one
+is asked for but missing (a worker died in between, or the video predates them). Both go
+through `make_once`: under an exclusive lock per file (`flock`, so it holds across processes
+and machines sharing the folder), the file is made only if it is still missing, written under
+a temporary name and renamed into place. Readers see no file or the whole file, and
+concurrent requests make it once.
+
+Nothing here creates a video's folder: a file whose folder is gone (the video was deleted or
+started over meanwhile) is not made, rather than left behind.
+"""
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from services.core.settings import Settings
+from services.core.storage import Storage
+from services.media.ffmpeg_args import AUDIO_DIR
+from services.media.plan import Plan
+from services.media.remux import rung_mp4_command
+from services.media.runner import FFmpegError, run_ffmpeg
+from services.media.thumbnails import (
+    POSTER_MAX_SIDE,
+    fit_within,
+    plan_storyboard,
+    poster_command,
+    poster_time,
+    storyboard_command,
+    storyboard_vtt,
+)
+
+log = logging.getLogger(__name__)
+
+LOCK_POLL_SECONDS = 0.05
+# How long a request waits for another process making the same file (a long rung's remux).
+LOCK_WAIT_SECONDS = 600.0
+# A poster or a storyboard is seconds of work at most; a remux reads a whole rung from disk.
+PICTURE_TIMEOUT_SECONDS = 300.0
+REMUX_TIMEOUT_SECONDS = 1800.0
+
+
+class NotMade(Exception):
+    """A derived file could not be made; the message says why."""
+
+
+class Busy(NotMade):
+    """Another process has been making the file for longer than we wait."""
+
+
+Build = Callable[[Path], Awaitable[None]]
+
+
+async def make_once(path: Path, build: Build) -> Path:
+    """`path`, made by `build(temporary path)` unless it exists; one maker at a time."""
+    if path.is_file():
+        return path
+    async with _locked(path):
+        if path.is_file():  # made by whoever held the lock before us
+            return path
+        temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        try:
+            await build(temporary)
+            if not temporary.is_file() or temporary.stat().st_size == 0:
+                raise NotMade(f"ffmpeg wrote no {path.name}")
+            os.replace(temporary, path)
+        except FileNotFoundError as exc:
+            raise NotMade(f"the video's files are gone ({exc.filename})") from exc
+        finally:
+            temporary.unlink(missing_ok=True)
+    return path
+
+
+@contextlib.asynccontextmanager
+async def _locked(path: Path) -> AsyncIterator[None]:
+    """Hold the exclusive lock of `path` (a dot file beside it, kept: unlinking races)."""
+    try:
+        fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError as exc:
+        raise NotMade(f"the video's folder is gone: no {path.name} can be made") from exc
+    try:
+        await _acquire(fd, path)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+async def _acquire(fd: int, path: Path) -> None:
+    # Non-blocking tries: a blocking flock in a thread could not be cancelled.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if loop.time() > deadline:
+                raise Busy(f"{path.name} is still being made by another process") from None
+            await asyncio.sleep(LOCK_POLL_SECONDS)
+
+
+async def _ffmpeg(argv: list[str], timeout: float) -> None:
+    """Run one ffmpeg; a failure or a timeout (ffmpeg is then killed) is NotMade."""
+    try:
+        await asyncio.wait_for(run_ffmpeg(argv), timeout=timeout)
+    except FFmpegError as exc:
+        raise NotMade(str(exc)) from exc
+    except TimeoutError as exc:
+        raise NotMade(f"ffmpeg took longer than {timeout:g} s") from exc
+
+
+# --- poster ---------------------------------------------------------------------------------
+
+
+async def make_poster(settings: Settings, video_id: str, plan: Plan) -> Path:
+    """The poster: the keyframe a tenth into the source, at the top rung's size (capped)."""
+    storage = Storage(settings.storage_dir)
+    top = plan.renditions[0]
+    width, height = fit_within(top.width, top.height, POSTER_MAX_SIDE)
+    at = poster_time(plan.duration)
+    source = storage.source_path(video_id)
+
+    def command(out: Path, *, keyframes_only: bool) -> list[str]:
+        return poster_command(
+            ffmpeg=settings.ffmpeg_bin,
+            source=source,
+            at=at,
+            width=width,
+            height=height,
+            out=out,
+            keyframes_only=keyframes_only,
+        )
+
+    async def build(out: Path) -> None:
+        await _ffmpeg(command(out, keyframes_only=True), PICTURE_TIMEOUT_SECONDS)
+        if not out.is_file() or out.stat().st_size == 0:
+            # No flagged keyframe to show (intra refresh): decode every frame instead.
+            await _ffmpeg(command(out, keyframes_only=False), PICTURE_TIMEOUT_SECONDS)
+
+    return await make_once(storage.poster_path(video_id), build)
+
+
+# --- storyboard -----------------------------------------------------------------------------
+
+
+async def make_storyboard(settings: Settings, video_id: str, plan: Plan) -> Path:
+    """The storyboard sprite and its WebVTT map, from the finished lowest rung; the map's path.
+
+    Call it once the presentation is final: the lowest rung's playlist must be complete.
+    """
+    storage = Storage(settings.storage_dir)
+    lowest = plan.renditions[-1]
+    board = plan_storyboard(
+        plan.duration, lowest.width, lowest.height, keyframe_seconds=plan.options.keyframe_seconds
+    )
+    image = storage.storyboard_image_path(video_id)
+    playlist = storage.playlist_path(video_id, lowest.name)
+
+    async def build_image(out: Path) -> None:
+        argv = storyboard_command(
+            ffmpeg=settings.ffmpeg_bin, playlist=playlist, board=board, out=out
+        )
+        await _ffmpeg(argv, PICTURE_TIMEOUT_SECONDS)
+
+    async def build_map(out: Path) -> None:
+        # The map is made after the sprite: whoever finds the map finds the sprite too.
+        await make_once(image, build_image)
+        out.write_text(storyboard_vtt(board, plan.duration, image.name), encoding="utf-8")
+
+    return await make_once(storage.storyboard_vtt_path(video_id), build_map)
+
+
+# --- downloads ------------------------------------------------------------------------------
+
+
+async def make_rung_mp4(settings: Settings, video_id: str, plan: Plan, rung: str) -> Path:
+    """Rung `rung` of a finished video remuxed (stream copy) with its audio into one MP4."""
+    if rung not in {r.name for r in plan.renditions}:
+        raise NotMade(f"video {video_id} has no rung {rung}")
+    storage = Storage(settings.storage_dir)
+    path = storage.download_path(video_id, rung)
+    audio = storage.playlist_path(video_id, AUDIO_DIR) if plan.audio_kbps is not None else None
+    try:
+        # Below the video's folder, never creating it (parents=False): see the module's doc.
+        path.parent.mkdir(exist_ok=True)
+    except FileNotFoundError as exc:
+        raise NotMade(f"the files of video {video_id} are gone") from exc
+
+    async def build(out: Path) -> None:
+        argv = rung_mp4_command(
+            ffmpeg=settings.ffmpeg_bin,
+            video_playlist=storage.playlist_path(video_id, rung),
+            audio_playlist=audio,
+            out=out,
+        )
+        await _ffmpeg(argv, REMUX_TIMEOUT_SECONDS)
+
+    return await make_once(path, build)
+
+
+# Previews being made in the background, kept referenced until done (asyncio holds tasks weakly).
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def start_previews(settings: Settings, video_id: str, plan: Plan) -> None:
+    """`make_previews` in the background: the worker claims its next unit meanwhile.
+
+    A preview is mostly process start-up and waiting for the disk (a poster decodes one frame),
+    so the encode it overlaps loses next to nothing, and no chunk waits for a picture.
+    """
+    task = asyncio.get_running_loop().create_task(make_previews(settings, video_id, plan))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+async def make_previews(settings: Settings, video_id: str, plan: Plan) -> None:
+    """What a worker makes after a unit: the poster once the video plays, the storyboard once
+    it is final. Cheap when there is nothing to do (two or three stats); never raises for a
+    file that cannot be made (the streaming service tries again when it is asked for)."""
+    storage = Storage(settings.storage_dir)
+    wanted: list[tuple[Path, Callable[[], Awaitable[Path]]]] = []
+    if storage.master_path(video_id).is_file():
+        wanted.append(
+            (storage.poster_path(video_id), lambda: make_poster(settings, video_id, plan))
+        )
+    if storage.complete_marker(video_id).is_file():
+        wanted.append(
+            (
+                storage.storyboard_vtt_path(video_id),
+                lambda: make_storyboard(settings, video_id, plan),
+            )
+        )
+    for path, make in wanted:
+        if path.is_file():
+            continue
+        started = time.monotonic()
+        try:
+            await make()
+        except (NotMade, OSError, ValueError) as exc:
+            log.warning("video %s: %s not made: %s", video_id, path.name, exc)
+            continue
+        # Made here, or by another process this waited for: either way, there now.
+        elapsed = time.monotonic() - started
+        log.info("video %s: %s ready after %.2f s", video_id, path.name, elapsed)

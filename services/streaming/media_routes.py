@@ -1,0 +1,229 @@
+"""The player's pictures and the downloads: poster, storyboard, the original, a rung as MP4.
+
+A file that exists is served like every other (`files.serve`: type, ETag/304, ranges); one
+that is missing but can be made from what the encode produced is made first, once, however
+many requests ask at the same time (`services.media.derived`).
+"""
+
+import re
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio.from_thread
+from fastapi import APIRouter, Request
+from sqlalchemy.orm import Session
+from starlette.responses import FileResponse, Response
+
+from services.core import ids
+from services.core.deps import SessionDep, SettingsDep, StorageDep
+from services.core.errors import AppError, Conflict, InvalidInput, NotFound
+from services.core.models import Job, Status, Video
+from services.core.storage import Storage
+from services.core.videos import get_video
+from services.media import derived
+from services.media.plan import Plan
+from services.media.thumbnails import add_token_to_vtt
+from services.streaming.files import MEDIA_TYPES, serve
+from services.streaming.routes import PlaybackToken
+
+router = APIRouter(tags=["media"])
+
+# Derived files are made anew when a video is encoded again (same URL, new bytes): caches
+# keep them an hour, then revalidate with the ETag.
+DERIVED_CACHE = "max-age=3600"
+DOWNLOAD_NAME = re.compile(rf"(?P<quality>{ids.QUALITY_RE.pattern})\.mp4")
+
+
+def _file_route(path: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """GET and HEAD for a route that answers with a file."""
+    return router.api_route(path, methods=["GET", "HEAD"], response_class=FileResponse)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the routes need to know about a video before making one of its files."""
+
+    video: Video
+    plan: Plan | None
+
+
+def _facts(session: Session, video_id: str) -> Facts:
+    """The video and its plan; the read transaction ends here (making a file takes a while)."""
+    video = get_video(session, video_id=video_id)
+    job = session.get(Job, video.id)
+    plan = Plan.from_dict(job.plan) if job is not None and job.plan else None
+    session.commit()
+    return Facts(video, plan)
+
+
+def _make(what: str, make: Callable[..., Coroutine[Any, Any, Path]], *args: Any) -> None:
+    """Run an async maker from this request's worker thread on the service's event loop."""
+    try:
+        anyio.from_thread.run(make, *args)
+    except derived.Busy as exc:
+        raise Conflict(f"{what} is still being made: try again in a moment ({exc})") from exc
+    except derived.NotMade as exc:
+        raise AppError(f"{what} could not be made: {exc}", code="not_made") from exc
+
+
+def _cached(response: Response, token: str | None) -> Response:
+    # A token opens one private video: no shared cache may keep what it opened.
+    response.headers["Cache-Control"] = f"{'private' if token else 'public'}, {DERIVED_CACHE}"
+    return response
+
+
+# --- poster and storyboard ------------------------------------------------------------------
+
+
+@_file_route("/stream/{video_id}/poster.jpg")
+def poster(
+    video_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    request: Request,
+    token: PlaybackToken,
+) -> Response:
+    """A JPEG frame from about a tenth into the video, there once its first part plays."""
+    path = storage.poster_path(video_id)
+    if not path.is_file():
+        facts = _facts(session, video_id)
+        if facts.plan is None or not storage.master_path(video_id).is_file():
+            raise NotFound(
+                f"video {video_id} has no poster yet: it is made once its first part is "
+                f"transcoded (status: {facts.video.status})"
+            )
+        _make(f"the poster of {video_id}", derived.make_poster, settings, video_id, facts.plan)
+    return _cached(serve(request, path, finished=True, what=f"the poster of {video_id}"), token)
+
+
+def _ensure_storyboard(
+    session: Session, settings: SettingsDep, storage: Storage, video_id: str
+) -> None:
+    """Make the storyboard if it is missing and the video is finished, else say when it is."""
+    if storage.storyboard_vtt_path(video_id).is_file():
+        return
+    facts = _facts(session, video_id)
+    if facts.plan is None or not storage.complete_marker(video_id).is_file():
+        raise NotFound(
+            f"video {video_id} has no storyboard yet: it is made once transcoding is "
+            f"finished (status: {facts.video.status})"
+        )
+    _make(f"the storyboard of {video_id}", derived.make_storyboard, settings, video_id, facts.plan)
+
+
+@_file_route("/stream/{video_id}/storyboard.vtt")
+def storyboard_map(
+    video_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    request: Request,
+    token: PlaybackToken,
+) -> Response:
+    """WebVTT cues from time ranges to tiles of the sprite (`storyboard.jpg#xywh=x,y,w,h`)."""
+    _ensure_storyboard(session, settings, storage, video_id)
+    path = storage.storyboard_vtt_path(video_id)
+    if token:
+        # The tiles' URIs are relative to the map: they need the token as much as the map.
+        try:
+            text = add_token_to_vtt(path.read_text(encoding="utf-8"), token)
+        except FileNotFoundError:
+            raise NotFound(f"the storyboard of {video_id} does not exist") from None
+        return Response(
+            text, media_type=MEDIA_TYPES[".vtt"], headers={"Cache-Control": "private, no-cache"}
+        )
+    return _cached(serve(request, path, finished=True, what=f"the storyboard of {video_id}"), token)
+
+
+@_file_route("/stream/{video_id}/storyboard.jpg")
+def storyboard_image(
+    video_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    request: Request,
+    token: PlaybackToken,
+) -> Response:
+    """The storyboard sprite: one small frame every few seconds, in a grid."""
+    _ensure_storyboard(session, settings, storage, video_id)
+    path = storage.storyboard_image_path(video_id)
+    return _cached(serve(request, path, finished=True, what=f"the storyboard of {video_id}"), token)
+
+
+# --- downloads ------------------------------------------------------------------------------
+
+
+def download_name(label: str, suffix: str = "") -> str:
+    """A file name for Content-Disposition from the video's label (printable, bounded)."""
+    stem, dot, _ = label.rpartition(".")
+    base = stem if dot and suffix else label
+    name = re.sub(r"[^\w.\- ()]", "_", base)[:120] or "video"
+    return f"{name}{suffix}"
+
+
+@_file_route("/stream/{video_id}/download")
+def download_original(
+    video_id: str, session: SessionDep, storage: StorageDep, request: Request, token: PlaybackToken
+) -> Response:
+    """The uploaded file as it was, as an attachment under its name (byte ranges supported)."""
+    video = get_video(session, video_id=video_id)
+    if video.status == Status.UPLOADING:
+        raise NotFound(f"video {video_id} is still uploading: its original is not complete")
+    return serve(
+        request,
+        storage.source_path(video.id),
+        finished=True,
+        what=f"the original of {video_id}",
+        media_type="application/octet-stream",
+        filename=download_name(video.filename),
+    )
+
+
+def _rung_of(name: str) -> str:
+    found = DOWNLOAD_NAME.fullmatch(name)
+    if found is None:
+        raise InvalidInput(
+            f"'{name[:64]}' is not a download name: expected a rung and .mp4, such as 720p.mp4"
+        )
+    return found.group("quality")
+
+
+@_file_route("/stream/{video_id}/download/{name}")
+def download_rung(
+    video_id: str,
+    name: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    request: Request,
+    token: PlaybackToken,
+) -> Response:
+    """Rung `name` (e.g. 720p.mp4) as one MP4 with the audio: remuxed at the first request,
+    then kept (byte ranges supported)."""
+    rung = _rung_of(name)
+    facts = _facts(session, ids.video_id(video_id))
+    video = facts.video
+    if video.status != Status.OK or facts.plan is None:
+        raise Conflict(
+            f"video {video_id} is {video.status}: a rung can be downloaded once transcoding is "
+            f"finished (status ok); the original is at /stream/{video_id}/download"
+        )
+    rungs = list(video.qualities or [])
+    if rung not in rungs:
+        raise NotFound(f"video {video_id} has no rung {rung}: it has {', '.join(rungs) or 'none'}")
+    path = storage.download_path(video.id, rung)
+    if not path.is_file():
+        what = f"the {rung} MP4 of {video_id}"
+        _make(what, derived.make_rung_mp4, settings, video.id, facts.plan, rung)
+    response = serve(
+        request,
+        path,
+        finished=True,
+        what=f"the {rung} MP4 of {video_id}",
+        media_type=MEDIA_TYPES[".mp4"],
+        filename=download_name(video.filename, f"-{rung}.mp4"),
+    )
+    return _cached(response, token)

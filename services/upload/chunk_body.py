@@ -1,0 +1,356 @@
+"""The body of `POST /upload/chunk`, read as it arrives and written straight to the chunk's
+place in the upload's file: no temporary file, no second copy.
+
+Two forms are accepted:
+
+- `multipart/form-data` with the fields `upload_id`, `index` and `file` (the reference
+  contract), parsed with python-multipart's streaming parser;
+- the chunk's bytes as an `application/octet-stream` body, with `upload_id` and `index` in the
+  query string (no multipart framing at all).
+
+A multipart chunk goes straight to its place when `upload_id` and `index` come before `file`
+(as browsers, `curl -F` and the README send them) and the upload's chunk size is known
+(declared at init, or learnt from an earlier chunk). Otherwise its place depends on what has
+not arrived yet, so it is spooled first and stored afterwards, the slower way that is always
+right.
+
+An error found once the body has started is answered after the rest of the body is read (up
+to the largest chunk plus framing): a server that answers and closes while the client is
+still sending makes most clients see a reset instead of the answer.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from functools import partial
+from tempfile import SpooledTemporaryFile
+from typing import IO, Any, BinaryIO, cast
+
+from anyio import to_thread
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from services.core.errors import AppError, InvalidInput, TooLarge
+from services.core.settings import Settings
+from services.core.storage import Storage
+from services.upload import uploads
+from services.upload.chunkfile import Buffer
+
+# Bytes handed to a worker thread at once: large enough that the thread hop is noise, small
+# enough that a chunk in flight holds little memory.
+FLUSH_BYTES = 1024 * 1024
+FLUSH_PIECES = 256
+FIELD_LIMIT = 1024  # upload_id and index are a few dozen bytes
+FRAMING_BYTES = 64 * 1024  # multipart boundaries and part headers around the chunk
+SPOOL_IN_MEMORY = 1024 * 1024
+MAX_INDEX = 2**31
+FORMS = (
+    "multipart/form-data with the fields upload_id, index and file, or an "
+    "application/octet-stream body with ?upload_id=...&index=... in the URL"
+)
+
+
+class Body:
+    """The request's body as pieces, read once, refused past `limit` bytes."""
+
+    def __init__(self, request: Request, limit: int) -> None:
+        self._stream = request.stream()
+        self.limit = limit
+        self.received = 0
+        self.done = False
+
+    async def next(self) -> bytes | None:
+        """The next piece, or None at the end of the body."""
+        while not self.done:
+            try:
+                piece = await anext(self._stream)
+            except StopAsyncIteration:
+                self.done = True
+                return None
+            except ClientDisconnect:
+                self.done = True
+                raise InvalidInput(
+                    "the connection closed before the whole chunk arrived; send it again"
+                ) from None
+            self.received += len(piece)
+            if self.received > self.limit:
+                raise TooLarge(f"the request body is over {self.limit} bytes: send smaller chunks")
+            if piece:
+                return piece
+        return None
+
+    async def pieces(self) -> AsyncIterator[Buffer]:
+        """Every remaining piece."""
+        while (piece := await self.next()) is not None:
+            yield piece
+
+    async def drain(self) -> None:
+        """Read (and drop) what is left, so the client gets to read the answer."""
+        try:
+            while await self.next() is not None:
+                pass
+        except AppError:
+            pass  # over the limit or gone: the connection will be closed instead
+
+
+async def receive(
+    request: Request,
+    settings: Settings,
+    storage: Storage,
+    *,
+    upload_id: str | None,
+    index: int | None,
+) -> uploads.ChunkReceipt:
+    """Store the chunk this request carries (in either form); its receipt."""
+    kind, options = parse_options_header(request.headers.get("content-type"))
+    body = Body(request, settings.max_chunk_bytes + FRAMING_BYTES)
+    try:
+        if kind == b"application/octet-stream":
+            length = _content_length(request)
+            return await _octet_stream(body, settings, storage, upload_id, index, length)
+        if kind == b"multipart/form-data":
+            return await _multipart(body, settings, storage, options.get(b"boundary", b""))
+        raise InvalidInput(f"send the chunk as {FORMS}")
+    except Exception:
+        await body.drain()
+        raise
+
+
+def _content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length", "")
+    return int(value) if value.isdigit() else None
+
+
+def identify(upload_id: str | None, index: str | int | None, where: str) -> tuple[str, int]:
+    """The chunk's upload id and index, checked to be present and the index a number."""
+    if upload_id is None or index is None:
+        raise InvalidInput(f"upload_id and index are both needed, as {where}")
+    if isinstance(index, str):
+        text = index.strip()
+        if not text.isascii() or not text.isdigit():
+            raise InvalidInput(f"index must be a whole number from 0 up, not {index[:20]!r}")
+        index = int(text)
+    if not 0 <= index <= MAX_INDEX:
+        raise InvalidInput(f"index must be between 0 and {MAX_INDEX}")
+    return upload_id, index
+
+
+async def _octet_stream(
+    body: Body,
+    settings: Settings,
+    storage: Storage,
+    upload_id: str | None,
+    index: int | None,
+    length: int | None,
+) -> uploads.ChunkReceipt:
+    upload_id, number = identify(upload_id, index, "query parameters (?upload_id=...&index=...)")
+    intake = await _open(settings, storage, upload_id, number, length)
+    if intake is None:  # no Content-Length, and the upload's chunk size is not known yet
+        return await _spool_and_store(settings, storage, body.pieces(), lambda: (upload_id, number))
+    with intake:
+        return await _pump(intake, body.pieces(), announced=length)
+
+
+async def _multipart(
+    body: Body, settings: Settings, storage: Storage, boundary: bytes
+) -> uploads.ChunkReceipt:
+    form = FormReader(boundary, body.limit)
+    while not form.file_started and (piece := await body.next()) is not None:
+        form.write(piece)
+    if not form.file_started:
+        raise InvalidInput("the form has no 'file' part: send the chunk's bytes as a file field")
+    if "upload_id" in form.fields and "index" in form.fields:
+        upload_id, number = form.identify()
+        intake = await _open(settings, storage, upload_id, number, None)
+        if intake is not None:
+            with intake:
+                return await _pump(intake, form.file_pieces(body))
+    # The file came before the fields, or its place depends on its size: spool it first.
+    return await _spool_and_store(settings, storage, form.file_pieces(body), form.identify)
+
+
+async def _open(
+    settings: Settings, storage: Storage, upload_id: str, index: int, size: int | None
+) -> uploads.ChunkIntake | None:
+    """open_chunk in a worker thread; a busy chunk is waited for here, holding no thread."""
+    deadline = time.monotonic() + uploads.LOCK_WAIT_SECONDS
+    opener = partial(
+        uploads.open_chunk, settings, storage, upload_id=upload_id, index=index, size=size
+    )
+    while True:
+        try:
+            return await to_thread.run_sync(opener)
+        except uploads.ChunkBusy:
+            if time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(uploads.LOCK_POLL_SECONDS)
+
+
+async def _batches(pieces: AsyncIterator[Buffer]) -> AsyncIterator[list[Buffer]]:
+    """The pieces grouped into batches of about FLUSH_BYTES (the last may be empty)."""
+    batch: list[Buffer] = []
+    size = 0
+    async for piece in pieces:
+        batch.append(piece)
+        size += len(piece)
+        if size >= FLUSH_BYTES or len(batch) >= FLUSH_PIECES:
+            yield batch
+            batch, size = [], 0
+    yield batch
+
+
+async def _pump(
+    intake: uploads.ChunkIntake, pieces: AsyncIterator[Buffer], *, announced: int | None = None
+) -> uploads.ChunkReceipt:
+    """Feed the chunk's bytes to `intake` as they arrive, then finish it.
+
+    Writes run in a worker thread, one batch at a time and in order, while the next batch is
+    being received: the socket keeps flowing instead of pausing for every write.
+    """
+    writing: asyncio.Future[None] | None = None
+    try:
+        async for batch in _batches(pieces):
+            if writing is not None:
+                await writing
+                writing = None
+            if batch:
+                writing = asyncio.ensure_future(to_thread.run_sync(intake.feed, batch))
+        if writing is not None:
+            await writing
+            writing = None
+    finally:
+        if writing is not None:
+            # Something failed while a write was running: let it end before the file closes.
+            await asyncio.gather(writing, return_exceptions=True)
+    return await to_thread.run_sync(intake.finish, announced)
+
+
+async def _spool_and_store(
+    settings: Settings,
+    storage: Storage,
+    pieces: AsyncIterator[Buffer],
+    identity: Any,
+) -> uploads.ChunkReceipt:
+    """Collect the chunk in a temporary file, then store it (for when its place is unknown)."""
+    with SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+        async for batch in _batches(pieces):
+            await to_thread.run_sync(_write_pieces, spool, batch)
+        upload_id, number = identity()
+        store = partial(
+            uploads.receive_chunk,
+            settings,
+            storage,
+            upload_id=upload_id,
+            index=number,
+            data=cast(BinaryIO, spool),
+            size=spool.tell(),
+        )
+        return await to_thread.run_sync(store)
+
+
+def _write_pieces(spool: IO[bytes], batch: list[Buffer]) -> None:
+    for piece in batch:
+        spool.write(piece)
+
+
+class FormReader:
+    """python-multipart's streaming parser over a chunk's form: `upload_id` and `index` are
+    kept (bounded), the `file` part's data is handed out as it is parsed, other parts are
+    skipped. The parser itself bounds the part headers' count and size."""
+
+    FIELDS = ("upload_id", "index")
+
+    def __init__(self, boundary: bytes, limit: int) -> None:
+        if not boundary:
+            raise InvalidInput("multipart/form-data needs a boundary in its Content-Type")
+        self.fields: dict[str, str] = {}
+        self.file_started = self.file_ended = False
+        self._pieces: list[Buffer] = []
+        self._part: str | None = None  # "file", a field's name, or "" for a skipped part
+        self._value = bytearray()
+        self._header = (bytearray(), bytearray())
+        self._disposition = b""
+        callbacks: Any = {
+            "on_part_begin": self._on_part_begin,
+            "on_header_field": lambda d, s, e: self._header[0].extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self._header[1].extend(d[s:e]),
+            "on_header_end": self._on_header_end,
+            "on_headers_finished": self._on_headers_finished,
+            "on_part_data": self._on_part_data,
+            "on_part_end": self._on_part_end,
+        }
+        try:
+            self._parser = MultipartParser(boundary, callbacks, max_size=limit)
+        except FormParserError as exc:
+            raise InvalidInput(f"the multipart boundary cannot be used: {exc}") from None
+
+    def write(self, data: bytes) -> None:
+        """Parse the next piece of the body."""
+        try:
+            self._parser.write(data)
+        except FormParserError as exc:
+            raise InvalidInput(f"the multipart form is malformed: {exc}") from None
+
+    def take(self) -> list[Buffer]:
+        """The file data parsed since the last call."""
+        pieces, self._pieces = self._pieces, []
+        return pieces
+
+    def identify(self) -> tuple[str, int]:
+        """upload_id and index from the form."""
+        return identify(self.fields.get("upload_id"), self.fields.get("index"), "form fields")
+
+    async def file_pieces(self, body: Body) -> AsyncIterator[Buffer]:
+        """The file part's data to its end; then the rest of the form is read (and checked)."""
+        while True:
+            for piece in self.take():
+                yield piece
+            if self.file_ended:
+                break
+            data = await body.next()
+            if data is None:
+                raise InvalidInput("the body ended inside the file part: send the whole chunk")
+            self.write(data)
+        while (data := await body.next()) is not None:
+            self.write(data)
+
+    def _on_part_begin(self) -> None:
+        self._part, self._disposition = None, b""
+        self._value.clear()
+
+    def _on_header_end(self) -> None:
+        name, value = self._header
+        if bytes(name).strip().lower() == b"content-disposition":
+            self._disposition = bytes(value)
+        name.clear()
+        value.clear()
+
+    def _on_headers_finished(self) -> None:
+        _, params = parse_options_header(self._disposition)
+        name = params.get(b"name", b"").decode("utf-8", "replace")
+        if not name:
+            raise InvalidInput("a form part has no Content-Disposition name")
+        if name == "file":
+            if self.file_started:
+                raise InvalidInput("the form has two 'file' parts: send one chunk per request")
+            self.file_started = True
+        elif name in self.FIELDS and name in self.fields:
+            raise InvalidInput(f"the form has the field '{name}' twice")
+        self._part = name if name == "file" or name in self.FIELDS else ""
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._part == "file":
+            # A view, not a copy: `data` is an immutable piece of the body (or the boundary).
+            self._pieces.append(memoryview(data)[start:end])
+        elif self._part:
+            self._value.extend(data[start:end])
+            if len(self._value) > FIELD_LIMIT:
+                raise InvalidInput(f"the form field '{self._part}' is over {FIELD_LIMIT} bytes")
+
+    def _on_part_end(self) -> None:
+        if self._part == "file":
+            self.file_ended = True
+        elif self._part:
+            self.fields[self._part] = self._value.decode("utf-8", "replace")
+        self._part = None
