@@ -10,6 +10,7 @@ import itertools
 import json
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -203,12 +204,35 @@ def small_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(folder / "small.mp4", width=320, height=180, seconds=2)
 
 
+@dataclass(frozen=True)
+class Growing:
+    """A rung's playlist as seen while the video was still encoding, and its init segment."""
+
+    playlist: m3u8.M3U8
+    init_status: int
+    init_type: str
+
+
 @pytest.fixture(scope="module")
-def hevc_id(client: httpx.Client, hevc_clip: Path) -> str:
+def hevc_upload(client: httpx.Client, hevc_clip: Path) -> tuple[str, list[Growing]]:
+    """The clip uploaded as HEVC and encoded to `ok`, and what its 720p playlist looked like
+    whenever it was polled as a growing (EVENT) playlist meanwhile."""
     video_id = upload_with_codec(client, hevc_clip, "hevc")
-    status = wait_status(client, video_id, timeout=300)
-    assert status["overall"] == "ok", status
-    return video_id
+    seen = []
+    deadline = time.monotonic() + 300
+    while (status := client.get(f"/transcode/status/{video_id}").json())["overall"] != "ok":
+        assert status["overall"] in ("queued", "running") and time.monotonic() < deadline, status
+        response = client.get(f"/stream/{video_id}/720p/playlist.m3u8")
+        if response.status_code == 200 and not (playlist := m3u8.loads(response.text)).is_endlist:
+            init = client.get(f"/stream/{video_id}/720p/init.mp4")
+            seen.append(Growing(playlist, init.status_code, init.headers["content-type"]))
+        time.sleep(0.1)
+    return video_id, seen
+
+
+@pytest.fixture(scope="module")
+def hevc_id(hevc_upload: tuple[str, list[Growing]]) -> str:
+    return hevc_upload[0]
 
 
 @pytest.fixture(scope="module")
@@ -246,6 +270,19 @@ def test_rungs_are_fmp4_segments_behind_one_ext_x_map(ladder: Ladder) -> None:
         assert box_types(rendition.init)[:2] == ["ftyp", "moov"]
         for segment in rendition.segments:
             assert "moof" in box_types(segment) and "mdat" in box_types(segment), segment
+
+
+def test_a_growing_hevc_playlist_plays_from_its_init_segment_while_encoding(
+    hevc_upload: tuple[str, list[Growing]],
+) -> None:
+    _, seen = hevc_upload
+    assert seen, "the video was playable before it was complete"
+    for growing in seen:
+        assert growing.playlist.playlist_type == "event"
+        assert [m.uri for m in growing.playlist.segment_map] == ["init.mp4"]
+        assert (growing.init_status, growing.init_type) == (200, "video/mp4")
+    counts = [len(g.playlist.segments) for g in seen]
+    assert counts == sorted(counts) and counts[0] < CLIP_SECONDS // SEGMENT_SECONDS
 
 
 def test_segment_durations_are_equal_across_rungs_and_sum_to_the_duration(

@@ -257,6 +257,15 @@ def test_patch_at_another_offset_is_409_and_stores_nothing(platform, client):
     assert source_of(platform, url).read_bytes() == b"hello"
 
 
+def test_a_tus_upload_cannot_be_completed_early_through_the_chunked_api(client):
+    url = new_upload(client, 10, **named("early.mp4"))
+    assert patch(client, url, 0, b"hello").status_code == 204
+    response = client.post("/upload/complete", data={"upload_id": id_of(url)})
+    assert response.status_code == 409
+    assert "completes by itself" in response.json()["detail"]
+    assert offset_of(client, url) == 5
+
+
 def test_patch_that_is_not_an_offset_stream_is_415(client):
     url = new_upload(client, 10)
     response = patch(client, url, 0, b"hello", **{"Content-Type": "application/octet-stream"})

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.core import events, ids
@@ -409,7 +409,10 @@ def update_progress(session: Session, job: Job) -> None:
     if audio:
         overall = (1 - AUDIO_WEIGHT) * overall + AUDIO_WEIGHT * _percent(audio, duration)
     # 100 is kept for `ok`: the last step (measuring, the final master) is still ahead.
-    job.progress = max(job.progress, round(min(overall, 99.9), 2))
+    value = round(min(overall, 99.9), 2)
+    # Compared in the UPDATE itself: two writers (a heartbeat, a finishing chunk) may each
+    # have read the old value, and the later one's smaller figure must not win.
+    job.progress = case((Job.progress < value, value), else_=Job.progress)
     job.qualities = _qualities(job, chunks, job.qualities or {})
 
 

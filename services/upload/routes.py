@@ -159,7 +159,7 @@ def complete(
     upload_id: Annotated[str, Form(min_length=1, max_length=64)],
 ) -> CompleteResponse:
     """Assemble-check the upload, register the video and queue its transcoding."""
-    video = uploads.complete_upload(settings, storage, upload_id=upload_id)
+    video = uploads.complete_chunked_upload(settings, storage, upload_id=upload_id)
     return CompleteResponse(upload_id=video.id, status=video.status, video=VideoOut.of(video))
 
 

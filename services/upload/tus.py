@@ -52,6 +52,7 @@ from services.core.models import Upload, UploadChunk, as_utc, utcnow
 from services.core.settings import Settings
 from services.core.storage import Storage
 from services.upload import uploads
+from services.upload.hashing import HASHERS
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = (
@@ -584,6 +585,11 @@ class PatchWriter:
                     )
                 )
         BYTES_UPLOADED.inc(self.written)
+        if self.written:
+            # Hashed now, in the background, from the page cache: at the last byte `complete`
+            # then hashes only what is not hashed yet, whatever the file's size.
+            source = self.storage.source_path(self.upload.id)
+            HASHERS.get(self.upload.id, source).commit(self.offset, self.written, None)
 
     def release(self) -> None:
         """Let the next request write."""

@@ -641,6 +641,22 @@ def _apply_probe(video: Video, info: object) -> None:
     video.fps, video.video_codec, video.audio_codec = info.fps, info.video_codec, info.audio_codec
 
 
+def complete_chunked_upload(settings: Settings, storage: Storage, *, upload_id: str) -> Video:
+    """`complete` as a client asks for it: only for uploads made of chunks.
+
+    A tus upload completes by itself at its last byte; completing it early would register
+    a file whose end has not arrived (or a partial upload meant for concatenation).
+    """
+    with session_scope(settings) as session:
+        upload = get_upload(session, upload_id=upload_id)
+        if upload.tus_offset is not None and not upload.completed:
+            raise Conflict(
+                f"upload {upload.id} is a tus upload: it completes by itself when its last "
+                f"byte arrives (PATCH /files/{upload.id}); /upload/complete is for chunked ones"
+            )
+    return complete_upload(settings, storage, upload_id=upload_id)
+
+
 def complete_upload(settings: Settings, storage: Storage, *, upload_id: str) -> Video:
     """Verify and register the upload; the video's job is queued for a worker to claim.
 
