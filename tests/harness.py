@@ -156,9 +156,19 @@ class Platform:
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
-    def ffmpeg_pids(self) -> list[int]:
-        """ffmpeg processes working on this platform's storage."""
-        return ffmpeg_pids(str(self.storage))
+    def ffmpeg_pids(self, video_id: str | None = None) -> list[int]:
+        """ffmpeg processes working on this platform's storage (on one video's files, if
+        given: posters and storyboards of other videos are made in the background)."""
+        pids = ffmpeg_pids(str(self.storage))
+        return [p for p in pids if video_id is None or video_id in _cmdline(p)]
+
+    def wait_no_ffmpeg(self, timeout: float = 10.0) -> list[int]:
+        """The ffmpeg pids still alive after `timeout` s: a background picture (poster,
+        storyboard) ends within a second, a leaked encoder never does."""
+        deadline = time.monotonic() + timeout
+        while (pids := self.ffmpeg_pids()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return pids
 
     def client(self) -> httpx.Client:
         """A client of the gateway that carries the admin token (what an operator sends)."""
@@ -217,6 +227,13 @@ def wait_status(
             return status
         time.sleep(0.2)
     raise AssertionError(f"{video_id} not in {wanted} after {timeout} s: {status}")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def ffmpeg_pids(marker: str) -> list[int]:

@@ -46,7 +46,7 @@ def test_delete_while_running_stops_ffmpeg_and_leaves_nothing(client, clips, pla
     video_id, _ = upload(client, clips["long"], chunk_size=CHUNK)
     wait_status(client, video_id, {"running"})
     assert client.delete(f"/admin/videos/{video_id}").status_code == 200
-    assert platform.ffmpeg_pids() == []
+    assert platform.ffmpeg_pids(video_id) == []
     assert not (platform.storage / "hls" / video_id).exists()
     assert not (platform.storage / "originals" / video_id).exists()
 

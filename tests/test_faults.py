@@ -110,7 +110,7 @@ def test_kill_9_of_every_service_mid_job_leaves_the_job_finished_and_the_db_soun
             wait_healthy(own_platform, name)
             wait_healthy(own_platform, "gateway")
         assert wait_status(client, video_id, timeout=300)["overall"] == "ok"
-        assert own_platform.ffmpeg_pids() == []
+        assert own_platform.wait_no_ffmpeg() == []
         assert client.get(f"/stream/{video_id}/master.m3u8").status_code == 200
     if not database_server_under_test():
         with sqlite3.connect(own_platform.storage / "videos.db") as db:

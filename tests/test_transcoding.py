@@ -32,9 +32,9 @@ def test_stop_ends_ffmpeg_quickly_and_resume_completes(client, clips, platform):
     stopped_at = time.monotonic()
     assert client.post(f"/admin/videos/{video_id}/stop").status_code == 200
     wait_status(client, video_id, {"stopped"}, timeout=2)
-    while platform.ffmpeg_pids() and time.monotonic() - stopped_at < 5:
+    while platform.ffmpeg_pids(video_id) and time.monotonic() - stopped_at < 5:
         time.sleep(0.02)
-    assert platform.ffmpeg_pids() == []
+    assert platform.ffmpeg_pids(video_id) == []
     assert time.monotonic() - stopped_at < 2.0, "ffmpeg must end within 2 s of the stop"
     assert client.get(f"/videos/{video_id}/stopped").json()["stopped"] is True
     resumed = client.post("/transcode/resume", json={"upload_id": video_id})
