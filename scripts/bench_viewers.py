@@ -46,6 +46,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_serving import install_tools, tree_cpu_seconds  # noqa: E402  (scripts/)
+
 from tests.clips import make_clip  # noqa: E402
 from tests.harness import Platform, free_ports, upload, wait_status  # noqa: E402
 
@@ -141,42 +143,12 @@ def locust_command() -> list[str]:
 
 
 def nginx_binary() -> str | None:
-    """Debian's nginx (installed when missing: only this baseline needs it); None if it
-    cannot be had."""
-    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-    if found or not shutil.which("apt-get") or os.geteuid() != 0:
-        return found
-    print("viewers: installing nginx-light for the baseline", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nginx-light"],
-    ):
-        subprocess.run(argv, env=env, capture_output=True, check=False)
-    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-
-
-def process_tree_cpu(root_pid: int) -> float:
-    """CPU seconds used so far by `root_pid` and its live descendants (read from /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    used: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        parents[int(entry.name)] = int(fields[1])
-        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
-    tree, frontier = {root_pid}, [root_pid]
-    while frontier:
-        parent = frontier.pop()
-        kids = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
-        tree.update(kids)
-        frontier.extend(kids)
-    return sum(used.get(pid, 0.0) for pid in tree)
+    """Debian's nginx for the baseline, installed (with wrk) by the serving benchmark's
+    installer when missing, so no system nginx is left running; None if it cannot be had."""
+    try:
+        return install_tools()[1]
+    except (SystemExit, subprocess.CalledProcessError):
+        return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
 
 
 def percentile(histogram: dict[int, int], share: float) -> float:
@@ -236,7 +208,7 @@ class LoadRunner:
         self.runs += 1
         prefix = self.work / f"locust-{self.runs:02d}-{server}-{viewers}"
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        server_before = process_tree_cpu(server_pid)
+        server_before = tree_cpu_seconds(server_pid)
         started = time.monotonic()
         with prefix.with_suffix(".log").open("wb") as log:
             subprocess.run(
@@ -249,7 +221,7 @@ class LoadRunner:
         wall = time.monotonic() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         locust = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-        served = process_tree_cpu(server_pid) - server_before
+        served = tree_cpu_seconds(server_pid) - server_before
         groups, seconds = read_stats(prefix.with_suffix(".json"))
         if not groups:
             print(prefix.with_suffix(".log").read_text()[-2000:], flush=True)
