@@ -26,7 +26,7 @@ from services.media import derived
 from services.media.plan import Plan
 from services.media.thumbnails import add_token_to_vtt
 from services.streaming.files import MEDIA_TYPES, serve
-from services.streaming.routes import PlaybackToken
+from services.streaming.routes import PlaybackToken, download_name, original
 
 router = APIRouter(tags=["media"])
 
@@ -156,30 +156,12 @@ def storyboard_image(
 # --- downloads ------------------------------------------------------------------------------
 
 
-def download_name(label: str, suffix: str = "") -> str:
-    """A file name for Content-Disposition from the video's label (printable, bounded)."""
-    stem, dot, _ = label.rpartition(".")
-    base = stem if dot and suffix else label
-    name = re.sub(r"[^\w.\- ()]", "_", base)[:120] or "video"
-    return f"{name}{suffix}"
-
-
 @_file_route("/stream/{video_id}/download")
 def download_original(
     video_id: str, session: SessionDep, storage: StorageDep, request: Request, token: PlaybackToken
 ) -> Response:
     """The uploaded file as it was, as an attachment under its name (byte ranges supported)."""
-    video = get_video(session, video_id=video_id)
-    if video.status == Status.UPLOADING:
-        raise NotFound(f"video {video_id} is still uploading: its original is not complete")
-    return serve(
-        request,
-        storage.source_path(video.id),
-        finished=True,
-        what=f"the original of {video_id}",
-        media_type="application/octet-stream",
-        filename=download_name(video.filename),
-    )
+    return original(video_id, session, storage, request, token)
 
 
 def _rung_of(name: str) -> str:

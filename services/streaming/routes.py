@@ -82,20 +82,23 @@ def original(
     """The uploaded file as it was (byte ranges supported)."""
     video = get_video(session, video_id=video_id)
     if video.status == Status.UPLOADING:
-        raise NotFound(f"video {video_id} is still uploading")
+        raise NotFound(f"video {video_id} is still uploading: its original is not complete")
     return serve(
         request,
         storage.source_path(video.id),
         finished=True,
         what=f"the original of {video_id}",
         media_type="application/octet-stream",
-        filename=_download_name(video.filename),
+        filename=download_name(video.filename),
     )
 
 
-def _download_name(label: str) -> str:
-    # A label, not a path: keep it printable for Content-Disposition.
-    return re.sub(r"[^\w.\- ()]", "_", label)[:120] or "original"
+def download_name(label: str, suffix: str = "") -> str:
+    """A file name for Content-Disposition from the video's label (printable, bounded)."""
+    stem, dot, _ = label.rpartition(".")
+    base = stem if dot and suffix else label
+    name = re.sub(r"[^\w.\- ()]", "_", base)[:120] or "video"
+    return f"{name}{suffix}"
 
 
 @file_route("/stream/{video_id}/{quality}/playlist.m3u8")
