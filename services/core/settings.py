@@ -40,8 +40,10 @@ class Settings(BaseSettings):
     max_chunks: int = Field(100_000, description="Most chunks one upload may declare")
     max_chunk_bytes: int = Field(256 * 1024**2, description="Largest accepted single chunk")
     allowed_extensions: str = Field(
-        "mp4,m4v,mov,mkv,webm,avi,mpg,mpeg,ts,mts,m2ts,flv,wmv,3gp,ogv,mxf",
-        description="Comma-separated file name endings accepted at init (content must probe too)",
+        "mp4,m4v,mov,mkv,webm,avi,mpg,mpeg,ts,mts,m2ts,flv,wmv,3gp,ogv,mxf,"
+        "m4a,mp3,wav,flac,ogg,oga,opus,aac",
+        description="Comma-separated video and audio file name endings accepted at init "
+        "(content must probe too; audio-only files become audio-only HLS)",
     )
     min_free_bytes: int = Field(
         1024**3, description="Uploads that would leave less free disk space are refused (507)"
@@ -54,7 +56,7 @@ class Settings(BaseSettings):
         3600, description="How often the upload service looks for abandoned uploads"
     )
     watch_folder_enabled: bool = Field(
-        True, description="Pick up video files dropped into STORAGE_DIR/incoming/ as uploads"
+        True, description="Pick up video and audio files dropped into STORAGE_DIR/incoming/"
     )
     watch_interval_seconds: float = Field(
         5.0, gt=0, description="Watch folder scan period; a file must stay unchanged for one"
