@@ -22,7 +22,6 @@ from pathlib import Path
 from services.core import ids
 from services.core.errors import NotFound
 
-
 # An audio-only download is MP4 too, named as audio players expect.
 AUDIO_SUFFIX = ".m4a"
 
