@@ -277,17 +277,22 @@ def test_an_audio_only_video_has_no_rung_mp4_to_download(
 ) -> None:
     video_id = uploaded["episode.m4a"].video_id
     wrong = client.get(f"/stream/{video_id}/download/audio.mp4")
-    assert wrong.status_code == 400
-    assert "audio.m4a" in wrong.json()["detail"]
+    assert wrong.status_code == 404
+    assert "its audio downloads as audio.m4a" in wrong.json()["detail"]
     rung = client.get(f"/stream/{video_id}/download/720p.mp4")
     assert rung.status_code == 404
     assert "has no rung 720p: it has audio" in rung.json()["detail"]
 
 
 def test_a_video_offers_no_audio_m4a(client: httpx.Client, transcoded: dict[str, str]) -> None:
-    response = client.get(f"/stream/{transcoded['tiny']}/download/audio.m4a")
+    video_id = transcoded["tiny"]
+    response = client.get(f"/stream/{video_id}/download/audio.m4a")
     assert response.status_code == 404
     assert "has no rung audio" in response.json()["detail"]
+    rung = client.get(f"/videos/{video_id}").json()["qualities"][0]
+    wrong = client.get(f"/stream/{video_id}/download/{rung}.m4a")
+    assert wrong.status_code == 404
+    assert f"its {rung} downloads as {rung}.mp4" in wrong.json()["detail"]
 
 
 def subtitles_only(folder: Path) -> Path:

@@ -172,10 +172,10 @@ def download_original(
     return original(video_id, session, storage, request, token)
 
 
-def _rung_of(storage: Storage, video_id: str, name: str) -> str:
+def _rung_of(name: str) -> str:
     """The rung a download name asks for: `720p.mp4`, or `audio.m4a` (audio-only videos)."""
     found = DOWNLOAD_NAME.fullmatch(name)
-    if found is None or storage.download_path(video_id, found["quality"]).name != name:
+    if found is None:
         raise InvalidInput(
             f"'{name[:64]}' is not a download name: expected a rung and .mp4, such as "
             "720p.mp4, or audio.m4a for an audio-only video"
@@ -195,7 +195,7 @@ def download_rung(
 ) -> Response:
     """Rung `name` (e.g. 720p.mp4) as one MP4 with the audio, or an audio-only video's audio
     (audio.m4a): remuxed at the first request, then kept (byte ranges supported)."""
-    rung = _rung_of(storage, ids.video_id(video_id), name)
+    rung = _rung_of(name)
     facts = _facts(session, ids.video_id(video_id))
     video = facts.video
     if video.status != Status.OK or facts.plan is None:
@@ -207,6 +207,8 @@ def download_rung(
     if rung not in rungs:
         raise NotFound(f"video {video_id} has no rung {rung}: it has {', '.join(rungs) or 'none'}")
     path = storage.download_path(video.id, rung)
+    if path.name != name:  # audio.mp4, 720p.m4a: the rung exists under its own name
+        raise NotFound(f"video {video_id} has no {name}: its {rung} downloads as {path.name}")
     what = f"the {path.name} download of {video_id}"
     if not path.is_file():
         _make(what, derived.make_rung_mp4, settings, video.id, facts.plan, rung)
