@@ -93,12 +93,7 @@ def _check_extension(settings: Settings, label: str) -> None:
 
 def check_free_space(settings: Settings, storage: Storage, needed: int) -> None:
     """Refuse (507) what would leave less than MIN_FREE_BYTES free on the storage disk."""
-    free = storage.disk_usage().free
-    if free - needed < settings.min_free_bytes:
-        raise InsufficientStorage(
-            f"not enough disk space: {free} bytes free, {needed} needed and "
-            f"{settings.min_free_bytes} must stay free; try again later or ask the operator"
-        )
+    storage.check_free_space(needed, settings.min_free_bytes, "this upload")
 
 
 def _check_declaration(
@@ -110,11 +105,24 @@ def _check_declaration(
         raise InvalidInput(f"total_size must be between 1 and {settings.max_upload_bytes} bytes")
     if chunk_size is not None and not 0 < chunk_size <= settings.max_chunk_bytes:
         raise InvalidInput(f"chunk_size must be between 1 and {settings.max_chunk_bytes} bytes")
+    if total_size is None and chunk_size is not None:
+        _check_chunks_fit(settings, total_chunks, chunk_size)
     if total_size and chunk_size and math.ceil(total_size / chunk_size) != total_chunks:
         need = math.ceil(total_size / chunk_size)
         raise InvalidInput(
             f"total_chunks={total_chunks} does not fit total_size={total_size} in chunks of "
             f"{chunk_size} bytes: that takes {need} chunks"
+        )
+
+
+def _check_chunks_fit(settings: Settings, total_chunks: int, chunk_size: int) -> None:
+    """With no total_size, `total_chunks` chunks of `chunk_size` bytes bound the file: past
+    MAX_UPLOAD_BYTES a chunk's offset could be anywhere (even past what the disk can hold)."""
+    most = total_chunks * chunk_size
+    if most > settings.max_upload_bytes:
+        raise TooLarge(
+            f"{total_chunks} chunks of {chunk_size} bytes make up to {most} bytes; the limit "
+            f"is {settings.max_upload_bytes} bytes: send fewer or smaller chunks (or total_size)"
         )
 
 
@@ -254,6 +262,8 @@ def _learn_chunk_size(settings: Settings, upload: Upload, size: int) -> int:
             f"a chunk of {size} bytes does not split total_size={upload.total_size} into "
             f"{upload.total_chunks} chunks"
         )
+    if upload.total_size is None:
+        _check_chunks_fit(settings, upload.total_chunks, size)
     with session_scope(settings) as session:
         session.execute(
             update(Upload)
@@ -469,11 +479,14 @@ class ChunkIntake:
 
 
 def _write_error(exc: OSError, index: int) -> Exception:
-    """A write that failed: a full disk is the client's 507, anything else stays an error."""
+    """A write that failed: a full disk is the client's 507, a file past what the filesystem
+    holds its 413 (the declared bounds keep offsets below it), anything else stays an error."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return InsufficientStorage(
             f"the disk filled up while chunk {index} was stored; try again later"
         )
+    if exc.errno == errno.EFBIG:
+        return TooLarge(f"chunk {index} would end past the largest file this storage holds")
     return exc
 
 
