@@ -24,7 +24,8 @@ can destroy an answer not read yet); the gateway stops relaying once it has one
 
 A route's limit is MAX_BODY_BYTES (JSON and forms) unless its endpoint declares its own with
 `@streamed_body(...)`: the routes that read their body themselves, as it arrives (an upload
-chunk, a tus PATCH, the gateway's relay). Form parsing has its own limits too (FORM_FIELDS ...).
+chunk, a tus PATCH, the gateway's relay). Form parsing has limits of its own too (FORM_FIELDS,
+FORM_FILES, FORM_PART_BYTES: `create_app` hands them to FastAPI).
 """
 
 import json
@@ -126,7 +127,7 @@ def _content_length(scope: Scope) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def _refusal_start(error: AppError) -> tuple[Message, Message]:
+def _refusal_messages(error: AppError) -> tuple[Message, Message]:
     """The catalogue's JSON answer for `error` as ASGI messages (start, whole body)."""
     # As JSONResponse writes it, so that every error reads alike.
     body = json.dumps(error_body(error.code, error.detail), separators=(",", ":")).encode()
@@ -183,6 +184,9 @@ class Guarded:
         self.refusal: AppError | None = None  # the answer, once the body is refused
         self.started = self.replaced = False
         self.early = False  # the answer started before the whole body was read
+        # One reader at a time: Starlette's StreamingResponse listens for a disconnect (it
+        # reads) while the lingering close reads too.
+        self._reading = anyio.Lock()
 
     async def run(self, app: ASGIApp) -> None:
         """Run `app` on the guarded body; the refusal if it raised one unanswered."""
@@ -197,14 +201,20 @@ class Guarded:
         """The next body message, once allowed and counted (a refusal raises, then: gone)."""
         if self.refusal is not None:
             return {"type": "http.disconnect"}
-        if self.rule is None:
+        if self.rule is None and not self.started:
             self._admit()
-        message = await self._receive()
+        message = await self._read()
+        if self.received > self.limit and not self.started:
+            self._fail(self._too_large())
+        return message
+
+    async def _read(self) -> Message:
+        """The next message from the server, its body bytes counted."""
+        async with self._reading:
+            message = await self._receive()
         if message["type"] == "http.request":
             self.received += len(message.get("body", b""))
             self.whole = not message.get("more_body", False)
-            if self.received > self.limit:
-                self._fail(self._too_large())
         return message
 
     def _admit(self) -> None:
@@ -249,7 +259,7 @@ class Guarded:
     async def _refuse(self) -> None:
         assert self.refusal is not None
         self.replaced = True
-        start, body = _refusal_start(self.refusal)
+        start, body = _refusal_messages(self.refusal)
         await self._start(start)
         await self._body(body)
 
@@ -271,11 +281,8 @@ class Guarded:
 
     async def _linger(self) -> None:
         """Read and drop the rest of the body for a moment (see the module's doc)."""
-        dropped = 0
+        stop = self.received + LINGER_BYTES
         with anyio.move_on_after(LINGER_SECONDS):
-            while not self.whole and dropped < LINGER_BYTES:
-                message = await self._receive()
-                if message["type"] != "http.request":
+            while not self.whole and self.received < stop:
+                if (await self._read())["type"] != "http.request":
                     return  # the client has gone
-                dropped += len(message.get("body", b""))
-                self.whole = not message.get("more_body", False)

@@ -122,7 +122,8 @@ def _check_chunks_fit(settings: Settings, total_chunks: int, chunk_size: int) ->
     if most > settings.max_upload_bytes:
         raise TooLarge(
             f"{total_chunks} chunks of {chunk_size} bytes make up to {most} bytes; the limit "
-            f"is {settings.max_upload_bytes} bytes: send fewer or smaller chunks (or total_size)"
+            f"is {settings.max_upload_bytes} bytes (MAX_UPLOAD_BYTES): declare total_size, or "
+            "send fewer or smaller chunks"
         )
 
 
@@ -238,7 +239,10 @@ def _check_chunk_size(upload: Upload, index: int, size: int, settings: Settings)
     if size <= 0:
         raise InvalidInput(f"chunk {index} is empty: send the chunk's bytes in the 'file' field")
     if size > settings.max_chunk_bytes:
-        raise TooLarge(f"chunk {index} has {size} bytes; the limit is {settings.max_chunk_bytes}")
+        raise TooLarge(
+            f"chunk {index} has {size} bytes; the limit is {settings.max_chunk_bytes} "
+            "(MAX_CHUNK_BYTES): send smaller chunks"
+        )
     last = index == upload.total_chunks - 1
     if upload.chunk_size is None:
         return
