@@ -9,6 +9,7 @@
     ├── TooLarge          413  a chunk or upload over the configured limits
     ├── NotAVideo         422  the content does not probe as video
     ├── InsufficientStorage 507  accepting it would leave too little free disk space
+    ├── Unavailable       503  it cannot be done right now (a file could not be made): retry
     └── UpstreamError     502  a service behind the gateway did not answer
         └── UpstreamTimeout 504
 
@@ -73,6 +74,10 @@ class InsufficientStorage(AppError):
     code, status = "insufficient_storage", 507
 
 
+class Unavailable(AppError):
+    code, status = "unavailable", 503
+
+
 class UpstreamError(AppError):
     code, status = "upstream_unavailable", 502
 
@@ -99,6 +104,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "Conflicts with the current state (missing chunks, checksum, job state)"),
         (413, "Over a configured size limit"),
         (422, "A field is missing or invalid, or the content is not a video"),
+        (503, "It cannot be done right now (a file could not be made): try again later"),
         (507, "Not enough free disk space to accept it"),
     )
 }

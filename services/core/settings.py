@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(64 * 1024**3, description="Largest accepted upload (bytes)")
     max_chunks: int = Field(100_000, description="Most chunks one upload may declare")
     max_chunk_bytes: int = Field(256 * 1024**2, description="Largest accepted single chunk")
+    max_body_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        description="Largest JSON or form request body (chunks and tus bodies have their own)",
+    )
     allowed_extensions: str = Field(
         "mp4,m4v,mov,mkv,webm,avi,mpg,mpeg,ts,mts,m2ts,flv,wmv,3gp,ogv,mxf",
         description="Comma-separated file name endings accepted at init (content must probe too)",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.core import ids
-from services.core.errors import NotFound
+from services.core.errors import InsufficientStorage, NotFound
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,16 @@ class Storage:
     def disk_usage(self) -> DiskUsage:
         usage = shutil.disk_usage(self.root)
         return DiskUsage(total=usage.total, used=usage.used, free=usage.free)
+
+    def check_free_space(self, needed: int, keep_free: int, doing: str) -> None:
+        """Refuse (507) `doing` when writing `needed` bytes would leave less than `keep_free`
+        free on the storage disk (MIN_FREE_BYTES)."""
+        free = self.disk_usage().free
+        if free - needed < keep_free:
+            raise InsufficientStorage(
+                f"not enough disk space for {doing}: {free} bytes free, {needed} needed and "
+                f"{keep_free} must stay free; try again later or ask the operator"
+            )
 
 
 def remove_tree(folder: Path, attempts: int = 5) -> None:
