@@ -7,9 +7,10 @@ and its segment numbers follow on from the chunk before it.
 import math
 from dataclasses import dataclass
 
-# The most chunks one plan may have: 12 h (MAX_DURATION_SECONDS' default) at 2-s segments, one
-# per chunk, is 21,600. The bound keeps a plan's cost, and its rows, independent of whatever
-# duration a source claims, should a claim ever get past the checks before planning.
+# The most chunks one plan may have: 12 h (MAX_DURATION_SECONDS' default) cut as finely as the
+# settings allow, 1-s segments one per chunk, is 43,200. The bound keeps a plan's cost, and its
+# rows, independent of whatever duration a source claims, should a claim ever get past the
+# checks before planning.
 MAX_CHUNKS = 50_000
 
 

@@ -114,9 +114,11 @@ def describe(format_name: str) -> str:
 
 def refusal(format_name: str | None) -> str:
     """The reason a file of `format_name` (None: not known) is not accepted, and what to send."""
-    what = describe(format_name) if format_name else "a file in no format the platform accepts"
     instead = "upload the video file itself (MP4, MOV, MKV, WebM, AVI, MPEG-TS and the like)"
-    if format_name and format_name.split(",")[0] in _REFERENCES:
+    if not format_name:
+        return f"it is in a format the platform does not accept; {instead}"
+    what = describe(format_name)
+    if format_name.split(",")[0] in _REFERENCES:
         # The file only names media elsewhere; nothing it names is ever read.
         return f"it is {what}, which names other files, not a video; {instead}"
     return f"it is {what}, which the platform does not accept; {instead}"
