@@ -125,17 +125,8 @@ def audio_command(
 ) -> list[str]:
     """One ffmpeg run that encodes the source's first audio stream as an HLS rendition."""
     argv = [ffmpeg, *_global_args(options), *input_args(UPLOAD_FORMATS)]
-    argv += [
-        "-i",
-        str(source.absolute()),
-        "-map",
-        "0:a:0",
-        "-vn",
-        "-c:a",
-        "aac",
-        "-b:a",
-        f"{audio_kbps}k",
-    ]
+    argv += ["-i", str(source.absolute()), "-map", "0:a:0", "-vn"]
+    argv += ["-c:a", "aac", "-b:a", f"{audio_kbps}k"]
     argv += ["-ac", "2", "-ar", "48000"]
     if options.threads > 0:
         argv += ["-threads", str(options.threads)]

@@ -157,9 +157,8 @@ def index_iframes(segment: Path, *, ffprobe: str = "ffprobe") -> list[IFrame]:
     """
     show = ["-select_streams", "v:0", "-show_entries", "packet=pts_time,pos,flags"]
     try:
-        packets = ffprobe_json(segment, show, ffprobe=ffprobe, formats=SEGMENT_FORMATS).get(
-            "packets", []
-        )
+        report = ffprobe_json(segment, show, ffprobe=ffprobe, formats=SEGMENT_FORMATS)
+        packets = report.get("packets", [])
         size = segment.stat().st_size
     except (ProbeError, OSError) as exc:
         raise MeasureError(f"{segment}: cannot index its keyframes: {exc}") from exc
