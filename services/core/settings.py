@@ -48,6 +48,17 @@ class Settings(BaseSettings):
         "mp4,m4v,mov,mkv,webm,avi,mpg,mpeg,ts,mts,m2ts,flv,wmv,3gp,ogv,mxf",
         description="Comma-separated file name endings accepted at init (content must probe too)",
     )
+    # Bounds on what a source's header may claim (a 5 KB file can claim 10^12 s): generous
+    # for anything a camera, phone or editor writes, refused with a 422 above them.
+    max_duration_seconds: float = Field(
+        12 * 3600, gt=0, description="Longest accepted video (seconds); longer ones are refused"
+    )
+    max_frame_pixels: int = Field(
+        7680 * 4320, gt=0, description="Most pixels per frame accepted (default 8K: 7680x4320)"
+    )
+    max_frame_rate: float = Field(
+        240, gt=0, description="Highest source frame rate accepted (frames per second)"
+    )
     min_free_bytes: int = Field(
         1024**3, description="Uploads that would leave less free disk space are refused (507)"
     )

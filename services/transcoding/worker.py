@@ -25,6 +25,7 @@ from services.core.settings import Settings, get_settings
 from services.core.storage import Storage
 from services.core.tasks import sleep_unless
 from services.media import derived
+from services.media.bounds import check_source
 from services.media.chunking import TimeChunk
 from services.media.ffmpeg_args import (
     AUDIO_DIR,
@@ -129,13 +130,16 @@ class Worker:
 
     def plan(self, video_id: str) -> None:
         """Probe the source and cut the job into units of work (or fail it with the reason)."""
+        source = self.storage.source_path(video_id)
         try:
-            info = probe(self.storage.source_path(video_id), ffprobe=self.settings.ffprobe_bin)
+            info = probe(source, ffprobe=self.settings.ffprobe_bin)
+            # The bounds of today's settings, checked before the plan cuts the duration.
+            check_source(info, self.settings, size=source.stat().st_size)
+            plan, specs = make_plan(info, self.settings, codec=self._codec(video_id))
         except ProbeError as exc:
             with session_scope(self.settings) as session:
                 jobs.fail(session, video_id=video_id, error=exc.detail)
             return
-        plan, specs = make_plan(info, self.settings, codec=self._codec(video_id))
         # A new plan starts from nothing: segments of an earlier encode must not be served.
         self.storage.delete_renditions(video_id)
         with session_scope(self.settings) as session:

@@ -44,6 +44,7 @@ from services.core.metrics import BYTES_UPLOADED
 from services.core.models import Job, Status, Upload, UploadChunk, Video, utcnow
 from services.core.settings import Settings
 from services.core.storage import Storage
+from services.media.bounds import BeyondLimits, check_source
 from services.media.ffmpeg_args import CODECS
 from services.media.plan import make_plan
 from services.media.probe import ProbeError, SourceInfo, probe
@@ -755,14 +756,18 @@ def complete_upload(settings: Settings, storage: Storage, *, upload_id: str) -> 
             "the chunks are kept: check the file and resend the chunks that differ",
             code="checksum_mismatch",
         )
+    info: SourceInfo | ProbeError
     try:
-        info: object = probe(storage.source_path(upload.id), ffprobe=settings.ffprobe_bin)
+        info = probe(storage.source_path(upload.id), ffprobe=settings.ffprobe_bin)
+        # Before the transaction that plans it: planning cuts the claimed duration into rows.
+        check_source(info, settings, size=size)
     except ProbeError as exc:
         info = exc
     video = _register(settings, upload, size, digest, info)
     HASHERS.discard(upload.id)
     if isinstance(info, ProbeError):
-        raise NotAVideo(f"'{upload.filename}' is not a playable video: {info.detail}")
+        verdict = "is not accepted" if isinstance(info, BeyondLimits) else "is not a playable video"
+        raise NotAVideo(f"'{upload.filename}' {verdict}: {info.detail}", code=info.code)
     return video
 
 
