@@ -41,6 +41,7 @@ from services.core.errors import (
 )
 from services.core.metrics import BYTES_UPLOADED
 from services.core.models import Job, Status, Upload, UploadChunk, Video, utcnow
+from services.core.redact import public_text
 from services.core.settings import Settings
 from services.core.storage import Storage
 from services.media.ffmpeg_args import CODECS
@@ -616,7 +617,7 @@ def _register(
             codec=upload.codec or settings.default_codec,
         )
         if isinstance(info_or_error, ProbeError):
-            video.status, video.error = Status.FAILED, info_or_error.detail
+            video.status, video.error = Status.FAILED, public_text(info_or_error.detail)
             session.add(video)
             session.add(
                 Job(video_id=upload.id, status=Status.FAILED, error=video.error, qualities={})
