@@ -6,8 +6,14 @@ messages, which name the files they were working on: absolute paths below the st
 (or anywhere else on the server). Those tell a stranger how the server is laid out, so every
 such text goes through `public_text` on its way out. The service log keeps the full text:
 log it before it is made public.
+
+A path counts as the server's when it lies below the storage folder, is a file: URL, or starts
+with a folder that exists at this machine's root (/tmp, /srv, /home, ...); the API's own paths
+(/stream/..., /upload/init) that messages point clients to are kept.
 """
 
+import functools
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -94,8 +100,28 @@ def _below_root(match: re.Match[str]) -> str:
 def _base_name(match: re.Match[str]) -> str:
     token = match.group(0)
     kept = token.rstrip(_TRAILING)
-    trailing = token[len(kept) :]
-    return _name_of(kept) + trailing
+    if not _on_this_server(kept):
+        return token
+    return _name_of(kept) + token[len(kept) :]
+
+
+def _on_this_server(path: str) -> bool:
+    """Whether `path` names a place on this machine's file system: a file: URL, or a path
+    whose first folder exists at the root ("/tmp/...", "/srv/..."). That keeps the API's own
+    paths ("/stream/{id}/download", "/upload/init") that messages point clients to."""
+    if path.lower().startswith("file:"):
+        return True
+    first = path.lstrip("/").partition("/")[0]
+    return not first or first in _top_level()
+
+
+@functools.cache
+def _top_level() -> frozenset[str]:
+    """The names at the file system's root, read once."""
+    try:
+        return frozenset(os.listdir("/"))
+    except OSError:
+        return frozenset()
 
 
 def _name_of(path: str) -> str:
@@ -105,8 +131,10 @@ def _name_of(path: str) -> str:
 
 
 def _quoted_base_name(match: re.Match[str]) -> str:
-    quote = match.group("quote")
-    return quote + _name_of(match.group("path")) + quote
+    path = match.group("path")
+    if not _on_this_server(path):
+        return match.group(0)
+    return match.group("quote") + _name_of(path) + match.group("quote")
 
 
 def _bounded(text: str, limit: int) -> str:

@@ -94,3 +94,13 @@ def test_control_characters_are_blanked_but_lines_kept():
 def test_making_text_public_twice_changes_nothing_more():
     once = public_text(f"'{ROOT}/hls/x/a b.ts' and /etc/passwd and {ROOT}", roots=[ROOT])
     assert public_text(once, roots=[ROOT]) == once
+
+
+def test_the_apis_own_paths_in_a_hint_are_kept():
+    message = "video x is failed: the original is at /stream/ab12/download; see /upload/init"
+    assert public_text(message, roots=[ROOT]) == message
+
+
+def test_a_quoted_path_is_kept_when_it_names_no_place_on_this_server():
+    message = "no asset '/nosuchtoplevel/a b/c.ts' for video x"
+    assert public_text(message, roots=[]) == message
