@@ -57,6 +57,15 @@ class Storage:
         """The original upload's bytes."""
         return self.original_dir(video_id) / "source"
 
+    def create_source(self, video_id: str) -> Path:
+        """Create the empty original of a new upload, its name already on the disk: a chunk's
+        fdatasync makes only its bytes durable, not the name of the file that holds them."""
+        source = self.source_path(video_id)
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.touch()
+        make_durable([source], folders=[source.parent.parent])
+        return source
+
     def hls_dir(self, video_id: str) -> Path:
         return self.root / "hls" / ids.video_id(video_id)
 

@@ -160,9 +160,7 @@ def init_upload(
         sha256=sha256,
         codec=codec,
     )
-    directory = storage.original_dir(upload.id)
-    directory.mkdir(parents=True, exist_ok=True)
-    storage.source_path(upload.id).touch()
+    storage.create_source(upload.id)
     session.add(upload)
     events.upload_created(session, upload)
     return upload

@@ -8,7 +8,7 @@ kernel put bytes and names on the disk are made, on the right files, in the righ
 from pathlib import Path
 from unittest import mock
 
-from services.core.storage import make_durable, write_atomic
+from services.core.storage import Storage, make_durable, write_atomic
 from tests.disk import DiskCalls
 
 
@@ -60,3 +60,14 @@ def test_make_durable_syncs_every_file_then_every_folder_holding_one(tmp_path):
     assert len(synced) == len(files) + len(expected_folders), "each once"
     # Files first, then the folders that name them: all of them are done when it returns.
     assert set(synced[: len(files)]) == {str(f) for f in files}
+
+
+def test_a_new_source_and_the_folders_naming_it_are_synced(tmp_path):
+    storage = Storage(tmp_path)
+    storage.ensure_layout()
+    video_id = "e" * 32
+    with DiskCalls() as disk:
+        source = storage.create_source(video_id)
+    assert source.is_file() and source.stat().st_size == 0
+    originals = tmp_path.resolve() / "originals"
+    assert disk.synced() == {str(source), str(originals / video_id), str(originals)}
