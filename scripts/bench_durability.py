@@ -76,7 +76,6 @@ class Timings:
 
 def transcode(folder: Path, clip: Path, *, sync: bool) -> tuple[float, Timings]:
     """Wall time of one transcode from a queued job to `ok`, and what was timed on the way."""
-    shutil.rmtree(folder, ignore_errors=True)
     settings = Settings(
         storage_dir=folder,
         database_url="",
@@ -129,9 +128,11 @@ def main() -> None:
     try:
         clip = make_clip(work / "clip.mp4")
         results: dict[bool, list[tuple[float, Timings]]] = {True: [], False: []}
+        runs = 0
         for round_ in range(args.rounds):
             for sync in (True, False) if round_ % 2 == 0 else (False, True):
-                results[sync].append(transcode(work / "storage", clip, sync=sync))
+                runs += 1  # a folder (and database) of its own each time
+                results[sync].append(transcode(work / f"storage-{runs}", clip, sync=sync))
         report(results, _filesystem(work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -140,14 +141,16 @@ def main() -> None:
 def report(results: dict[bool, list[tuple[float, Timings]]], where: str) -> None:
     median: Callable[[list[float]], float] = statistics.median
     print(f"storage on {where}; {len(results[True])} rounds; medians")
-    print(f"{'':<24} {'finish/unit ms':>15} {'fsync ms':>10} {'fsyncs':>7} {'transcode s':>12}")
+    print(
+        f"{'':<24} {'finish/unit ms':>15} {'fsync total ms':>15} {'fsyncs':>7} {'transcode s':>12}"
+    )
     for sync, label in ((True, "with fsync"), (False, "fsync a no-op")):
         runs = results[sync]
         finish = median([median(t.finish) for _, t in runs]) * 1000
         fsync = median([t.fsync_seconds for _, t in runs]) * 1000
         count = int(median([float(t.fsyncs) for _, t in runs]))
         wall = median([w for w, _ in runs])
-        print(f"{label:<24} {finish:>15.1f} {fsync:>10.1f} {count:>7} {wall:>12.2f}")
+        print(f"{label:<24} {finish:>15.1f} {fsync:>15.1f} {count:>7} {wall:>12.2f}")
 
 
 def _filesystem(folder: Path) -> str:
