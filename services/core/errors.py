@@ -26,6 +26,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.core.redact import public_text
+
 log = logging.getLogger(__name__)
 
 
@@ -111,8 +113,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def error_body(code: str, detail: str) -> dict[str, str]:
-    """The one JSON shape of every error response."""
-    return {"error": code, "detail": detail}
+    """The one JSON shape of every error response; the detail never names a server path."""
+    return {"error": code, "detail": public_text(detail)}
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -128,6 +130,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        if exc.status >= 500 or public_text(exc.detail) != exc.detail:
+            # The client gets the public detail (error_body): the log keeps it whole.
+            level = logging.WARNING if exc.status >= 500 else logging.INFO
+            log.log(level, "%s %s: %s: %s", request.method, request.url.path, exc.code, exc.detail)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(error_body(exc.code, exc.detail), exc.status, headers=headers)
 

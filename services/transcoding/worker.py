@@ -22,7 +22,7 @@ from services.core.jobs import ClaimedChunk
 from services.core.metrics import CHUNK_SECONDS, FFMPEG_FAILURES, REALTIME
 from services.core.models import Video
 from services.core.settings import Settings, get_settings
-from services.core.storage import Storage
+from services.core.storage import Storage, make_durable
 from services.core.tasks import sleep_unless
 from services.media import derived
 from services.media.bounds import check_source
@@ -257,27 +257,31 @@ class Worker:
                 out_time=out_time,
             )
 
-    def _verify(self, chunk: ClaimedChunk, plan: Plan) -> None:
+    def _verify(self, chunk: ClaimedChunk, plan: Plan) -> list[Path]:
         """ffmpeg's exit code is not enough (a full disk can leave a truncated playlist and
         still exit 0): every playlist must parse and list segments that exist and are not empty.
+        Returns every file the unit wrote (playlists, segments, init segments).
         """
         hls = self.storage.hls_dir(chunk.video_id)
         if chunk.kind == "audio":
             playlists = [hls / AUDIO_DIR / AUDIO_PLAYLIST]
         else:
             playlists = [hls / r.name / chunk_playlist_name(chunk.index) for r in plan.renditions]
+        files = list(playlists)
         for playlist in playlists:
             try:
-                segments = read_media_playlist(playlist)
-                sizes = [(playlist.parent / uri).stat().st_size for uri, _ in segments]
+                segments = [playlist.parent / uri for uri, _ in read_media_playlist(playlist)]
+                sizes = [segment.stat().st_size for segment in segments]
             except (OSError, ValueError) as exc:
                 raise IncompleteOutput(_incomplete(f"{playlist.name}: {exc}", hls)) from exc
             if not segments or min(sizes) == 0:
                 raise IncompleteOutput(_incomplete(f"{playlist.name} lists no segment", hls))
+            files += segments
         if plan.options.fmp4:
-            self._verify_inits(chunk, plan, hls)
+            files += self._verify_inits(chunk, plan, hls)
+        return files
 
-    def _verify_inits(self, chunk: ClaimedChunk, plan: Plan, hls: Path) -> None:
+    def _verify_inits(self, chunk: ClaimedChunk, plan: Plan, hls: Path) -> list[Path]:
         """fMP4 segments are nothing without the init segment each run writes beside them."""
         if chunk.kind == "audio":
             inits = [hls / AUDIO_DIR / AUDIO_INIT]
@@ -286,10 +290,17 @@ class Worker:
         for init in inits:
             if not init.is_file() or init.stat().st_size == 0:
                 raise IncompleteOutput(_incomplete(f"{init.name} is missing or empty", hls))
+        return inits
+
+    def _make_durable(self, video_id: str, files: list[Path]) -> None:
+        """Put a unit's files, and the folders that name them up to hls/, on the disk: once
+        the unit is recorded done nobody encodes it again, so a power cut must not undo it."""
+        hls = self.storage.hls_dir(video_id)
+        make_durable(files, folders=[hls, hls.parent])
 
     def _finish(self, chunk: ClaimedChunk, plan: Plan, seconds: float) -> None:
         try:
-            self._verify(chunk, plan)
+            files = self._verify(chunk, plan)
         except IncompleteOutput as exc:
             log.warning("job %s unit %d: %s", chunk.video_id, chunk.index, exc)
             FFMPEG_FAILURES.labels(chunk.kind).inc()
@@ -307,6 +318,9 @@ class Worker:
                         plan.renditions,
                     )
                 )
+            # Written with write_atomic (durable already); listed so the whole unit is here.
+            files += [hls / r.name / stitch.sidecar_name(chunk.index) for r in plan.renditions]
+        self._make_durable(chunk.video_id, files)
         with session_scope(self.settings) as session:
             kept = jobs.finish_chunk(
                 session,

@@ -480,8 +480,7 @@ def _new_partial(
         tus_offset=0,
         **tus_columns,
     )
-    storage.original_dir(upload.id).mkdir(parents=True, exist_ok=True)
-    storage.source_path(upload.id).touch()
+    storage.create_source(upload.id)
     with session_scope(settings) as session:
         session.add(upload)
         session.flush()

@@ -42,6 +42,7 @@ from services.core.errors import (
 )
 from services.core.metrics import BYTES_UPLOADED
 from services.core.models import Job, Status, Upload, UploadChunk, Video, utcnow
+from services.core.redact import public_text
 from services.core.settings import Settings
 from services.core.storage import Storage
 from services.media.bounds import BeyondLimits, check_source
@@ -170,9 +171,7 @@ def init_upload(
         sha256=sha256,
         codec=codec,
     )
-    directory = storage.original_dir(upload.id)
-    directory.mkdir(parents=True, exist_ok=True)
-    storage.source_path(upload.id).touch()
+    storage.create_source(upload.id)
     session.add(upload)
     events.upload_created(session, upload)
     return upload
@@ -696,7 +695,7 @@ def _register(
             codec=upload.codec or settings.default_codec,
         )
         if isinstance(info_or_error, ProbeError):
-            video.status, video.error = Status.FAILED, info_or_error.detail
+            video.status, video.error = Status.FAILED, public_text(info_or_error.detail)
             session.add(video)
             session.add(
                 Job(video_id=upload.id, status=Status.FAILED, error=video.error, qualities={})
