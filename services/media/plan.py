@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from services.core.settings import Settings
+from services.media.bounds import check_source
 from services.media.chunking import split_chunks
 from services.media.ffmpeg_args import (
     AUDIO_DIR,
@@ -119,7 +120,10 @@ def make_plan(
 
     One ladder per video, in `codec` (default: DEFAULT_CODEC); an audio-only source has no
     ladder and one unit of work, its audio (`codec` then only decides the segment format).
+    A source past the settings' bounds is refused (BeyondLimits) before anything is cut, so
+    no claim makes planning slow.
     """
+    check_source(info, settings)
     options = encode_options(settings, codec)
     if not info.has_video:
         plan = Plan(info=info, renditions=[], options=options, audio_kbps=AUDIO_ONLY_KBPS)

@@ -7,6 +7,8 @@ player starts a download before it has all of it.
 
 from pathlib import Path
 
+from services.media.demuxers import HLS_FORMATS, input_args
+
 
 def rung_mp4_command(
     *, ffmpeg: str, video_playlist: Path | None, audio_playlist: Path | None, out: Path
@@ -17,9 +19,10 @@ def rung_mp4_command(
     if not playlists:
         raise ValueError("a download needs a rung or the audio to copy")
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
-    # -i before absolute paths: a name is never read as an option or a protocol.
+    # -i before absolute paths: a name is never read as an option or a protocol. Input options
+    # hold for the one input they precede: each playlist reads our own segments and no more.
     for playlist in playlists:
-        argv += ["-i", str(playlist.absolute())]
+        argv += [*input_args(HLS_FORMATS), "-i", str(playlist.absolute())]
     # The maps follow every input: placed before an -i, ffmpeg would take them as its options.
     for index, playlist in enumerate(playlists):
         argv += ["-map", f"{index}:{'v' if playlist is video_playlist else 'a'}:0"]

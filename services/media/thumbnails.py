@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.media.demuxers import HLS_FORMATS, UPLOAD_FORMATS, input_args
+
 # A poster fills the player before playback starts; past 1280 px it only costs bytes.
 POSTER_MAX_SIDE = 1280
 # Where the poster is taken from: the opening frames are often black or a title card.
@@ -65,8 +67,9 @@ def poster_command(
     if keyframes_only:
         # Only keyframes are decoded: one decoded frame, whatever the source's codec and size.
         argv += ["-skip_frame", "nokey"]
-    # Input seek to the keyframe at or before `at` (-noaccurate_seek: no decoding up to `at`).
-    argv += ["-ss", f"{at:.3f}", "-noaccurate_seek"]
+    # Only the upload's own bytes, as one of the upload formats (see demuxers.py). Input seek
+    # to the keyframe at or before `at` (-noaccurate_seek: no decoding up to `at`).
+    argv += [*input_args(UPLOAD_FORMATS), "-ss", f"{at:.3f}", "-noaccurate_seek"]
     argv += ["-i", str(source.absolute())]
     # The scale applies the source's pixel aspect (autorotate has turned it upright).
     argv += ["-map", "0:v:0", "-an", "-sn", "-dn", "-vf", f"scale={width}:{height},setsar=1"]
@@ -122,7 +125,8 @@ def plan_storyboard(
 def storyboard_command(*, ffmpeg: str, playlist: Path, board: Storyboard, out: Path) -> list[str]:
     """One ffmpeg run writing `board`'s sprite from a rung's media playlist."""
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
-    argv += ["-skip_frame", "nokey", "-i", str(playlist.absolute())]
+    # Our own playlist and its segments, and nothing else.
+    argv += [*input_args(HLS_FORMATS), "-skip_frame", "nokey", "-i", str(playlist.absolute())]
     # round=up: slot k shows the last frame at or before k * interval (the keyframe there),
     # and the slots end with the input, so there is one per cue.
     graph = f"fps=1/{board.interval}:round=up,"
