@@ -20,6 +20,29 @@ def make_clip(
     return path
 
 
+def make_audio_clip(
+    path: Path,
+    *,
+    seconds: float,
+    encoder: list[str],
+    channels: int = 2,
+    sample_rate: int = 48000,
+    cover: bool = False,
+) -> Path:
+    """Render a sine tone with `encoder` (e.g. ["-c:a", "flac"]) at `path`, audio only; with
+    `cover`, a one-picture cover art stream (attached_pic) as music files carry it."""
+    argv = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    tone = f"sine=frequency=440:sample_rate={sample_rate}:duration={seconds}"
+    argv += ["-f", "lavfi", "-i", tone]
+    if cover:
+        argv += ["-f", "lavfi", "-i", "color=c=orange:s=64x64:d=1"]
+        argv += ["-map", "0:a", "-map", "1:v", "-frames:v", "1", "-c:v", "mjpeg"]
+        argv += ["-disposition:v:0", "attached_pic"]
+    argv += ["-ac", str(channels), "-ar", str(sample_rate), *encoder, str(path)]
+    subprocess.run(argv, check=True, capture_output=True, timeout=60)
+    return path
+
+
 # EBML ids of Matroska's Segment Info element and of the Duration float inside it.
 _MKV_INFO = bytes.fromhex("1549a966")
 _MKV_DURATION = bytes.fromhex("4489")

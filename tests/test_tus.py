@@ -198,7 +198,7 @@ BAD_CREATIONS = [
     ({"Upload-Length": "0", **named("a.mp4")}, 400, "empty file"),
     ({"Upload-Length": "10"}, 400, "needs a filename"),
     ({"Upload-Length": "10", "Upload-Metadata": "filename %%%"}, 400, "base64"),
-    ({"Upload-Length": "10", **named("notes.txt")}, 400, "video file extension"),
+    ({"Upload-Length": "10", **named("notes.txt")}, 400, "video or audio file extension"),
     ({"Upload-Length": "10", "Upload-Metadata": "filename,x eA=="}, 400, "needs a filename"),
     (
         {"Upload-Length": "10", "Upload-Metadata": f"filename {b64('a.mp4')},filename eA=="},

@@ -164,7 +164,7 @@ def test_files_that_are_not_videos_go_to_failed_with_the_reason(watching, http, 
             and (failed / "readme.txt.error.txt").read_text("utf-8")
         ),
     )
-    assert "video file extension" in other
+    assert "video or audio file extension" in other
     # A later file is picked up: the folder was scanned again, and the refused ones stayed put.
     drop(watching, clip, "after the refusals.mp4")
     wait_video(http, "after the refusals.mp4")

@@ -1,5 +1,6 @@
 // The library: every video as a card (poster or placeholder, name, duration, status) whose
-// transcoding progress updates live while the view is open.
+// transcoding progress updates live while the view is open. An audio-only video's card shows
+// a note where a poster would be.
 
 import { api } from "./api.js";
 import { $, el, formatBytes, formatDuration, statusLabel } from "./format.js";
@@ -68,7 +69,9 @@ function upsert(video) {
     card = { video, parts: cardParts(video) };
     cards.set(video.id, card);
   }
+  const learned = video.audio_only && !card.video.audio_only;
   card.video = { ...card.video, ...video };
+  if (learned) tryPoster(card.parts.thumb, card.video); // known once its upload completed
   renderCard(card);
   return card.parts;
 }
@@ -84,7 +87,7 @@ function cardParts(video) {
     bar: el("progress", { max: 100, value: 0 }),
     error: el("p", { className: "video-error" }),
   };
-  tryPoster(parts.thumb, video.id);
+  tryPoster(parts.thumb, video);
   parts.item = el(
     "li",
     { className: "video-card", dataset: { id: video.id } },
@@ -102,10 +105,16 @@ function cardParts(video) {
   return parts;
 }
 
-/** The poster, when the streaming service has one; a neutral placeholder otherwise. */
-function tryPoster(thumb, id) {
+/** The poster, when the streaming service has one; a neutral placeholder otherwise (a note,
+ * for an audio-only video: it has no picture to show, so none is asked for). */
+function tryPoster(thumb, video) {
+  thumb.classList.toggle("audio", Boolean(video.audio_only));
+  if (video.audio_only) {
+    thumb.replaceChildren();
+    return;
+  }
   const img = el("img", {
-    src: `/stream/${encodeURIComponent(id)}/poster.jpg`,
+    src: `/stream/${encodeURIComponent(video.id)}/poster.jpg`,
     alt: "",
     loading: "lazy",
     decoding: "async",
@@ -158,7 +167,7 @@ async function pollOne(card) {
   }
   renderCard(card);
   if (FINISHED.has(card.job.overall)) {
-    if (card.job.overall === "ok") tryPoster(card.parts.thumb, card.video.id);
+    if (card.job.overall === "ok") tryPoster(card.parts.thumb, card.video);
     return true;
   }
   return false;

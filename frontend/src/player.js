@@ -1,7 +1,9 @@
 // The watch view: hls.js on the master playlist with a quality menu, the rung playing now, the
 // poster before playback, storyboard previews over the seek bar, downloads (the original and
 // each rung as MP4) and a shareable link. A video plays as soon as its first chunk is
-// published (`playable`), while the rest is still being encoded.
+// published (`playable`), while the rest is still being encoded. An audio-only video (sound
+// with no picture) plays in an <audio> element instead: no picture area, poster, storyboard
+// or quality menu, and its download is the audio as an .m4a.
 
 import { api } from "./api.js";
 import { $, el, formatBytes, formatDuration, sleep, statusLabel } from "./format.js";
@@ -39,7 +41,6 @@ export async function showVideo(id) {
   $("copy-status").textContent = "";
   $("download-original").href = `${path}/original${query}`;
   $("download-rungs").replaceChildren();
-  showPoster(`${path}/poster.jpg${query}`, signal);
   $("watch-title").textContent = "Loading…";
   $("watch-meta").textContent = "";
   let video;
@@ -53,12 +54,30 @@ export async function showVideo(id) {
   }
   if (signal.aborted) return;
   showRecord(video);
+  showAudioOnly(video.audio_only);
+  if (!video.audio_only) showPoster(`${path}/poster.jpg${query}`, signal);
   const assets = { path, query, signal };
   if (video.status === "ok") showFinished(video, assets);
   if (!(await waitUntilPlayable(id, video, signal, assets))) return;
   // The poster is made once the first part plays: ask again if it was not there before.
-  if (!$("video").getAttribute("poster")) showPoster(`${path}/poster.jpg${query}`, signal);
-  startPlayback(`${path}/master.m3u8${query}`);
+  if (!video.audio_only && !$("video").getAttribute("poster")) {
+    showPoster(`${path}/poster.jpg${query}`, signal);
+  }
+  startPlayback(`${path}/master.m3u8${query}`, mediaElement(video.audio_only));
+}
+
+/** The element that plays: the <audio> player for sound with no picture, else the <video>. */
+function mediaElement(audioOnly) {
+  return audioOnly ? $("audio") : $("video");
+}
+
+/** Swap the picture area (and what only a picture needs) for the audio player, or back. */
+function showAudioOnly(audioOnly) {
+  $("video").hidden = audioOnly;
+  $("audio-player").hidden = !audioOnly;
+  // One rendition, no picture: nothing to choose between, no tiles to preview.
+  $("player-controls").hidden = audioOnly;
+  if (audioOnly) seekBar.reset();
 }
 
 /** The poster, once it has loaded (a missing one would leave a broken picture). */
@@ -70,8 +89,18 @@ function showPoster(url, signal) {
   probe.src = url;
 }
 
-/** What a finished video has: storyboard previews and a download of each rung. */
+/** What a finished video has: storyboard previews and a download of each rung (an audio-only
+ * video: its audio as an .m4a, and no storyboard). */
 async function showFinished(video, { path, query, signal }) {
+  if (video.audio_only) {
+    const link = el("a", {
+      href: `${path}/download/audio.m4a${query}`,
+      download: "",
+      text: "Download the audio (M4A)",
+    });
+    $("download-rungs").replaceChildren(link);
+    return;
+  }
   const links = (video.qualities || []).map((quality) =>
     el("a", {
       href: `${path}/download/${encodeURIComponent(quality)}.mp4${query}`,
@@ -92,10 +121,11 @@ function showRecord(video) {
   document.title = `${video.filename || video.id} · Video platform`;
   const size = video.width && video.height ? `${video.width}×${video.height}` : "";
   $("watch-meta").textContent = [
+    video.audio_only ? "Audio only" : "",
     formatDuration(video.duration),
     size,
     formatBytes(video.size),
-    (video.qualities || []).join(" / "),
+    video.audio_only ? "" : (video.qualities || []).join(" / "),
   ]
     .filter(Boolean)
     .join(" · ");
@@ -167,8 +197,7 @@ function showWaiting(status) {
   $("watch-wait-progress").hidden = FINISHED.has(status.overall);
 }
 
-function startPlayback(source) {
-  const video = $("video");
+function startPlayback(source, video) {
   // hls.js first, even where the browser claims native HLS: only hls.js exposes the rungs for
   // the quality menu, and desktop Chromium (156 here) answers "maybe" to canPlayType for HLS
   // without playing it well. The browser's own HLS is the fallback where Media Source is
@@ -188,7 +217,8 @@ function playWithHlsJs(video, source) {
   // startPosition 0: while encoding, the playlists are EVENT playlists, which hls.js would
   // otherwise join at the live edge instead of the beginning.
   hls = new Hls({ startPosition: 0 });
-  // For tests and debugging in the console: the player and every rung it switched to.
+  // For tests and debugging in the console: the player and every rung it switched to
+  // (`video` is the element that plays: the <audio> one for an audio-only video).
   window.__player = {
     hls,
     video,
@@ -276,10 +306,12 @@ export function stopPlayer() {
   hls = null;
   recoveredMedia = false;
   window.__player = null;
-  const video = $("video");
-  video.removeAttribute("src");
-  video.removeAttribute("poster");
-  video.load();
+  for (const media of [$("video"), $("audio")]) {
+    media.removeAttribute("src");
+    media.removeAttribute("poster");
+    media.load();
+  }
+  showAudioOnly(false);
   storyboard = [];
   if (seekBar) seekBar.reset();
   fillLevels([]);

@@ -176,7 +176,8 @@ def _store_plan(
             )
         )
     job.plan = plan
-    job.total_chunks = sum(1 for c in chunks if c.kind == "video")
+    # What publishing counts: the time chunks, or an audio-only job's one unit, its audio.
+    job.total_chunks = sum(1 for c in chunks if c.kind == "video") or len(chunks)
     job.worker_id = job.lease_expires_at = None
     session.flush()
     update_progress(session, job)
@@ -413,7 +414,9 @@ def update_progress(session: Session, job: Job) -> None:
     audio = [c for c in chunks if c.kind == "audio"]
     overall = _percent(video, duration)
     if audio:
-        overall = (1 - AUDIO_WEIGHT) * overall + AUDIO_WEIGHT * _percent(audio, duration)
+        # Beside video the audio weighs little; without video (audio only) it is everything.
+        weight = AUDIO_WEIGHT if video else 1.0
+        overall = (1 - weight) * overall + weight * _percent(audio, duration)
     # 100 is kept for `ok`: the last step (measuring, the final master) is still ahead.
     value = round(min(overall, 99.9), 2)
     # Compared in the UPDATE itself: two writers (a heartbeat, a finishing chunk) may each

@@ -31,7 +31,12 @@ class VideoOut(BaseModel):
     video_codec: str | None = None
     audio_codec: str | None = None
     status: str = Field(description="uploading | queued | running | stopped | ok | failed")
-    qualities: list[str] = Field(default_factory=list, description="Rungs produced")
+    qualities: list[str] = Field(
+        default_factory=list, description='Rungs produced ("audio" alone: an audio-only video)'
+    )
+    audio_only: bool = Field(
+        False, description="Sound with no picture: played as audio-only HLS, no poster"
+    )
     error: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -51,6 +56,8 @@ class VideoOut(BaseModel):
             audio_codec=video.audio_codec,
             status=video.status,
             qualities=list(video.qualities or []),
+            # The upload's probe leaves the picture's facts unknown for an audio-only source.
+            audio_only=video.audio_codec is not None and video.video_codec is None,
             error=_public(video.error),
             created_at=as_utc(video.created_at),
             updated_at=as_utc(video.updated_at),
@@ -74,7 +81,9 @@ class TranscodeStatus(BaseModel):
         default_factory=dict, description="Units of work by state (pending, running, done, failed)"
     )
     chunks_published: int = Field(0, description="Time chunks listed in the playlists so far")
-    chunks_total: int = Field(0, description="Time chunks the video is cut into")
+    chunks_total: int = Field(
+        0, description="Time chunks the video is cut into (audio only: 1, the audio)"
+    )
     playable: bool = Field(False, description="The master playlist can be played already")
     updated_at: datetime | None = None
 

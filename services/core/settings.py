@@ -45,8 +45,10 @@ class Settings(BaseSettings):
         description="Largest JSON or form request body (chunks and tus bodies have their own)",
     )
     allowed_extensions: str = Field(
-        "mp4,m4v,mov,mkv,webm,avi,mpg,mpeg,ts,mts,m2ts,flv,wmv,3gp,ogv,mxf",
-        description="Comma-separated file name endings accepted at init (content must probe too)",
+        "mp4,m4v,mov,mkv,webm,avi,mpg,mpeg,ts,mts,m2ts,flv,wmv,3gp,ogv,mxf,"
+        "m4a,mp3,wav,flac,ogg,oga,opus,aac",
+        description="Comma-separated video and audio file name endings accepted at init "
+        "(content must probe too; audio-only files become audio-only HLS)",
     )
     # Bounds on what a source's header may claim (a 5 KB file can claim 10^12 s): generous
     # for anything a camera, phone or editor writes, refused with a 422 above them.
@@ -70,7 +72,7 @@ class Settings(BaseSettings):
         3600, description="How often the upload service looks for abandoned uploads"
     )
     watch_folder_enabled: bool = Field(
-        True, description="Pick up video files dropped into STORAGE_DIR/incoming/ as uploads"
+        True, description="Pick up video and audio files dropped into STORAGE_DIR/incoming/"
     )
     watch_interval_seconds: float = Field(
         5.0, gt=0, description="Watch folder scan period; a file must stay unchanged for one"

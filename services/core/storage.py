@@ -6,6 +6,7 @@ Layout under the storage root:
     hls/{video_id}/{rung}/playlist.m3u8, seg_00000.ts, ...
     hls/{video_id}/poster.jpg, storyboard.jpg, storyboard.vtt   previews for the player
     hls/{video_id}/downloads/{rung}.mp4   a rung remuxed to MP4, made on first request
+                                      (audio.m4a: the audio of an audio-only video)
     incoming/                         the watch folder (claims in incoming/.claimed/,
                                       refused files in incoming/failed/)
 (Everything derived from the encode lives below hls/{video_id}/: starting over or deleting
@@ -26,6 +27,9 @@ from services.core.errors import InsufficientStorage, NotFound
 
 # fsyncs waiting on the disk at once (make_durable); they cost no CPU.
 SYNC_THREADS = 8
+
+# An audio-only download is MP4 too, named as audio players expect.
+AUDIO_SUFFIX = ".m4a"
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,10 @@ class Storage:
         return self.hls_dir(video_id) / "downloads"
 
     def download_path(self, video_id: str, rung: str) -> Path:
-        """Rung `rung` remuxed to one MP4 file (with the audio) for downloading."""
-        return self.downloads_dir(video_id) / f"{ids.quality(rung)}.mp4"
+        """Rung `rung` remuxed to one MP4 file (with the audio) for downloading; "audio" (an
+        audio-only video's one rendition) is audio.m4a."""
+        name = ids.quality(rung)
+        return self.downloads_dir(video_id) / f"{name}{AUDIO_SUFFIX if name == 'audio' else '.mp4'}"
 
     def asset_path(self, video_id: str, relative: str) -> Path:
         """A file below hls/{video_id}/ named by a client; must resolve inside that folder."""

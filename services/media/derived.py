@@ -189,12 +189,14 @@ async def make_storyboard(settings: Settings, video_id: str, plan: Plan) -> Path
 
 
 async def make_rung_mp4(settings: Settings, video_id: str, plan: Plan, rung: str) -> Path:
-    """Rung `rung` of a finished video remuxed (stream copy) with its audio into one MP4."""
-    if rung not in {r.name for r in plan.renditions}:
+    """Rung `rung` of a finished video remuxed (stream copy) with its audio into one MP4; for
+    an audio-only video, rung "audio" is its audio alone as an .m4a."""
+    if rung not in plan.qualities:
         raise NotMade(f"video {video_id} has no rung {rung}")
     storage = Storage(settings.storage_dir)
     path = storage.download_path(video_id, rung)
     audio = storage.playlist_path(video_id, AUDIO_DIR) if plan.audio_kbps is not None else None
+    video = None if plan.audio_only else storage.playlist_path(video_id, rung)
     try:
         # Below the video's folder, never creating it (parents=False): see the module's doc.
         path.parent.mkdir(exist_ok=True)
@@ -204,7 +206,7 @@ async def make_rung_mp4(settings: Settings, video_id: str, plan: Plan, rung: str
     async def build(out: Path) -> None:
         argv = rung_mp4_command(
             ffmpeg=settings.ffmpeg_bin,
-            video_playlist=storage.playlist_path(video_id, rung),
+            video_playlist=video,
             audio_playlist=audio,
             out=out,
         )
@@ -232,6 +234,8 @@ async def make_previews(settings: Settings, video_id: str, plan: Plan) -> None:
     """What a worker makes after a unit: the poster once the video plays, the storyboard once
     it is final. Cheap when there is nothing to do (two or three stats); never raises for a
     file that cannot be made (the streaming service tries again when it is asked for)."""
+    if plan.audio_only:
+        return  # no picture: nothing to show before playback or over the seek bar
     storage = Storage(settings.storage_dir)
     wanted: list[tuple[Path, Callable[[], Awaitable[Path]]]] = []
     if storage.master_path(video_id).is_file():

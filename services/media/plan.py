@@ -9,7 +9,14 @@ from typing import Any
 from services.core.settings import Settings
 from services.media.bounds import check_source
 from services.media.chunking import split_chunks
-from services.media.ffmpeg_args import CODECS, HEVC, EncodeOptions, audio_bitrate
+from services.media.ffmpeg_args import (
+    AUDIO_DIR,
+    CODECS,
+    HEVC,
+    MAX_AUDIO_KBPS,
+    EncodeOptions,
+    audio_bitrate,
+)
 from services.media.ladder import Rendition, plan_ladder
 from services.media.probe import SourceInfo
 
@@ -17,6 +24,9 @@ AUDIO_INDEX = -1
 # HEVC needs about 60 % of H.264's bits for the same picture (the common rule of thumb for
 # x265 against x264 at web bit rates): its rungs keep the sizes and get 60 % of the rates.
 HEVC_BITRATE_SHARE = 0.6
+# An audio-only source gets the best audio any video's ladder gives (the HLS spec's ceiling):
+# with no picture the sound is all there is, and 160 kb/s is still a podcast's small change.
+AUDIO_ONLY_KBPS = MAX_AUDIO_KBPS
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,16 @@ class Plan:
     @property
     def duration(self) -> float:
         return self.info.duration
+
+    @property
+    def audio_only(self) -> bool:
+        """True for a source with no picture: no rungs, no time chunks, only the audio."""
+        return not self.info.has_video
+
+    @property
+    def qualities(self) -> list[str]:
+        """What a finished video offers: its rungs, highest first, or "audio" alone."""
+        return [AUDIO_DIR] if self.audio_only else [r.name for r in self.renditions]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,11 +118,16 @@ def make_plan(
 ) -> tuple[Plan, list[ChunkSpec]]:
     """The plan for a probed source and its units of work (the audio first, then chunks).
 
-    One ladder per video, in `codec` (default: DEFAULT_CODEC). A source past the settings'
-    bounds is refused (BeyondLimits) before anything is cut, so no claim makes planning slow.
+    One ladder per video, in `codec` (default: DEFAULT_CODEC); an audio-only source has no
+    ladder and one unit of work, its audio (`codec` then only decides the segment format).
+    A source past the settings' bounds is refused (BeyondLimits) before anything is cut, so
+    no claim makes planning slow.
     """
     check_source(info, settings)
     options = encode_options(settings, codec)
+    if not info.has_video:
+        plan = Plan(info=info, renditions=[], options=options, audio_kbps=AUDIO_ONLY_KBPS)
+        return plan, [ChunkSpec(AUDIO_INDEX, "audio", 0.0, None)]
     renditions = codec_renditions(plan_ladder(info.width, info.height), options.codec)
     plan = Plan(
         info=info,

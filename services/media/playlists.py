@@ -388,12 +388,16 @@ def master_playlist(
 
     With `audio`, every variant plays the one audio rendition (an EXT-X-MEDIA group) and
     declares its codec and bit rate too: BANDWIDTH covers all renditions a variant plays.
+    With `audio` and no rungs (an audio-only source), the audio is the one variant.
     `iframe_bandwidths` (rung name -> bits per second) adds each rung's I-frame playlist.
     """
     rungs = sorted(stats, key=lambda s: (s.width * s.height, s.bandwidth), reverse=True)
     given = iframe_bandwidths or {}
     iframes = {rung.name: given[rung.name] for rung in rungs if rung.name in given}
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{4 if iframes else 3}", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    if not rungs and audio is not None:
+        lines += [_audio_stream_inf(audio), f"{AUDIO_DIR}/{PLAYLIST_NAME}"]
+        return "\n".join(lines) + "\n"
     if audio is not None:
         lines.append(_audio_media(audio))
     for rung in rungs:
@@ -432,6 +436,17 @@ def _stream_inf(rung: RenditionStats, audio: AudioStats | None) -> str:
     ]
     if audio is not None:
         attributes.append(f'AUDIO="{AUDIO_GROUP}"')
+    return "#EXT-X-STREAM-INF:" + ",".join(attributes)
+
+
+def _audio_stream_inf(audio: AudioStats) -> str:
+    """The lone variant of an audio-only master: no picture, so no RESOLUTION or FRAME-RATE
+    (RFC 8216 4.3.4.2 asks for them only where there is video)."""
+    attributes = [
+        f"BANDWIDTH={audio.bandwidth}",
+        f"AVERAGE-BANDWIDTH={audio.average_bandwidth}",
+        f'CODECS="{audio.codec}"',
+    ]
     return "#EXT-X-STREAM-INF:" + ",".join(attributes)
 
 

@@ -35,6 +35,10 @@ class ProbeError(NotAVideo):
     """The file does not probe as a playable video; the message says why."""
 
 
+# What an audio-only source (no picture to show) has in place of the picture's facts.
+NO_VIDEO_CODEC = ""
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     """The facts about a source that the ladder and the encoder depend on."""
@@ -52,6 +56,11 @@ class SourceInfo:
     def has_audio(self) -> bool:
         """True when the source has an audio stream to carry into every rung."""
         return self.audio_codec is not None
+
+    @property
+    def has_video(self) -> bool:
+        """False for an audio-only source (sound with no picture, or only cover art)."""
+        return self.video_codec != NO_VIDEO_CODEC
 
 
 def probe(path: Path, *, ffprobe: str = "ffprobe", timeout: float = 60) -> SourceInfo:
@@ -138,6 +147,10 @@ def _source_info(data: dict[str, Any]) -> SourceInfo:
     fmt: dict[str, Any] = data.get("format", {})
     video = _first_video(streams)
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    if video is None:
+        if audio is None:
+            raise ProbeError("no video or audio stream: there is nothing to play")
+        return _audio_only(fmt, audio)
     width, height = _display_size(video)
     return SourceInfo(
         duration=_duration(fmt, video),
@@ -151,7 +164,23 @@ def _source_info(data: dict[str, Any]) -> SourceInfo:
     )
 
 
-def _first_video(streams: list[dict[str, Any]]) -> dict[str, Any]:
+def _audio_only(fmt: dict[str, Any], audio: dict[str, Any]) -> SourceInfo:
+    """A source with sound and no picture: no size, no frame rate, no video codec."""
+    return SourceInfo(
+        # The audio stream stands in for the video one where the container has no duration.
+        duration=_duration(fmt, audio),
+        width=0,
+        height=0,
+        fps=0.0,
+        video_codec=NO_VIDEO_CODEC,
+        audio_codec=str(audio.get("codec_name", "unknown")),
+        format_name=str(fmt.get("format_name", "unknown")),
+        bit_rate=_int_or_none(fmt.get("bit_rate")),
+    )
+
+
+def _first_video(streams: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first video stream that is a picture to play (None when there is none)."""
     for stream in streams:
         # Cover art is a one-picture "video" stream; it is not something to play.
         cover = stream.get("disposition", {}).get("attached_pic") == 1
@@ -159,7 +188,7 @@ def _first_video(streams: list[dict[str, Any]]) -> dict[str, Any]:
             if not stream.get("width") or not stream.get("height"):
                 raise ProbeError("the video stream has no picture size")
             return stream
-    raise ProbeError("no video stream")
+    return None
 
 
 def _display_size(stream: dict[str, Any]) -> tuple[int, int]:

@@ -11,18 +11,21 @@ from services.media.demuxers import HLS_FORMATS, input_args
 
 
 def rung_mp4_command(
-    *, ffmpeg: str, video_playlist: Path, audio_playlist: Path | None, out: Path
+    *, ffmpeg: str, video_playlist: Path | None, audio_playlist: Path | None, out: Path
 ) -> list[str]:
-    """One ffmpeg run copying a rung (and the audio, if any) from their playlists into `out`."""
+    """One ffmpeg run copying a rung (and the audio, if any) from their playlists into `out`;
+    with no rung (an audio-only video), the audio alone (an .m4a)."""
+    playlists = [p for p in (video_playlist, audio_playlist) if p is not None]
+    if not playlists:
+        raise ValueError("a download needs a rung or the audio to copy")
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
     # -i before absolute paths: a name is never read as an option or a protocol. Input options
     # hold for the one input they precede: each playlist reads our own segments and no more.
-    argv += [*input_args(HLS_FORMATS), "-i", str(video_playlist.absolute())]
-    if audio_playlist is not None:
-        argv += [*input_args(HLS_FORMATS), "-i", str(audio_playlist.absolute())]
-        argv += ["-map", "0:v:0", "-map", "1:a:0"]
-    else:
-        argv += ["-map", "0:v:0"]
+    for playlist in playlists:
+        argv += [*input_args(HLS_FORMATS), "-i", str(playlist.absolute())]
+    # The maps follow every input: placed before an -i, ffmpeg would take them as its options.
+    for index, playlist in enumerate(playlists):
+        argv += ["-map", f"{index}:{'v' if playlist is video_playlist else 'a'}:0"]
     argv += ["-c", "copy", "-sn", "-dn"]
     if audio_playlist is not None:
         # ADTS headers (how MPEG-TS carries AAC) become the MP4's AudioSpecificConfig.

@@ -19,6 +19,7 @@ MEDIA_TYPES = {
     ".ts": "video/mp2t",
     ".m4s": "video/iso.segment",
     ".mp4": "video/mp4",
+    ".m4a": "audio/mp4",
     ".vtt": "text/vtt",
     ".jpg": "image/jpeg",
     ".png": "image/png",

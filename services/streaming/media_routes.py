@@ -39,7 +39,7 @@ router = APIRouter(tags=["media"])
 DERIVED_CACHE = "max-age=3600"
 # A poster or a storyboard sprite: a few hundred KB at most.
 PICTURE_BYTES = 1024 * 1024
-DOWNLOAD_NAME = re.compile(rf"(?P<quality>{ids.QUALITY_RE.pattern})\.mp4")
+DOWNLOAD_NAME = re.compile(rf"(?P<quality>{ids.QUALITY_RE.pattern})\.(mp4|m4a)")
 
 
 def _file_route(path: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -62,6 +62,12 @@ def _facts(session: Session, video_id: str) -> Facts:
     plan = Plan.from_dict(job.plan) if job is not None and job.plan else None
     session.commit()
     return Facts(video, plan)
+
+
+def _refuse_audio_only(facts: Facts, what: str) -> None:
+    """A clear 404 for a picture of a video that has none (an audio-only upload)."""
+    if facts.plan is not None and facts.plan.audio_only:
+        raise NotFound(f"an audio-only video has no {what}: video {facts.video.id} is sound only")
 
 
 def _make(
@@ -111,6 +117,7 @@ def poster(
     path = storage.poster_path(video_id)
     if not path.is_file():
         facts = _facts(session, video_id)
+        _refuse_audio_only(facts, "poster")
         if facts.plan is None or not storage.master_path(video_id).is_file():
             raise NotFound(
                 f"video {video_id} has no poster yet: it is made once its first part is "
@@ -128,6 +135,7 @@ def _ensure_storyboard(
     if storage.storyboard_vtt_path(video_id).is_file():
         return
     facts = _facts(session, video_id)
+    _refuse_audio_only(facts, "storyboard")
     if facts.plan is None or not storage.complete_marker(video_id).is_file():
         raise NotFound(
             f"video {video_id} has no storyboard yet: it is made once transcoding is "
@@ -189,10 +197,12 @@ def download_original(
 
 
 def _rung_of(name: str) -> str:
+    """The rung a download name asks for: `720p.mp4`, or `audio.m4a` (audio-only videos)."""
     found = DOWNLOAD_NAME.fullmatch(name)
     if found is None:
         raise InvalidInput(
-            f"'{name[:64]}' is not a download name: expected a rung and .mp4, such as 720p.mp4"
+            f"'{name[:64]}' is not a download name: expected a rung and .mp4, such as "
+            "720p.mp4, or audio.m4a for an audio-only video"
         )
     return found.group("quality")
 
@@ -207,8 +217,8 @@ def download_rung(
     request: Request,
     token: PlaybackToken,
 ) -> Response:
-    """Rung `name` (e.g. 720p.mp4) as one MP4 with the audio: remuxed at the first request,
-    then kept (byte ranges supported)."""
+    """Rung `name` (e.g. 720p.mp4) as one MP4 with the audio, or an audio-only video's audio
+    (audio.m4a): remuxed at the first request, then kept (byte ranges supported)."""
     rung = _rung_of(name)
     facts = _facts(session, ids.video_id(video_id))
     video = facts.video
@@ -221,18 +231,19 @@ def download_rung(
     if rung not in rungs:
         raise NotFound(f"video {video_id} has no rung {rung}: it has {', '.join(rungs) or 'none'}")
     path = storage.download_path(video.id, rung)
+    if path.name != name:  # audio.mp4, 720p.m4a: the rung exists under its own name
+        raise NotFound(f"video {video_id} has no {name}: its {rung} downloads as {path.name}")
+    what = f"the {path.name} download of {video_id}"
     if not path.is_file():
-        what = f"the {rung} MP4 of {video_id}"
-        needed = _bytes_under(
-            storage.rung_dir(video.id, rung), storage.rung_dir(video.id, AUDIO_DIR)
-        )
+        # A set: an audio-only video's one folder (its rung is the audio) counts once.
+        needed = _bytes_under(*{storage.rung_dir(video.id, r) for r in (rung, AUDIO_DIR)})
         _make(what, settings, needed, derived.make_rung_mp4, settings, video.id, facts.plan, rung)
     response = serve(
         request,
         path,
         finished=True,
-        what=f"the {rung} MP4 of {video_id}",
-        media_type=MEDIA_TYPES[".mp4"],
-        filename=download_name(video.filename, f"-{rung}.mp4"),
+        what=what,
+        media_type=MEDIA_TYPES[path.suffix],
+        filename=download_name(video.filename, f"-{path.name}"),
     )
     return _cached(response, token)

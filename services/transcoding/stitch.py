@@ -83,7 +83,11 @@ def publish(settings: Settings, video_id: str) -> bool:
         video = [c for c in chunks if c.kind == "video"]
         audio = next((c for c in chunks if c.kind == "audio"), None)
         ready = _leading_done(video)
-        if ready == 0 or not _audio_covers(hls, audio, _video_seconds(hls, plan, ready)):
+        if plan.audio_only:
+            # The audio is the whole presentation: published once, whole, when it is done.
+            if audio is None or audio.status != ChunkStatus.DONE:
+                return False
+        elif ready == 0 or not _audio_covers(hls, audio, _video_seconds(hls, plan, ready)):
             return False
         final = ready == len(video) and (audio is None or audio.status == ChunkStatus.DONE)
         if final:
@@ -93,7 +97,7 @@ def publish(settings: Settings, video_id: str) -> bool:
             return False
         write_presentation(settings, video_id, plan, ready, final=final)
         if final:
-            jobs.finish(session, video_id=video_id, qualities=[r.name for r in plan.renditions])
+            jobs.finish(session, video_id=video_id, qualities=plan.qualities)
         return final
 
 

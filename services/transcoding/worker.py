@@ -240,11 +240,22 @@ class Worker:
         # Stop must end ffmpeg within 2 s: beat at least twice a second.
         interval = min(0.5, self.settings.poll_seconds)
         while not stop.is_set():
-            stop_asked = await asyncio.to_thread(self._beat, chunk, out_time[0])
+            stop_asked = await self._beat_to_the_end(chunk, out_time[0])
             if stop_asked or shutdown.is_set():
                 stop.set()
                 return
             await sleep_unless(shutdown, interval)
+
+    async def _beat_to_the_end(self, chunk: ClaimedChunk, out_time: float) -> bool:
+        """One beat, which a cancelled heartbeat still waits for: its transaction runs on in
+        its thread, and committed after the unit is recorded done (a short audio-only job's
+        first beat, for one), its figures would overwrite the finished job's qualities."""
+        beat = asyncio.ensure_future(asyncio.to_thread(self._beat, chunk, out_time))
+        try:
+            return await asyncio.shield(beat)
+        except asyncio.CancelledError:
+            await asyncio.gather(beat, return_exceptions=True)
+            raise
 
     def _beat(self, chunk: ClaimedChunk, out_time: float) -> bool:
         with session_scope(self.settings) as session:

@@ -89,7 +89,8 @@ def _check_extension(settings: Settings, label: str) -> None:
     _, dot, ending = label.rpartition(".")
     if not dot or ending.lower() not in allowed:
         raise InvalidInput(
-            f"'{label}' does not end in a video file extension; accepted: {', '.join(allowed)}"
+            f"'{label}' does not end in a video or audio file extension; "
+            f"accepted: {', '.join(allowed)}"
         )
 
 
@@ -716,8 +717,10 @@ def _register(
 
 def _apply_probe(video: Video, info: object) -> None:
     assert isinstance(info, SourceInfo)
-    video.duration, video.width, video.height = info.duration, info.width, info.height
-    video.fps, video.video_codec, video.audio_codec = info.fps, info.video_codec, info.audio_codec
+    video.duration, video.audio_codec = info.duration, info.audio_codec
+    if info.has_video:  # an audio-only source has no picture facts: they stay unknown (null)
+        video.width, video.height = info.width, info.height
+        video.fps, video.video_codec = info.fps, info.video_codec
 
 
 def complete_chunked_upload(settings: Settings, storage: Storage, *, upload_id: str) -> Video:

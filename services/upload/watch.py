@@ -422,7 +422,7 @@ class Watcher:
         _, dot, ending = label.rpartition(".")
         if not dot or ending.lower() not in allowed:
             raise Refused(
-                f"its name does not end in a video file extension; accepted: "
+                f"its name does not end in a video or audio file extension; accepted: "
                 f"{', '.join(sorted(allowed))}"
             )
 

@@ -254,6 +254,20 @@ def test_rung_without_audio_declares_only_video() -> None:
     assert 'CODECS="avc1.64001f",' in text and "AUDIO=" not in text and "EXT-X-MEDIA" not in text
 
 
+def test_audio_only_master_has_the_audio_as_its_one_variant() -> None:
+    text = master_playlist([], audio=AUDIO)
+    assert text == (
+        "#EXTM3U\n"
+        "#EXT-X-VERSION:3\n"
+        "#EXT-X-INDEPENDENT-SEGMENTS\n"
+        '#EXT-X-STREAM-INF:BANDWIDTH=140000,AVERAGE-BANDWIDTH=130000,CODECS="mp4a.40.2"\n'
+        "audio/playlist.m3u8\n"
+    )
+    master = m3u8.loads(text)
+    assert [p.uri for p in master.playlists] == ["audio/playlist.m3u8"]
+    assert not master.media and not master.iframe_playlists
+
+
 # ---- measuring -------------------------------------------------------------------------
 
 

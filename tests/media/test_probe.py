@@ -60,11 +60,14 @@ def test_missing_file_is_reported(tmp_path: Path) -> None:
         probe(tmp_path / "source")
 
 
-def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
+def test_audio_only_file_is_described_without_a_picture(tmp_path: Path) -> None:
     path = tmp_path / "sound.m4a"
-    ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(path))
-    with pytest.raises(ProbeError, match="no video stream"):
-        probe(path)
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=1.5", "-c:a", "aac", str(path))
+    info = probe(path)
+    assert not info.has_video and info.has_audio
+    assert (info.width, info.height, info.fps, info.video_codec) == (0, 0, 0.0, "")
+    assert info.audio_codec == "aac"
+    assert info.duration == pytest.approx(1.5, abs=0.05)
 
 
 def test_cover_art_is_not_a_video_stream(tmp_path: Path) -> None:
@@ -75,7 +78,17 @@ def test_cover_art_is_not_a_video_stream(tmp_path: Path) -> None:
         *("-map", "0:a", "-map", "1:v", "-frames:v", "1", "-c:a", "aac", "-c:v", "mjpeg"),
         *("-disposition:v:0", "attached_pic", str(path)),
     )
-    with pytest.raises(ProbeError, match="no video stream"):
+    info = probe(path)
+    assert not info.has_video
+    assert info.audio_codec == "aac"
+
+
+def test_file_with_neither_video_nor_audio_is_not_a_video(tmp_path: Path) -> None:
+    subtitles = tmp_path / "words.srt"
+    subtitles.write_text("1\n00:00:00,000 --> 00:00:01,000\nhello\n", encoding="utf-8")
+    path = tmp_path / "words.mkv"
+    ffmpeg("-i", str(subtitles), "-c:s", "srt", str(path))
+    with pytest.raises(ProbeError, match="no video or audio stream"):
         probe(path)
 
 

@@ -199,3 +199,19 @@ def test_rung_mp4_is_a_stream_copy_with_the_index_first():
         out=Path("/o.mp4"),
     )
     assert silent.count("-i") == 1 and "-bsf:a" not in silent and "1:a:0" not in silent
+
+
+def test_audio_of_an_audio_only_video_is_copied_alone():
+    argv = rung_mp4_command(
+        ffmpeg="ffmpeg",
+        video_playlist=None,
+        audio_playlist=Path("/s/hls/a/audio/playlist.m3u8"),
+        out=Path("/s/hls/a/downloads/.audio.tmp.m4a"),
+    )
+    assert argv.count("-i") == 1 and argv[argv.index("-i") + 1] == "/s/hls/a/audio/playlist.m3u8"
+    maps = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-map"]
+    assert maps == ["0:a:0"]
+    assert argv[argv.index("-c") + 1] == "copy"
+    assert argv[argv.index("-bsf:a") + 1] == "aac_adtstoasc"
+    with pytest.raises(ValueError, match="a rung or the audio"):
+        rung_mp4_command(ffmpeg="ffmpeg", video_playlist=None, audio_playlist=None, out=Path("/o"))

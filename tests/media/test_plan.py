@@ -1,0 +1,60 @@
+"""Planning an audio-only source: no ladder, no time chunks, the one audio unit."""
+
+import json
+from pathlib import Path
+
+from services.core.settings import Settings
+from services.media import derived
+from services.media.plan import AUDIO_INDEX, AUDIO_ONLY_KBPS, ChunkSpec, Plan, make_plan
+from services.media.probe import SourceInfo
+
+PODCAST = SourceInfo(
+    duration=3600.0,
+    width=0,
+    height=0,
+    fps=0.0,
+    video_codec="",
+    audio_codec="mp3",
+    format_name="mp3",
+    bit_rate=128_000,
+)
+
+
+def settings(tmp_path: Path) -> Settings:
+    return Settings(storage_dir=tmp_path)
+
+
+def test_an_audio_only_source_is_planned_as_its_audio_alone(tmp_path: Path) -> None:
+    plan, specs = make_plan(PODCAST, settings(tmp_path))
+    assert plan.audio_only and not PODCAST.has_video
+    assert plan.renditions == []
+    assert plan.audio_kbps == AUDIO_ONLY_KBPS == 160
+    assert plan.qualities == ["audio"]
+    # An hour of sound is still one unit: no chunk of the timeline for a picture.
+    assert specs == [ChunkSpec(AUDIO_INDEX, "audio", 0.0, None)]
+
+
+def test_an_audio_only_plan_survives_the_json_of_the_job_row(tmp_path: Path) -> None:
+    plan, _ = make_plan(PODCAST, settings(tmp_path), codec="hevc")
+    stored = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert stored == plan
+    assert stored.audio_only and stored.options.fmp4
+
+
+def test_a_video_plan_offers_its_rungs_highest_first(tmp_path: Path) -> None:
+    film = SourceInfo(30.0, 1280, 720, 30.0, "h264", "aac", "mov,mp4,m4a,3gp,3g2,mj2", None)
+    plan, specs = make_plan(film, settings(tmp_path))
+    assert not plan.audio_only and film.has_video
+    assert plan.qualities == ["720p", "480p", "360p"]
+    assert [s.kind for s in specs][:2] == ["audio", "video"]
+
+
+async def test_no_poster_or_storyboard_is_made_for_an_audio_only_video(tmp_path: Path) -> None:
+    plan, _ = make_plan(PODCAST, settings(tmp_path))
+    video_id = "a" * 32
+    hls = tmp_path / "hls" / video_id
+    hls.mkdir(parents=True)
+    (hls / "master.m3u8").write_text("#EXTM3U\n", encoding="utf-8")
+    (hls / ".complete").touch()
+    await derived.make_previews(settings(tmp_path), video_id, plan)
+    assert sorted(p.name for p in hls.iterdir()) == [".complete", "master.m3u8"]
