@@ -106,17 +106,25 @@ def test_source_is_read_once_through_a_single_absolute_input() -> None:
 
 
 def test_filter_graph_splits_once_and_scales_per_rendition() -> None:
-    (graph,) = values_of(command(), "-filter_complex")
+    (graph,) = values_of(command(chunk=LAST), "-filter_complex")
     assert graph.startswith("[0:v:0]split=4[s0][s1][s2][s3];")
     for i, size in enumerate(["1920:1080", "1280:720", "854:480", "640:360"]):
         assert f"[s{i}]scale={size},setsar=1,format=yuv420p[v{i}]" in graph
     assert "fps=" not in graph
 
 
+def test_a_chunk_keeps_the_frames_before_its_end_counted_from_its_start() -> None:
+    # -t counts from the chunk's first frame; trim's end from the start the -ss sought.
+    (graph,) = values_of(command(chunk=MIDDLE), "-filter_complex")
+    assert graph.startswith("[0:v:0]trim=end=12.000000,split=4")
+    (graph,) = values_of(command(chunk=LAST), "-filter_complex")
+    assert "trim" not in graph
+
+
 def test_frame_rate_is_capped_only_above_60() -> None:
     argv = command(info=source_info(fps=120))
     (graph,) = values_of(argv, "-filter_complex")
-    assert graph.startswith("[0:v:0]fps=60,split=4")
+    assert graph.startswith("[0:v:0]trim=end=12.000000,fps=60,split=4")
     assert values_of(argv, "-g") == ["120"] * 4
     (graph,) = values_of(command(info=source_info(fps=60)), "-filter_complex")
     assert "fps=" not in graph
@@ -151,17 +159,19 @@ def test_timestamps_are_offset_to_the_chunk_start_plus_ten_seconds() -> None:
     assert values_of(command(chunk=first), "-output_ts_offset") == ["10.000000"] * 4
 
 
-def test_offset_is_snapped_to_the_frame_grid_between_frames() -> None:
-    # At 30000/1001 fps frame 180 is at 6.006 s: the chunk's first frame belongs there.
+def test_offset_is_the_chunk_start_at_any_frame_rate() -> None:
+    # The encoder's clock is 90 kHz: a frame keeps its time after the start, no grid snap.
     argv = command(info=source_info(fps=30000 / 1001))
-    assert values_of(argv, "-output_ts_offset") == ["16.006000"] * 4
-    # 18 s is frame 539.46: the chunk counts from frame 539 (17.984 s).
-    assert chunk_ts_offset(LAST, 30000 / 1001) == pytest.approx(10 + 539 * 1001 / 30000)
-    assert chunk_ts_offset(LAST, 25) == 28.0
+    assert values_of(argv, "-output_ts_offset") == ["16.000000"] * 4
+    assert chunk_ts_offset(LAST) == 28.0
 
 
 def test_frames_keep_their_times_instead_of_being_duplicated() -> None:
     assert values_of(command(), "-fps_mode") == ["vfr"] * 4
+
+
+def test_the_encoder_clock_is_90_khz_not_one_tick_a_frame() -> None:
+    assert values_of(command(), "-enc_time_base") == ["1:90000"] * 4
 
 
 def test_hls_options_follow_the_encode_options() -> None:
