@@ -304,6 +304,29 @@ def _assert_tone_mapped(name: str, rung: Path, source: Path, size: tuple[int, in
     assert min(wrong) > MAX_PICTURE_MAD, (name, wrong)
 
 
+def test_hlg_phone_clip_gets_a_tone_mapped_poster(
+    client: httpx.Client,
+    device_clips: dict[str, Path],
+    device_uploads: dict[str, Any],
+    served: dict[str, Served],
+    tmp_path: Path,
+) -> None:
+    video_id = ladder_of("hlg", device_uploads, served).video_id
+    poster = tmp_path / "poster.jpg"
+    poster.write_bytes(fetch(client, f"/stream/{video_id}/poster.jpg"))
+    stream = video_stream(poster)
+    size = (stream["width"], stream["height"])
+    shown = rgb_frame(poster, size, 0)
+    # The poster is a keyframe near a tenth in: the nearest of the first pictures.
+    source = device_clips["hlg"]
+    mapped = min(
+        (mean_abs_diff(shown, rgb_frame(source, size, n, REFERENCE_TONEMAP)) for n in range(12)),
+        key=max,
+    )
+    print(f"hlg poster: MAD to the reference tone map {[round(m, 2) for m in mapped]}")
+    assert max(mapped) < MAX_PICTURE_MAD
+
+
 def test_hlg_phone_clip_on_the_hevc_ladder_is_tone_mapped_main_8_bit(
     client: httpx.Client, device_clips: dict[str, Path], tmp_path: Path
 ) -> None:

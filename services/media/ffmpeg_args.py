@@ -33,6 +33,10 @@ from services.media.probe import SourceInfo
 
 # Faster frame rates buy little on the web and cost every rung bits.
 MAX_FPS = 60
+# Browsers show frames, not fields: two woven fields of a moving picture are combs. One
+# frame per frame (send_frame keeps the rate); deint=interlaced leaves alone the frames the
+# decoder marks progressive (soft telecine, mixed content).
+DEINTERLACE = "bwdif=mode=send_frame:parity=auto:deint=interlaced"
 # SDR reference white in nits: HDR light above it is what the tone map compresses.
 NOMINAL_PEAK_NITS = 100
 # ffprobe's names that zscale reads too: for the matrix, and for SDR transfers of BT.2020.
@@ -214,12 +218,7 @@ def filter_graph(
 
 def source_filters(info: SourceInfo, renditions: Sequence[Rendition]) -> list[str]:
     """The filters every rung shares, run once before the split."""
-    filters = []
-    if info.interlaced:
-        # Browsers show frames, not fields: two woven fields of a moving picture are combs.
-        # One frame per frame (send_frame keeps the rate); deint=interlaced leaves alone
-        # the frames the decoder marks progressive (soft telecine, mixed content).
-        filters.append("bwdif=mode=send_frame:parity=auto:deint=interlaced")
+    filters = [DEINTERLACE] if info.interlaced else []
     if info.fps > MAX_FPS:
         filters.append(f"fps={MAX_FPS}")
     if converts_to_bt709(info):
@@ -233,8 +232,9 @@ def converts_to_bt709(info: SourceInfo) -> bool:
     return info.hdr or info.wide_gamut
 
 
-def to_bt709_filters(info: SourceInfo, width: int, height: int) -> list[str]:
-    """HDR (HLG, PQ) or BT.2020 to SDR BT.709 at `width` x `height`, in 8-bit yuv420p.
+def to_bt709_filters(info: SourceInfo, width: int, height: int, *, jpeg: bool = False) -> list[str]:
+    """HDR (HLG, PQ) or BT.2020 to SDR BT.709 at `width` x `height`, in 8-bit yuv420p
+    (`jpeg`: in JPEG's own YUV, BT.601 full range, as every JPEG decoder reads it).
 
     Scaled first, to the top rung's size, then tone-mapped once for every rung: the float
     work then costs the same for a 4K phone clip as for a 1080p one. Measured on 2 s of HLG,
@@ -258,14 +258,15 @@ def to_bt709_filters(info: SourceInfo, width: int, height: int) -> list[str]:
     # Möbius keeps the picture's SDR part as it is and bends only the highlights above it
     # (hable darkens the whole of a phone clip); desat=0 keeps the highlights' colour.
     tone_map = ["tonemap=mobius:desat=0"] if info.hdr else []
-    return [
-        to_linear,
-        "format=gbrpf32le",
-        "zscale=p=bt709",
-        *tone_map,
-        "zscale=t=bt709:m=bt709:r=tv",
-        "format=yuv420p",
-    ]
+    to_yuv = (
+        ["zscale=t=bt709:m=bt470bg:r=pc", "format=yuvj420p"]
+        if jpeg
+        else [
+            "zscale=t=bt709:m=bt709:r=tv",
+            "format=yuv420p",
+        ]
+    )
+    return [to_linear, "format=gbrpf32le", "zscale=p=bt709", *tone_map, *to_yuv]
 
 
 def color_tags(info: SourceInfo) -> list[str]:

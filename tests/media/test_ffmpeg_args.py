@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -306,3 +307,82 @@ def test_audio_bitrate_is_the_best_rung_asks_for_capped_by_the_spec() -> None:
     assert audio_bitrate(plan_ladder(960, 540, ladder)) == 64
     with pytest.raises(ValueError):
         audio_bitrate([])
+
+
+# ---- the picture a browser shows ---------------------------------------------------------
+
+HLG = replace(
+    source_info(),
+    pix_fmt="yuv420p10le",
+    color_transfer="arib-std-b67",
+    color_primaries="bt2020",
+    color_space="bt2020nc",
+    color_range="tv",
+)
+
+
+def graph_of(info: SourceInfo) -> str:
+    (graph,) = values_of(command(info=info, chunk=LAST), "-filter_complex")
+    return graph
+
+
+def test_an_sdr_source_is_neither_converted_nor_retagged() -> None:
+    argv = command()
+    assert "zscale" not in graph_of(source_info()) and "tonemap" not in graph_of(source_info())
+    assert not {"-color_trc", "-color_primaries", "-colorspace"} & set(argv)
+
+
+def test_hlg_is_scaled_to_the_top_rung_then_tone_mapped_once_before_the_split() -> None:
+    graph = graph_of(HLG)
+    head, _, rungs = graph.partition("split=4")
+    assert head.startswith(
+        "[0:v:0]zscale=w=1920:h=1080:f=bicubic:tin=arib-std-b67:pin=bt2020:min=bt2020nc"
+        ":rin=tv:t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=mobius:desat=0,"
+        "zscale=t=bt709:m=bt709:r=tv,format=yuv420p,"
+    )
+    assert "zscale" not in rungs and "tonemap" not in rungs
+
+
+def test_pq_is_tone_mapped_from_pq() -> None:
+    graph = graph_of(replace(HLG, color_transfer="smpte2084"))
+    assert "tin=smpte2084:" in graph and "tonemap=mobius" in graph
+
+
+def test_a_converted_ladder_is_tagged_bt709_on_every_rung() -> None:
+    argv = command(info=HLG)
+    for flag in ("-color_primaries", "-color_trc", "-colorspace"):
+        assert values_of(argv, flag) == ["bt709"] * 4
+    assert values_of(argv, "-color_range") == ["tv"] * 4
+
+
+def test_bt2020_sdr_is_mapped_to_bt709_without_a_tone_curve() -> None:
+    graph = graph_of(replace(HLG, color_transfer="bt2020-10"))
+    assert "tin=bt2020-10:pin=bt2020:" in graph and "tonemap" not in graph
+    assert values_of(command(info=replace(HLG, color_transfer="bt2020-10")), "-color_trc")
+
+
+def test_hdr_that_does_not_say_its_primaries_or_matrix_is_taken_as_bt2020() -> None:
+    graph = graph_of(replace(HLG, color_primaries="", color_space="", color_range=""))
+    assert "pin=bt2020:min=bt2020nc:rin=tv:" in graph
+
+
+def test_only_known_colour_names_reach_the_filter_graph() -> None:
+    odd = replace(HLG, color_space="x,movie=/etc/passwd", color_primaries="y[a];[b]")
+    graph = graph_of(odd)
+    assert "passwd" not in graph and "[a]" not in graph
+    assert "pin=bt2020:min=bt2020nc:" in graph
+
+
+def test_an_interlaced_source_is_deinterlaced_frame_for_frame() -> None:
+    for order in ("tt", "bb", "tb", "bt"):
+        graph = graph_of(replace(source_info(), field_order=order))
+        assert graph.startswith("[0:v:0]bwdif=mode=send_frame:parity=auto:deint=interlaced,")
+    for order in ("progressive", "unknown", ""):
+        assert "bwdif" not in graph_of(replace(source_info(), field_order=order))
+
+
+def test_deinterlacing_comes_before_the_frame_rate_cap_and_tone_mapping() -> None:
+    info = replace(HLG, field_order="tt", fps=120)
+    (graph,) = values_of(command(info=info), "-filter_complex")
+    assert graph.startswith("[0:v:0]trim=end=12.000000,bwdif=")
+    assert graph.index("bwdif") < graph.index("fps=60") < graph.index("zscale")
