@@ -105,6 +105,27 @@ DEVICE_CLIPS: tuple[DeviceClip, ...] = (
         to_pipe=True,
     ),
     DeviceClip(
+        # A phone in low light: frames when the sensor delivers them, on a 1/600 s clock.
+        "vfr_phone",
+        "phone_vfr.mp4",
+        _pattern(320, 240, 30, 9),
+        (
+            "-vf",
+            JITTER,
+            *X264,
+            "-pix_fmt",
+            "yuv420p",
+            "-r",
+            "1000",
+            "-fps_mode",
+            "vfr",
+            "-video_track_timescale",
+            "600",
+            *AAC,
+        ),
+        9,
+    ),
+    DeviceClip(
         "av1",
         "av1.mp4",
         _pattern(320, 240, 30, 3),
