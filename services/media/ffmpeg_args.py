@@ -341,8 +341,11 @@ def _video_args(index: int, r: Rendition, fps: float, options: EncodeOptions) ->
     args += ["-force_key_frames", f"expr:gte(t,n_forced*{options.keyframe_seconds})"]
     # Renditions come highest first: index 0 is the top rung.
     params = options.x264_params if index == 0 else options.x264_lower_params
-    if params:
-        args += ["-x264-params", params]
+    # The 90 kHz encoder clock (ENCODER_TIME_BASE) would otherwise become the stream's
+    # declared timing (VUI time_scale 180000): frame durations would then be unknown to
+    # every reader of the rung (its MP4 download, the storyboard's last tile). force-cfr
+    # declares the frame rate instead; the frames keep their own timestamps.
+    args += ["-x264-params", ":".join(p for p in (params, "force-cfr=1") if p)]
     if options.threads > 0:
         args += ["-threads", str(options.threads)]
     return args
