@@ -26,6 +26,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway.proxy import METHODS, PREFIXES, forward, make_client
 from services.core.app import create_app
+from services.core.bodies import streamed_body
 from services.core.errors import AppError, NotFound
 from services.core.settings import PROJECT_ROOT, Settings, get_settings
 from services.streaming import fastpath
@@ -79,7 +80,16 @@ class FrontendFiles(StaticFiles):
         return response
 
 
+# The services bound each body by its route (and check tokens before reading one); the relay
+# streams it and only caps it at what no route takes: an upload's bytes and some framing.
+RELAY_BODY = streamed_body(
+    lambda settings: settings.max_upload_bytes + settings.max_chunk_bytes,
+    "MAX_UPLOAD_BYTES plus MAX_CHUNK_BYTES, past what any service takes",
+)
+
+
 def _proxy_endpoint(service: str) -> Callable[..., object]:
+    @RELAY_BODY
     async def proxy(request: Request, settings: SettingsDep, http: HttpDep) -> Response:
         return await forward(request, http, service=service, base_url=settings.service_url(service))
 

@@ -1,13 +1,19 @@
 """Reverse proxy: one incoming request becomes the same method, path, query and body on a service.
 
 Bodies stream both ways (an upload chunk can be 64 MiB, an original or a segment larger still),
-so nothing here reads a body into memory. httpx's transport errors become the catalogue's
-`UpstreamError` (502) and `UpstreamTimeout` (504) in `send_upstream` and nowhere else.
+so nothing here reads a body into memory. A service may answer before it has read the body
+(a missing token, a body over its limit: services.core.bodies); the relay then stops sending
+the body at once and relays that answer (`RelayTransport`). httpx's transport errors become
+the catalogue's `UpstreamError` (502) and `UpstreamTimeout` (504) in `send_upstream` and
+nowhere else.
 """
 
+import ssl
+import typing
 from collections.abc import Iterable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
+import httpcore
 import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -46,6 +52,100 @@ DEFAULT_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=64)
 RawHeaders = list[tuple[bytes, bytes]]
 
 
+class _AnswerAwareStream(httpcore.AsyncNetworkStream):
+    """A connection to a service that stops sending a request once the service has answered.
+
+    HTTP/1.1 lets a server answer before the request's body has arrived (401, 413), and
+    httpcore reads the answer when a write fails; but it writes the whole body first, and a
+    write that fails because the service closed also throws away the unread answer. So
+    before each write: if the service has said something, this write fails instead, and the
+    answer is read intact. (Only on plain connections: TLS sends records of its own.)
+    """
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        """Read from the service."""
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        """Write to the service, unless it has answered already."""
+        if buffer and self._answered():
+            raise httpcore.WriteError("the service answered before the whole request was sent")
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        """TLS over this connection (not checked for early answers: see the class's doc)."""
+        return await self._inner.start_tls(ssl_context, server_hostname, timeout)
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        """What httpcore asks of a connection (socket, addresses, readability)."""
+        return self._inner.get_extra_info(info)
+
+    def _answered(self) -> bool:
+        return self._inner.get_extra_info("ssl_object") is None and bool(
+            self._inner.get_extra_info("is_readable")
+        )
+
+
+class _AnswerAwareBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's anyio connections, each an `_AnswerAwareStream`."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        """A TCP connection to a service."""
+        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _AnswerAwareStream(stream)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        """A Unix socket connection to a service."""
+        stream = await self._inner.connect_unix_socket(path, timeout, socket_options)
+        return _AnswerAwareStream(stream)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep (httpcore's retries)."""
+        await self._inner.sleep(seconds)
+
+
+class RelayTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport over `_AnswerAwareBackend` connections."""
+
+    def __init__(self, limits: httpx.Limits = DEFAULT_LIMITS) -> None:
+        super().__init__(limits=limits, trust_env=False)
+        # httpx takes no network backend: its pool is made again, alike but for the backend.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_AnswerAwareBackend(),
+        )
+
+
 def make_client(
     *,
     timeout: httpx.Timeout = DEFAULT_TIMEOUT,
@@ -55,7 +155,7 @@ def make_client(
     return httpx.AsyncClient(
         timeout=timeout,
         limits=DEFAULT_LIMITS,
-        transport=transport,
+        transport=transport or RelayTransport(DEFAULT_LIMITS),
         # Services live on a private network: an HTTP(S)_PROXY meant for the outside must not
         # capture them.
         trust_env=False,

@@ -21,7 +21,7 @@ from services.core.db import engine
 from services.core.settings import Settings
 from services.core.storage import Storage
 from services.upload.watch import Claim, Watcher, claim_file, lock_claim
-from tests.clips import make_clip
+from tests.clips import make_clip, make_duration_bomb
 from tests.harness import Platform, sha256_of, wait_status
 
 INTERVAL = "1"
@@ -175,6 +175,28 @@ def test_files_that_are_not_videos_go_to_failed_with_the_reason(watching, http, 
         "readme.txt.error.txt",
     ]
     assert videos_named(http, "notes.mp4") == [] and videos_named(http, "readme.txt") == []
+
+
+def test_a_duration_bomb_and_a_playlist_go_to_failed_with_the_reason(watching, http, tmp_path):
+    bomb = make_duration_bomb(tmp_path / "bomb.mkv", claimed_ms=1e15)
+    playlist = tmp_path / "playlist.mp4"
+    playlist.write_text(f"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n{watching.storage}/x.m3u8\n")
+    drop(watching, bomb, "bomb.mkv")
+    drop(watching, playlist, "playlist.mp4")
+    failed = incoming(watching) / "failed"
+    reasons = {
+        name: wait_until(
+            f"{name}'s error file",
+            lambda name=name: (
+                (failed / f"{name}.error.txt").exists()
+                and (failed / f"{name}.error.txt").read_text("utf-8")
+            ),
+        )
+        for name in ("bomb.mkv", "playlist.mp4")
+    }
+    assert "12 h" in reasons["bomb.mkv"] and "MAX_DURATION_SECONDS" in reasons["bomb.mkv"]
+    assert "an HLS playlist" in reasons["playlist.mp4"]
+    assert videos_named(http, "bomb.mkv") == [] and videos_named(http, "playlist.mp4") == []
 
 
 def test_a_symlink_to_a_file_outside_storage_is_not_followed(watching, http, clip, tmp_path):

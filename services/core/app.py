@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
+from services.core.bodies import FORM_FIELDS, FORM_FILES, FORM_PART_BYTES, BodyGuard
 from services.core.db import init_db
 from services.core.errors import ERROR_RESPONSES, install_error_handlers
 from services.core.logs import logging_config
@@ -113,7 +114,8 @@ def create_app(
     description: str = "",
     job_metrics: bool = False,
 ) -> FastAPI:
-    """Build a service's FastAPI app: its routers, `/health` and the error catalogue."""
+    """Build a service's FastAPI app: its routers, `/health`, the error catalogue, and bodies
+    bounded and tokens checked before a body is read (services.core.bodies)."""
     configure_logging()
     app = FastAPI(
         title=f"{name} service",
@@ -123,8 +125,15 @@ def create_app(
         # An API has no use for slash redirects; behind the gateway their Location would even
         # name the internal address.
         redirect_slashes=False,
+        form_limits={
+            "max_fields": FORM_FIELDS,
+            "max_files": FORM_FILES,
+            "max_part_size": FORM_PART_BYTES,
+        },
     )
     install_error_handlers(app)
+    # Inside CORS (added after it): a browser must be able to read a 401 or a 413 too.
+    app.add_middleware(BodyGuard)
     _allow_cross_origin(app)
     _expose_metrics(app, name, job_metrics=job_metrics)
 

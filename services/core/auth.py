@@ -10,11 +10,13 @@ playback).
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from services.core.errors import Unauthorized
 from services.core.settings import Settings, get_settings
@@ -45,8 +47,14 @@ def ensure_admin_token(settings: Settings) -> tuple[str, bool]:
     return token, True
 
 
-def _check(credentials: HTTPAuthorizationCredentials | None, expected: str, what: str) -> None:
-    given = credentials.credentials if credentials else ""
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header as HTTPBearer reads it ('' when
+    there is none)."""
+    scheme, token = get_authorization_scheme_param(authorization)
+    return token if scheme.lower() == "bearer" else ""
+
+
+def _check(given: str, expected: str, what: str) -> None:
     if not given or not hmac.compare_digest(given.encode(), expected.encode()):
         raise Unauthorized(
             f"{what} needs 'Authorization: Bearer <token>'"
@@ -66,21 +74,42 @@ def admin_token(settings: Settings) -> str:
     return _TOKENS[key]
 
 
+def check_admin(given: str, settings: Settings) -> None:
+    """`given` is the admin token, else Unauthorized."""
+    _check(given, admin_token(settings), "this operation (admin)")
+
+
+def check_uploader(given: str, settings: Settings) -> None:
+    """`given` is the upload token when UPLOAD_TOKEN is set, else Unauthorized."""
+    if settings.upload_token:
+        _check(given, settings.upload_token, "uploading")
+
+
+def _given(credentials: HTTPAuthorizationCredentials | None) -> str:
+    return credentials.credentials if credentials else ""
+
+
 def require_admin(
     credentials: Credentials, settings: Annotated[Settings, Depends(get_settings)]
 ) -> None:
     """FastAPI dependency: the request carries the admin token."""
-    token = admin_token(settings)
-    _check(credentials, token, "this operation (admin)")
+    check_admin(_given(credentials), settings)
 
 
 def require_uploader(
     credentials: Credentials, settings: Annotated[Settings, Depends(get_settings)]
 ) -> None:
     """FastAPI dependency: uploading is open unless UPLOAD_TOKEN is set."""
-    if settings.upload_token:
-        _check(credentials, settings.upload_token, "uploading")
+    check_uploader(_given(credentials), settings)
 
+
+TokenCheck = Callable[[str, Settings], None]
+# Each dependency above, as the same check made from the header alone: services.core.bodies
+# makes it before the first body byte is read (FastAPI reads a body before dependencies run).
+TOKEN_CHECKS: dict[Callable[..., None], TokenCheck] = {
+    require_admin: check_admin,
+    require_uploader: check_uploader,
+}
 
 AdminOnly = [Depends(require_admin)]
 UploaderOnly = [Depends(require_uploader)]

@@ -9,6 +9,7 @@
     ├── TooLarge          413  a chunk or upload over the configured limits
     ├── NotAVideo         422  the content does not probe as video
     ├── InsufficientStorage 507  accepting it would leave too little free disk space
+    ├── Unavailable       503  it cannot be done right now (a file could not be made): retry
     └── UpstreamError     502  a service behind the gateway did not answer
         └── UpstreamTimeout 504
 
@@ -24,6 +25,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.core.redact import public_text
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,10 @@ class InsufficientStorage(AppError):
     code, status = "insufficient_storage", 507
 
 
+class Unavailable(AppError):
+    code, status = "unavailable", 503
+
+
 class UpstreamError(AppError):
     code, status = "upstream_unavailable", 502
 
@@ -99,14 +106,15 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "Conflicts with the current state (missing chunks, checksum, job state)"),
         (413, "Over a configured size limit"),
         (422, "A field is missing or invalid, or the content is not a video"),
+        (503, "It cannot be done right now (a file could not be made): try again later"),
         (507, "Not enough free disk space to accept it"),
     )
 }
 
 
 def error_body(code: str, detail: str) -> dict[str, str]:
-    """The one JSON shape of every error response."""
-    return {"error": code, "detail": detail}
+    """The one JSON shape of every error response; the detail never names a server path."""
+    return {"error": code, "detail": public_text(detail)}
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -122,6 +130,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        if exc.status >= 500 or public_text(exc.detail) != exc.detail:
+            # The client gets the public detail (error_body): the log keeps it whole.
+            level = logging.WARNING if exc.status >= 500 else logging.INFO
+            log.log(level, "%s %s: %s: %s", request.method, request.url.path, exc.code, exc.detail)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(error_body(exc.code, exc.detail), exc.status, headers=headers)
 

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from services.core import ids, webhooks
 from services.core.errors import NotFound
 from services.core.models import Status, Upload, Video, VideoEvent, WebhookDelivery, utcnow
+from services.core.redact import public_text
 
 UPLOAD_CREATED = "upload.created"
 UPLOAD_COMPLETED = "upload.completed"
@@ -61,7 +62,8 @@ def record(
         kind=kind,
         from_status=from_status,
         to_status=to_status,
-        reason=reason[-REASON_LIMIT:] if reason else reason,
+        # The trail is shown to operators and sent to webhook receivers: no server paths.
+        reason=public_text(reason, limit=REASON_LIMIT) if reason else reason,
         actor=actor,
     )
     session.add(event)

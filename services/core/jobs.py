@@ -9,6 +9,7 @@ Stop and resume change the job row; the workers holding its chunks see it at the
 Finished chunks stay finished: resume only encodes what is not done.
 """
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +21,10 @@ from sqlalchemy.orm import Session
 from services.core import events, ids
 from services.core.errors import Conflict, NotFound
 from services.core.models import ChunkStatus, Job, JobChunk, Status, Video, utcnow
+from services.core.redact import public_text
 from services.media.plan import ChunkSpec
+
+log = logging.getLogger(__name__)
 
 RUNNABLE = (Status.QUEUED, Status.RUNNING)
 # Audio costs a few percent of a video chunk's work; it weighs that much in overall progress.
@@ -335,6 +339,8 @@ def fail_chunk(
     if chunk is None:
         return False
     chunk.attempts += 1
+    # The worker logged the full text; the chunk and the trail show the public one.
+    error = public_text(error)
     chunk.error, chunk.worker_id, chunk.lease_expires_at = error, None, None
     what = "audio" if chunk.kind == "audio" else f"chunk {index}"
     if chunk.attempts < max_attempts:
@@ -481,7 +487,9 @@ def finish(session: Session, *, video_id: str, qualities: list[str]) -> None:
 def fail(session: Session, *, video_id: str, error: str, actor: str | None = None) -> None:
     """The job failed for good (until an operator resumes it)."""
     get_job(session, video_id=video_id)
-    error = error[-2000:]
+    # The full text goes to the log; the job, the video and the trail show the public one.
+    log.warning("video %s failed: %s", video_id, error)
+    error = public_text(error)
     # Compare-and-set: units failing at the same moment fail the job (and tell) once.
     failed = session.execute(
         update(Job)

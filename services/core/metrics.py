@@ -46,6 +46,24 @@ REALTIME = Histogram(
 )
 FFMPEG_FAILURES = Counter("ffmpeg_failures_total", "Units whose ffmpeg failed", ["kind"])
 
+# Label values come from fixed sets only: a label value as sent would let any client add
+# series without end (one per made-up method or path).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+UNMATCHED = "unmatched"
+
+
+def method_label(method: str) -> str:
+    """The request's method as a label: a known one, or `other`."""
+    return method if method in METHODS else OTHER_METHOD
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's template (`/videos/{hash}`), or `unmatched`."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else UNMATCHED
+
+
 _KINDS = {".ts": "segment", ".m4s": "segment", ".m3u8": "playlist", ".mp4": "segment"}
 
 
@@ -79,8 +97,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, counting)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            method = scope["method"]
+            route, method = route_label(scope), method_label(scope["method"])
             REQUESTS.labels(self.service, method, route, str(status[0])).inc()
             LATENCY.labels(self.service, method, route).observe(time.perf_counter() - started)
             BYTES_SENT.labels(self.service, _kind(scope["path"])).inc(sent[0])

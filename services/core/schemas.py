@@ -7,8 +7,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from services.core.models import Job, Video, as_utc
+from services.core.redact import public_text
 
 JobState = Literal["queued", "running", "stopped", "ok", "failed"]
+
+
+def _public(error: str | None) -> str | None:
+    # Errors are made public where they are recorded; this also covers rows from before that.
+    return public_text(error) if error else error
 
 
 class VideoOut(BaseModel):
@@ -45,7 +51,7 @@ class VideoOut(BaseModel):
             audio_codec=video.audio_codec,
             status=video.status,
             qualities=list(video.qualities or []),
-            error=video.error,
+            error=_public(video.error),
             created_at=as_utc(video.created_at),
             updated_at=as_utc(video.updated_at),
         )
@@ -80,7 +86,7 @@ class TranscodeStatus(BaseModel):
             overall=job.status,
             progress=round(min(100.0, job.progress), 2),
             qualities={k: QualityProgress(**v) for k, v in qualities.items()},
-            error=job.error,
+            error=_public(job.error),
             chunks=chunks or {},
             chunks_published=job.published_chunks,
             chunks_total=job.total_chunks,

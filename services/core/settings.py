@@ -39,9 +39,25 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(64 * 1024**3, description="Largest accepted upload (bytes)")
     max_chunks: int = Field(100_000, description="Most chunks one upload may declare")
     max_chunk_bytes: int = Field(256 * 1024**2, description="Largest accepted single chunk")
+    max_body_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        description="Largest JSON or form request body (chunks and tus bodies have their own)",
+    )
     allowed_extensions: str = Field(
         "mp4,m4v,mov,mkv,webm,avi,mpg,mpeg,ts,mts,m2ts,flv,wmv,3gp,ogv,mxf",
         description="Comma-separated file name endings accepted at init (content must probe too)",
+    )
+    # Bounds on what a source's header may claim (a 5 KB file can claim 10^12 s): generous
+    # for anything a camera, phone or editor writes, refused with a 422 above them.
+    max_duration_seconds: float = Field(
+        12 * 3600, gt=0, description="Longest accepted video (seconds); longer ones are refused"
+    )
+    max_frame_pixels: int = Field(
+        7680 * 4320, gt=0, description="Most pixels per frame accepted (default 8K: 7680x4320)"
+    )
+    max_frame_rate: float = Field(
+        240, gt=0, description="Highest source frame rate accepted (frames per second)"
     )
     min_free_bytes: int = Field(
         1024**3, description="Uploads that would leave less free disk space are refused (507)"

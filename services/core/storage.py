@@ -14,12 +14,18 @@ the video removes it with the renditions.)
 
 import os
 import shutil
+import threading
 import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.core import ids
-from services.core.errors import NotFound
+from services.core.errors import InsufficientStorage, NotFound
+
+# fsyncs waiting on the disk at once (make_durable); they cost no CPU.
+SYNC_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,15 @@ class Storage:
     def source_path(self, video_id: str) -> Path:
         """The original upload's bytes."""
         return self.original_dir(video_id) / "source"
+
+    def create_source(self, video_id: str) -> Path:
+        """Create the empty original of a new upload, its name already on the disk: a chunk's
+        fdatasync makes only its bytes durable, not the name of the file that holds them."""
+        source = self.source_path(video_id)
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.touch()
+        make_durable([source], folders=[source.parent.parent])
+        return source
 
     def hls_dir(self, video_id: str) -> Path:
         return self.root / "hls" / ids.video_id(video_id)
@@ -113,6 +128,16 @@ class Storage:
         usage = shutil.disk_usage(self.root)
         return DiskUsage(total=usage.total, used=usage.used, free=usage.free)
 
+    def check_free_space(self, needed: int, keep_free: int, doing: str) -> None:
+        """Refuse (507) `doing` when writing `needed` bytes would leave less than `keep_free`
+        free on the storage disk (MIN_FREE_BYTES)."""
+        free = self.disk_usage().free
+        if free - needed < keep_free:
+            raise InsufficientStorage(
+                f"not enough disk space for {doing}: {free} bytes free, {needed} needed and "
+                f"{keep_free} must stay free; try again later or ask the operator"
+            )
+
 
 def remove_tree(folder: Path, attempts: int = 5) -> None:
     """Remove `folder` and everything below it, even while a file is being added to it.
@@ -127,8 +152,49 @@ def remove_tree(folder: Path, attempts: int = 5) -> None:
         time.sleep(0.05)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so readers see the old file or the whole new one, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write `content` to `path` so readers see the old file or the whole new one, never half,
+    and a power cut leaves one of the two as well: the bytes reach the disk before the rename,
+    and the rename before this returns."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    # Per process and thread: two threads of one worker may publish the same playlist.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
+
+
+def fsync_file(path: Path) -> None:
+    """Have the kernel put `path`'s bytes on the disk before this returns."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Have the names in `folder` (files created, renamed into it) reach the disk."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_durable(files: Iterable[Path], folders: Iterable[Path] = ()) -> None:
+    """fsync every file, then every folder (each given or holding a file), so that a power cut
+    after this returns loses none of them. The fsyncs run side by side: a journaling file
+    system commits the waiting ones together."""
+    files = list(dict.fromkeys(files))
+    folders = list(dict.fromkeys([*(f.parent for f in files), *folders]))
+    with ThreadPoolExecutor(max_workers=SYNC_THREADS) as pool:
+        list(pool.map(fsync_file, files))
+        list(pool.map(fsync_folder, folders))

@@ -6,8 +6,8 @@ published (poster) and once the video is `ok` (storyboard), and the streaming se
 is asked for but missing (a worker died in between, or the video predates them). Both go
 through `make_once`: under an exclusive lock per file (`flock`, so it holds across processes
 and machines sharing the folder), the file is made only if it is still missing, written under
-a temporary name and renamed into place. Readers see no file or the whole file, and
-concurrent requests make it once.
+a temporary name, fsynced and renamed into place. Readers see no file or the whole file (after
+a power cut too), and concurrent requests make it once.
 
 Nothing here creates a video's folder: a file whose folder is gone (the video was deleted or
 started over meanwhile) is not made, rather than left behind.
@@ -22,8 +22,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+from services.core.redact import public_text
 from services.core.settings import Settings
-from services.core.storage import Storage
+from services.core.storage import Storage, fsync_file, fsync_folder
 from services.media.ffmpeg_args import AUDIO_DIR
 from services.media.plan import Plan
 from services.media.remux import rung_mp4_command
@@ -49,7 +50,7 @@ REMUX_TIMEOUT_SECONDS = 1800.0
 
 
 class NotMade(Exception):
-    """A derived file could not be made; the message says why."""
+    """A derived file could not be made; the message says why, naming no server path."""
 
 
 class Busy(NotMade):
@@ -71,9 +72,13 @@ async def make_once(path: Path, build: Build) -> Path:
             await build(temporary)
             if not temporary.is_file() or temporary.stat().st_size == 0:
                 raise NotMade(f"ffmpeg wrote no {path.name}")
+            # On the disk before it has its name: after a power cut, no file or the whole one.
+            await asyncio.to_thread(fsync_file, temporary)
             os.replace(temporary, path)
+            await asyncio.to_thread(fsync_folder, path.parent)
         except FileNotFoundError as exc:
-            raise NotMade(f"the video's files are gone ({exc.filename})") from exc
+            gone = Path(str(exc.filename)).name if exc.filename else path.name
+            raise NotMade(f"the video's files are gone ({gone})") from exc
         finally:
             temporary.unlink(missing_ok=True)
     return path
@@ -112,7 +117,9 @@ async def _ffmpeg(argv: list[str], timeout: float) -> None:
     try:
         await asyncio.wait_for(run_ffmpeg(argv), timeout=timeout)
     except FFmpegError as exc:
-        raise NotMade(str(exc)) from exc
+        # ffmpeg's words name our files: the log keeps them, the message shows base names.
+        log.warning("ffmpeg failed making a derived file: %s", exc)
+        raise NotMade(public_text(str(exc))) from exc
     except TimeoutError as exc:
         raise NotMade(f"ffmpeg took longer than {timeout:g} s") from exc
 

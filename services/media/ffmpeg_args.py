@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.media.chunking import TimeChunk
+from services.media.demuxers import UPLOAD_FORMATS, input_args
 from services.media.ladder import Rendition
 from services.media.probe import SourceInfo
 
@@ -98,9 +99,11 @@ def video_chunk_command(
     """One ffmpeg run that decodes `chunk` of `source` once and writes its segments per rung."""
     if not renditions:
         raise ValueError("a ladder needs at least one rendition")
-    argv = [ffmpeg, *_global_args(options)]
-    # Input options: seek (decoding from the keyframe before, dropping frames up to `start`)
-    # and read only the chunk's range, so each frame lands in exactly one chunk.
+    # Input options: only the upload's own bytes, read as one of the upload formats (a file
+    # naming other files is never opened: see demuxers.py); seek (decoding from the keyframe
+    # before, dropping frames up to `start`) and read only the chunk's range, so each frame
+    # lands in exactly one chunk.
+    argv = [ffmpeg, *_global_args(options), *input_args(UPLOAD_FORMATS)]
     argv += ["-ss", _seconds(chunk.start)]
     if chunk.end is not None:
         argv += ["-t", _seconds(chunk.end - chunk.start)]
@@ -139,8 +142,9 @@ def audio_command(
     *, ffmpeg: str, source: Path, audio_kbps: int, out_dir: Path, options: EncodeOptions
 ) -> list[str]:
     """One ffmpeg run that encodes the source's first audio stream as an HLS rendition."""
-    argv = [ffmpeg, *_global_args(options), "-i", str(source.absolute())]
-    argv += ["-map", "0:a:0", "-vn", "-c:a", "aac", "-b:a", f"{audio_kbps}k"]
+    argv = [ffmpeg, *_global_args(options), *input_args(UPLOAD_FORMATS)]
+    argv += ["-i", str(source.absolute()), "-map", "0:a:0", "-vn"]
+    argv += ["-c:a", "aac", "-b:a", f"{audio_kbps}k"]
     argv += ["-ac", "2", "-ar", "48000"]
     if options.threads > 0:
         argv += ["-threads", str(options.threads)]

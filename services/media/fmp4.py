@@ -10,13 +10,14 @@ same stream: same track, timescale, edit list and decoder configuration. `publis
 checks that and publishes the first as the rung's `init.mp4`.
 """
 
-import os
 import struct
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from services.core.storage import write_atomic
 
 # Boxes that hold only other boxes, on the way to a sample entry.
 _CONTAINERS = frozenset({"moov", "trak", "mdia", "minf", "stbl"})
@@ -146,7 +147,7 @@ def publish_init(folder: Path, sources: Sequence[str], *, name: str, check: bool
     if not target.exists():
         data = _read(folder / sources[0])
         essentials(data)  # refuse to publish a truncated one
-        _write_atomic(target, data)
+        write_atomic(target, data)
     if not check:
         return
     expected = essentials(_read(target))
@@ -178,10 +179,3 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise Fmp4Error(f"{path}: {exc.strerror or exc}") from exc
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Readers see no file or the whole file, never part of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

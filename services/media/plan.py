@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from services.core.settings import Settings
+from services.media.bounds import check_source
 from services.media.chunking import split_chunks
 from services.media.ffmpeg_args import CODECS, HEVC, EncodeOptions, audio_bitrate
 from services.media.ladder import Rendition, plan_ladder
@@ -97,8 +98,10 @@ def make_plan(
 ) -> tuple[Plan, list[ChunkSpec]]:
     """The plan for a probed source and its units of work (the audio first, then chunks).
 
-    One ladder per video, in `codec` (default: DEFAULT_CODEC).
+    One ladder per video, in `codec` (default: DEFAULT_CODEC). A source past the settings'
+    bounds is refused (BeyondLimits) before anything is cut, so no claim makes planning slow.
     """
+    check_source(info, settings)
     options = encode_options(settings, codec)
     renditions = codec_renditions(plan_ladder(info.width, info.height), options.codec)
     plan = Plan(

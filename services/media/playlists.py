@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from services.media import fmp4
+from services.media.demuxers import SEGMENT_FORMATS, input_args
 from services.media.ffmpeg_args import AUDIO_DIR
 from services.media.probe import ProbeError, ffprobe_json, frame_rate
 
@@ -156,7 +157,8 @@ def index_iframes(segment: Path, *, ffprobe: str = "ffprobe") -> list[IFrame]:
     """
     show = ["-select_streams", "v:0", "-show_entries", "packet=pts_time,pos,flags"]
     try:
-        packets = ffprobe_json(segment, show, ffprobe=ffprobe).get("packets", [])
+        report = ffprobe_json(segment, show, ffprobe=ffprobe, formats=SEGMENT_FORMATS)
+        packets = report.get("packets", [])
         size = segment.stat().st_size
     except (ProbeError, OSError) as exc:
         raise MeasureError(f"{segment}: cannot index its keyframes: {exc}") from exc
@@ -334,7 +336,7 @@ def _video_codec(first: Path, ffmpeg: str, init: Path | None) -> str:
 
 def _streams(segment: Path, ffprobe: str) -> list[dict[str, Any]]:
     try:
-        data = ffprobe_json(segment, ["-show_streams"], ffprobe=ffprobe)
+        data = ffprobe_json(segment, ["-show_streams"], ffprobe=ffprobe, formats=SEGMENT_FORMATS)
     except ProbeError as exc:
         raise MeasureError(f"{segment}: {exc.detail}") from exc
     streams: list[dict[str, Any]] = data.get("streams", [])
@@ -349,7 +351,8 @@ def _audio_codec(stream: dict[str, Any]) -> str:
 
 def _first_access_unit(segment: Path, ffmpeg: str) -> bytes:
     """The first access unit of `segment` as a raw H.264 Annex-B byte stream."""
-    argv = [ffmpeg, "-v", "error", "-nostdin", "-i", str(segment.absolute())]
+    argv = [ffmpeg, "-v", "error", "-nostdin", *input_args(SEGMENT_FORMATS)]
+    argv += ["-i", str(segment.absolute())]
     # Copy (no decode) the first video frame; Annex-B keeps the SPS inline with start codes.
     argv += ["-map", "0:v:0", "-c", "copy", "-bsf:v", "h264_mp4toannexb"]
     argv += ["-frames:v", "1", "-f", "h264", "pipe:1"]

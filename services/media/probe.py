@@ -1,21 +1,35 @@
 """ffprobe -> SourceInfo: what the uploaded file is, as the ladder and the encoder need it."""
 
 import json
+import logging
 import math
 import re
 import subprocess
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from services.core.errors import NotAVideo
+from services.media.demuxers import UPLOAD_FORMATS, input_args, is_allowed, refusal
+
+log = logging.getLogger(__name__)
 
 # ffprobe's stderr can be a whole log; the client only needs the reason.
 _MAX_REASON_CHARS = 500
 # "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d0c8e4c1c0]": the address differs on every run.
 _ADDRESS = re.compile(r" @ 0x[0-9a-f]+")
+# "[hls @ 0x55d0c8e4c1c0] Format not on whitelist 'mov,...'": the log context names the
+# demuxer ffprobe detected and -format_whitelist refused.
+_NOT_ON_WHITELIST = "Format not on whitelist"
+_REFUSED_DEMUXER = re.compile(r"\[([\w,]+) @ 0x[0-9a-f]+\] " + _NOT_ON_WHITELIST)
+# Absolute paths as ffmpeg prints them: quoted ('/a/b c/d'), or bare up to a space or quote.
+# The file the probe was given is one, but not the only one: a demuxer may name others (an
+# ffconcat entry, a playlist's segment), and none of them belongs in a public message.
+_QUOTED_PATH = re.compile(r"(['\"])(/[^'\"\n]*)\1")
+_BARE_PATH = re.compile(r"(?<![\w.~/-])/[^\s'\"]+")
 
 
 # HLG (phones, broadcast) and PQ (HDR10, Dolby Vision's base layer).
@@ -76,6 +90,7 @@ class SourceInfo:
 def probe(path: Path, *, ffprobe: str = "ffprobe", timeout: float = 60) -> SourceInfo:
     """Describe the video at `path`, or raise ProbeError saying why it is not one."""
     data = ffprobe_json(path, ["-show_format", "-show_streams"], ffprobe=ffprobe, timeout=timeout)
+    _check_format(data)
     timing = None
     if _header_lacks_timing(data):
         # Live-written files (MediaRecorder's WebM, recordings cut off mid-way) carry no
@@ -86,20 +101,42 @@ def probe(path: Path, *, ffprobe: str = "ffprobe", timeout: float = 60) -> Sourc
     return _source_info(data, timing)
 
 
-def ffprobe_json(
-    path: Path, show: list[str], *, ffprobe: str = "ffprobe", timeout: float = 60
-) -> dict[str, Any]:
-    """Run ffprobe with the `show` options on `path` and return its parsed JSON report."""
+def ffprobe_command(
+    path: Path, show: Sequence[str], *, ffprobe: str = "ffprobe", formats: Sequence[str]
+) -> list[str]:
+    """The ffprobe argv reporting `show` on `path` as JSON, read only as one of `formats`."""
     # -i keeps a name such as "-x.mp4" from being read as an option; an absolute path
     # keeps a name such as "http:x" from being read as a protocol.
-    argv = [ffprobe, "-v", "error", "-print_format", "json", *show, "-i", str(path.absolute())]
+    argv = [ffprobe, "-v", "error", "-print_format", "json", *show, *input_args(formats)]
+    return [*argv, "-i", str(path.absolute())]
+
+
+def ffprobe_json(
+    path: Path,
+    show: list[str],
+    *,
+    ffprobe: str = "ffprobe",
+    timeout: float = 60,
+    formats: Sequence[str] = UPLOAD_FORMATS,
+) -> dict[str, Any]:
+    """Run ffprobe with the `show` options on `path` and return its parsed JSON report.
+
+    Only the demuxers in `formats` may read it (see `demuxers.py`); a file of another format
+    is a ProbeError that says what the file is.
+    """
+    argv = ffprobe_command(path, show, ffprobe=ffprobe, formats=formats)
     try:
         done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
         raise ProbeError(f"ffprobe gave no answer within {timeout:g} s") from exc
     if done.returncode != 0:
-        reason = _reason(done.stderr, path)
-        raise ProbeError(reason or f"ffprobe exited with code {done.returncode}")
+        # The whole text, paths and all, stays in the service log; the client gets `_reason`.
+        log.info("ffprobe refused %s: %s", path, done.stderr.decode("utf-8", "replace").strip())
+        raise ProbeError(
+            _refused_format(done.stderr)
+            or _reason(done.stderr, path)
+            or f"ffprobe exited with code {done.returncode}"
+        )
     try:
         data: dict[str, Any] = json.loads(done.stdout)
     except json.JSONDecodeError as exc:
@@ -107,11 +144,33 @@ def ffprobe_json(
     return data
 
 
+def _refused_format(stderr: bytes) -> str | None:
+    """The refusal of a file whose demuxer is not on the whitelist, naming what it is."""
+    text = stderr.decode("utf-8", errors="replace")
+    if _NOT_ON_WHITELIST not in text:
+        return None
+    found = _REFUSED_DEMUXER.search(text)
+    return refusal(found.group(1) if found else None)
+
+
+def _check_format(data: dict[str, Any]) -> None:
+    """Refuse a report whose format is not an upload format, whatever ffprobe let through."""
+    name = str(data.get("format", {}).get("format_name", ""))
+    if not is_allowed(name, UPLOAD_FORMATS):
+        raise ProbeError(refusal(name or None))
+
+
 def _reason(stderr: bytes, path: Path) -> str:
-    """ffprobe's complaint as one line, without our storage path or memory addresses."""
+    """ffprobe's complaint as one line, without paths (ours or any other) or addresses."""
     text = stderr.decode("utf-8", errors="replace").replace(str(path.absolute()), path.name)
     lines = [_ADDRESS.sub("", line).strip() for line in text.splitlines() if line.strip()]
-    return "; ".join(lines)[-_MAX_REASON_CHARS:]
+    return without_paths("; ".join(lines))[-_MAX_REASON_CHARS:]
+
+
+def without_paths(text: str) -> str:
+    """`text` with every absolute path cut down to its last part ('/srv/x/a.mp4' -> 'a.mp4')."""
+    text = _QUOTED_PATH.sub(lambda m: m[1] + PurePosixPath(m[2]).name + m[1], text)
+    return _BARE_PATH.sub(lambda m: PurePosixPath(m[0]).name, text)
 
 
 def _source_info(data: dict[str, Any], timing: "StreamTiming | None" = None) -> SourceInfo:
@@ -262,7 +321,8 @@ def scan_packets(
     is decoded); ProbeError when that takes over `timeout` s."""
     argv = [ffprobe, "-v", "error", "-select_streams", select]
     argv += ["-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0"]
-    argv += ["-i", str(path.absolute())]
+    # The same demuxers and protocol as the probe itself: only the file named is read.
+    argv += [*input_args(UPLOAD_FORMATS), "-i", str(path.absolute())]
     timing = StreamTiming()
     # Read line by line: a long file has millions of packets, and only the sums are kept.
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as process:

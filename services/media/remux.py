@@ -7,16 +7,20 @@ player starts a download before it has all of it.
 
 from pathlib import Path
 
+from services.media.demuxers import HLS_FORMATS, input_args
+
 
 def rung_mp4_command(
     *, ffmpeg: str, video_playlist: Path, audio_playlist: Path | None, out: Path
 ) -> list[str]:
     """One ffmpeg run copying a rung (and the audio, if any) from their playlists into `out`."""
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
-    # -i before absolute paths: a name is never read as an option or a protocol.
-    argv += ["-i", str(video_playlist.absolute())]
+    # -i before absolute paths: a name is never read as an option or a protocol. Input options
+    # hold for the one input they precede: each playlist reads our own segments and no more.
+    argv += [*input_args(HLS_FORMATS), "-i", str(video_playlist.absolute())]
     if audio_playlist is not None:
-        argv += ["-i", str(audio_playlist.absolute()), "-map", "0:v:0", "-map", "1:a:0"]
+        argv += [*input_args(HLS_FORMATS), "-i", str(audio_playlist.absolute())]
+        argv += ["-map", "0:v:0", "-map", "1:a:0"]
     else:
         argv += ["-map", "0:v:0"]
     argv += ["-c", "copy", "-sn", "-dn"]

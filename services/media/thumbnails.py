@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.media.demuxers import HLS_FORMATS, UPLOAD_FORMATS, input_args
 from services.media.ffmpeg_args import DEINTERLACE, converts_to_bt709, to_bt709_filters
 from services.media.probe import SourceInfo
 
@@ -70,8 +71,9 @@ def poster_command(
     if keyframes_only:
         # Only keyframes are decoded: one decoded frame, whatever the source's codec and size.
         argv += ["-skip_frame", "nokey"]
-    # Input seek to the keyframe at or before `at` (-noaccurate_seek: no decoding up to `at`).
-    argv += ["-ss", f"{at:.3f}", "-noaccurate_seek"]
+    # Only the upload's own bytes, as one of the upload formats (see demuxers.py). Input seek
+    # to the keyframe at or before `at` (-noaccurate_seek: no decoding up to `at`).
+    argv += [*input_args(UPLOAD_FORMATS), "-ss", f"{at:.3f}", "-noaccurate_seek"]
     argv += ["-i", str(source.absolute())]
     filters = ",".join(poster_filters(info, width, height))
     argv += ["-map", "0:v:0", "-an", "-sn", "-dn", "-vf", filters]
@@ -140,7 +142,8 @@ def plan_storyboard(
 def storyboard_command(*, ffmpeg: str, playlist: Path, board: Storyboard, out: Path) -> list[str]:
     """One ffmpeg run writing `board`'s sprite from a rung's media playlist."""
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
-    argv += ["-skip_frame", "nokey", "-i", str(playlist.absolute())]
+    # Our own playlist and its segments, and nothing else.
+    argv += [*input_args(HLS_FORMATS), "-skip_frame", "nokey", "-i", str(playlist.absolute())]
     # round=up: slot k shows the last frame at or before k * interval (the keyframe there),
     # and the slots end with the input, so there is one per cue.
     graph = f"fps=1/{board.interval}:round=up,"

@@ -5,6 +5,7 @@ that is missing but can be made from what the encode produced is made first, onc
 many requests ask at the same time (`services.media.derived`).
 """
 
+import logging
 import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -18,21 +19,26 @@ from starlette.responses import FileResponse, Response
 
 from services.core import ids
 from services.core.deps import SessionDep, SettingsDep, StorageDep
-from services.core.errors import AppError, Conflict, InvalidInput, NotFound
+from services.core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from services.core.models import Job, Status, Video
+from services.core.settings import Settings
 from services.core.storage import Storage
 from services.core.videos import get_video
 from services.media import derived
+from services.media.ffmpeg_args import AUDIO_DIR
 from services.media.plan import Plan
 from services.media.thumbnails import add_token_to_vtt
 from services.streaming.files import MEDIA_TYPES, serve
 from services.streaming.routes import PlaybackToken, download_name, original
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["media"])
 
 # Derived files are made anew when a video is encoded again (same URL, new bytes): caches
 # keep them an hour, then revalidate with the ETag.
 DERIVED_CACHE = "max-age=3600"
+# A poster or a storyboard sprite: a few hundred KB at most.
+PICTURE_BYTES = 1024 * 1024
 DOWNLOAD_NAME = re.compile(rf"(?P<quality>{ids.QUALITY_RE.pattern})\.mp4")
 
 
@@ -58,14 +64,29 @@ def _facts(session: Session, video_id: str) -> Facts:
     return Facts(video, plan)
 
 
-def _make(what: str, make: Callable[..., Coroutine[Any, Any, Path]], *args: Any) -> None:
-    """Run an async maker from this request's worker thread on the service's event loop."""
+def _make(
+    what: str,
+    settings: Settings,
+    needed: int,
+    make: Callable[..., Coroutine[Any, Any, Path]],
+    *args: Any,
+) -> None:
+    """Run an async maker from this request's worker thread on the service's event loop,
+    once there is room for `needed` bytes above MIN_FREE_BYTES (any request can ask)."""
+    Storage(settings.storage_dir).check_free_space(needed, settings.min_free_bytes, what)
     try:
         anyio.from_thread.run(make, *args)
     except derived.Busy as exc:
         raise Conflict(f"{what} is still being made: try again in a moment ({exc})") from exc
     except derived.NotMade as exc:
-        raise AppError(f"{what} could not be made: {exc}", code="not_made") from exc
+        # ffmpeg's words name server paths: they stay in the log.
+        log.warning("%s could not be made: %s", what, exc)
+        raise Unavailable(f"{what} could not be made: try again later", code="not_made") from exc
+
+
+def _bytes_under(*folders: Path) -> int:
+    """What the files in `folders` add up to (a remux writes about as much as it reads)."""
+    return sum(f.stat().st_size for folder in folders if folder.is_dir() for f in folder.iterdir())
 
 
 def _cached(response: Response, token: str | None) -> Response:
@@ -95,7 +116,8 @@ def poster(
                 f"video {video_id} has no poster yet: it is made once its first part is "
                 f"transcoded (status: {facts.video.status})"
             )
-        _make(f"the poster of {video_id}", derived.make_poster, settings, video_id, facts.plan)
+        what = f"the poster of {video_id}"
+        _make(what, settings, PICTURE_BYTES, derived.make_poster, settings, video_id, facts.plan)
     return _cached(serve(request, path, finished=True, what=f"the poster of {video_id}"), token)
 
 
@@ -111,7 +133,9 @@ def _ensure_storyboard(
             f"video {video_id} has no storyboard yet: it is made once transcoding is "
             f"finished (status: {facts.video.status})"
         )
-    _make(f"the storyboard of {video_id}", derived.make_storyboard, settings, video_id, facts.plan)
+    what = f"the storyboard of {video_id}"
+    plan = facts.plan
+    _make(what, settings, PICTURE_BYTES, derived.make_storyboard, settings, video_id, plan)
 
 
 @_file_route("/stream/{video_id}/storyboard.vtt")
@@ -199,7 +223,10 @@ def download_rung(
     path = storage.download_path(video.id, rung)
     if not path.is_file():
         what = f"the {rung} MP4 of {video_id}"
-        _make(what, derived.make_rung_mp4, settings, video.id, facts.plan, rung)
+        needed = _bytes_under(
+            storage.rung_dir(video.id, rung), storage.rung_dir(video.id, AUDIO_DIR)
+        )
+        _make(what, settings, needed, derived.make_rung_mp4, settings, video.id, facts.plan, rung)
     response = serve(
         request,
         path,

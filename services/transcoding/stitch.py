@@ -5,6 +5,10 @@ Publishing lists the chunks that are done *in order from the start* (a chunk tha
 early waits for its predecessors: never a gap) as `EVENT` playlists that grow, and as `VOD`
 with `ENDLIST` once every chunk is done; the master playlist is written at the first publish
 and rewritten from the final measurements at the end.
+
+Every playlist, the master and the completion marker are written with `write_atomic`: each
+is whole and on the disk before the next step, and the job is recorded `ok` only after the
+marker.
 """
 
 import json
@@ -135,7 +139,8 @@ def write_presentation(
     if final or not master.exists():
         _write_master(settings, hls, plan, iframe_rates)
     if final:
-        storage.complete_marker(video_id).touch()
+        # Last, and durably like every playlist before it: the job is recorded ok after this.
+        write_atomic(storage.complete_marker(video_id), "")
 
 
 def _write_rung(rung: Path, plan: Plan, chunks: int, *, final: bool) -> tuple[float, int | None]:

@@ -22,9 +22,10 @@ from services.core.jobs import ClaimedChunk
 from services.core.metrics import CHUNK_SECONDS, FFMPEG_FAILURES, REALTIME
 from services.core.models import Video
 from services.core.settings import Settings, get_settings
-from services.core.storage import Storage
+from services.core.storage import Storage, make_durable
 from services.core.tasks import sleep_unless
 from services.media import derived
+from services.media.bounds import check_source
 from services.media.chunking import TimeChunk
 from services.media.ffmpeg_args import (
     AUDIO_DIR,
@@ -129,13 +130,16 @@ class Worker:
 
     def plan(self, video_id: str) -> None:
         """Probe the source and cut the job into units of work (or fail it with the reason)."""
+        source = self.storage.source_path(video_id)
         try:
-            info = probe(self.storage.source_path(video_id), ffprobe=self.settings.ffprobe_bin)
+            info = probe(source, ffprobe=self.settings.ffprobe_bin)
+            # The bounds of today's settings, checked before the plan cuts the duration.
+            check_source(info, self.settings, size=source.stat().st_size)
+            plan, specs = make_plan(info, self.settings, codec=self._codec(video_id))
         except ProbeError as exc:
             with session_scope(self.settings) as session:
                 jobs.fail(session, video_id=video_id, error=exc.detail)
             return
-        plan, specs = make_plan(info, self.settings, codec=self._codec(video_id))
         # A new plan starts from nothing: segments of an earlier encode must not be served.
         self.storage.delete_renditions(video_id)
         with session_scope(self.settings) as session:
@@ -253,27 +257,31 @@ class Worker:
                 out_time=out_time,
             )
 
-    def _verify(self, chunk: ClaimedChunk, plan: Plan) -> None:
+    def _verify(self, chunk: ClaimedChunk, plan: Plan) -> list[Path]:
         """ffmpeg's exit code is not enough (a full disk can leave a truncated playlist and
         still exit 0): every playlist must parse and list segments that exist and are not empty.
+        Returns every file the unit wrote (playlists, segments, init segments).
         """
         hls = self.storage.hls_dir(chunk.video_id)
         if chunk.kind == "audio":
             playlists = [hls / AUDIO_DIR / AUDIO_PLAYLIST]
         else:
             playlists = [hls / r.name / chunk_playlist_name(chunk.index) for r in plan.renditions]
+        files = list(playlists)
         for playlist in playlists:
             try:
-                segments = read_media_playlist(playlist)
-                sizes = [(playlist.parent / uri).stat().st_size for uri, _ in segments]
+                segments = [playlist.parent / uri for uri, _ in read_media_playlist(playlist)]
+                sizes = [segment.stat().st_size for segment in segments]
             except (OSError, ValueError) as exc:
                 raise IncompleteOutput(_incomplete(f"{playlist.name}: {exc}", hls)) from exc
             if not segments or min(sizes) == 0:
                 raise IncompleteOutput(_incomplete(f"{playlist.name} lists no segment", hls))
+            files += segments
         if plan.options.fmp4:
-            self._verify_inits(chunk, plan, hls)
+            files += self._verify_inits(chunk, plan, hls)
+        return files
 
-    def _verify_inits(self, chunk: ClaimedChunk, plan: Plan, hls: Path) -> None:
+    def _verify_inits(self, chunk: ClaimedChunk, plan: Plan, hls: Path) -> list[Path]:
         """fMP4 segments are nothing without the init segment each run writes beside them."""
         if chunk.kind == "audio":
             inits = [hls / AUDIO_DIR / AUDIO_INIT]
@@ -282,10 +290,17 @@ class Worker:
         for init in inits:
             if not init.is_file() or init.stat().st_size == 0:
                 raise IncompleteOutput(_incomplete(f"{init.name} is missing or empty", hls))
+        return inits
+
+    def _make_durable(self, video_id: str, files: list[Path]) -> None:
+        """Put a unit's files, and the folders that name them up to hls/, on the disk: once
+        the unit is recorded done nobody encodes it again, so a power cut must not undo it."""
+        hls = self.storage.hls_dir(video_id)
+        make_durable(files, folders=[hls, hls.parent])
 
     def _finish(self, chunk: ClaimedChunk, plan: Plan, seconds: float) -> None:
         try:
-            self._verify(chunk, plan)
+            files = self._verify(chunk, plan)
         except IncompleteOutput as exc:
             log.warning("job %s unit %d: %s", chunk.video_id, chunk.index, exc)
             FFMPEG_FAILURES.labels(chunk.kind).inc()
@@ -303,6 +318,9 @@ class Worker:
                         plan.renditions,
                     )
                 )
+            # Written with write_atomic (durable already); listed so the whole unit is here.
+            files += [hls / r.name / stitch.sidecar_name(chunk.index) for r in plan.renditions]
+        self._make_durable(chunk.video_id, files)
         with session_scope(self.settings) as session:
             kept = jobs.finish_chunk(
                 session,

@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from services.core.auth import UploaderOnly
+from services.core.bodies import streamed_body
 from services.core.deps import SessionDep, SettingsDep, StorageDep
 from services.core.schemas import VideoOut
 from services.upload import chunk_body, uploads
@@ -121,6 +122,10 @@ CHUNK_BODY: dict[str, Any] = {
     response_model=ChunkResponse,
     dependencies=UploaderOnly,
     openapi_extra={"requestBody": CHUNK_BODY},
+)
+@streamed_body(
+    lambda settings: settings.max_chunk_bytes + chunk_body.FRAMING_BYTES,
+    "MAX_CHUNK_BYTES plus the multipart framing: send smaller chunks",
 )
 async def chunk(
     request: Request,

@@ -15,7 +15,9 @@ A tus upload is an upload like the chunked ones: its id is the video's id, its b
 - Expiry is the chunked uploads' idle expiry: `Upload-Expires` is the last write plus
   UPLOAD_EXPIRY_SECONDS, after which the sweep may remove the upload (410 until it does).
 - Concatenation: partial uploads never become videos. A final upload copies its finished
-  partials, in order, into its own source and then completes like any other upload.
+  partials, in order, into its own source and then completes like any other upload. Each
+  partial goes into one final upload, once: it is claimed by the final before any byte is
+  copied, and removed once copied (its bytes live on in the final).
 
 Errors are the platform's catalogue plus tus's own statuses (412, 415, 423, 460, ...).
 """
@@ -71,6 +73,8 @@ CHECKSUMS: dict[str, Callable[[], Any]] = {
 }
 OFFSET_STREAM = "application/offset+octet-stream"
 PARTIAL = "partial"
+# tus_concat of a partial upload claimed by a final one: "used;<final upload id>".
+USED = "used;"
 MAX_METADATA = 8 * 1024
 MAX_PARTS = 1000
 SIZE_RE = re.compile(r"[0-9]{1,19}")
@@ -223,6 +227,14 @@ def parse_concat(value: str | None) -> Concat | None:
     parts = tuple(part_id(url) for url in urls.split())
     if not 1 <= len(parts) <= MAX_PARTS:
         raise InvalidInput(f"a final upload names between 1 and {MAX_PARTS} partial uploads")
+    seen: set[str] = set()
+    for part in parts:
+        if part in seen:
+            raise InvalidInput(
+                f"partial upload {part} is listed twice in Upload-Concat: each partial upload "
+                "goes into a final upload once (upload a repeated piece as a partial of its own)"
+            )
+        seen.add(part)
     return Concat(final=True, parts=parts)
 
 
@@ -294,6 +306,11 @@ def _load(settings: Settings, upload_id: str) -> Upload:
         upload = session.get(Upload, video_id)
     if upload is None or upload.tus_offset is None:
         raise NotFound(f"no tus upload {video_id}: create one with POST /files/")
+    if upload.tus_concat and upload.tus_concat.startswith(USED):
+        raise UploadGone(
+            f"partial upload {video_id} has gone into final upload "
+            f"{upload.tus_concat.removeprefix(USED)}: its bytes are there now"
+        )
     expires = _expires(settings, upload)
     if expires is not None and expires < utcnow():
         raise UploadGone(
@@ -463,8 +480,7 @@ def _new_partial(
         tus_offset=0,
         **tus_columns,
     )
-    storage.original_dir(upload.id).mkdir(parents=True, exist_ok=True)
-    storage.source_path(upload.id).touch()
+    storage.create_source(upload.id)
     with session_scope(settings) as session:
         session.add(upload)
         session.flush()
@@ -525,6 +541,10 @@ class PatchWriter:
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise InsufficientStorage("the storage disk is full: try again later") from None
+            if exc.errno == errno.EFBIG:
+                raise TooLarge(
+                    "the upload would end past the largest file this storage holds"
+                ) from None
             raise
         self.sha256.update(data)
         if self.check is not None:
@@ -700,10 +720,15 @@ def terminate(settings: Settings, storage: Storage, *, upload_id: str) -> None:
             code="upload_finished",
         )
     with _Lock(storage, video_id):
-        with session_scope(settings) as session:
-            session.execute(delete(UploadChunk).where(UploadChunk.upload_id == video_id))
-            session.execute(delete(Upload).where(Upload.id == video_id))
-        storage.delete_video(video_id)
+        _remove(settings, storage, video_id)
+
+
+def _remove(settings: Settings, storage: Storage, upload_id: str) -> None:
+    """The upload's rows and files, gone (the caller holds its lock)."""
+    with session_scope(settings) as session:
+        session.execute(delete(UploadChunk).where(UploadChunk.upload_id == upload_id))
+        session.execute(delete(Upload).where(Upload.id == upload_id))
+    storage.delete_video(upload_id)
 
 
 def _finished_partial(settings: Settings, upload_id: str) -> Upload:
@@ -731,7 +756,11 @@ def _concatenate(
     metadata: str | None,
     concat: str | None,
 ) -> UploadInfo:
-    """A final upload: the parts' bytes copied in order into a new upload, then finished."""
+    """A final upload: the parts' bytes copied in order into a new upload, then finished.
+
+    Every check (each part finished, the total within MAX_UPLOAD_BYTES, the disk space) comes
+    before any byte is copied; the parts are claimed before copying and removed after.
+    """
     parts = [_finished_partial(settings, part) for part in part_ids]
     total = sum(part.total_size or 0 for part in parts)
     _check_max(settings, total)
@@ -741,18 +770,64 @@ def _concatenate(
     tus_columns = {"tus_metadata": metadata, "tus_concat": concat}
     final = _new_upload(settings, storage, filename, total, tus_columns)
     with _Lock(storage, final.id) as target:
-        position = 0
-        for part in parts:
-            with _Lock(storage, part.id, shared=True) as source:
-                _copy_range(source, target, part.total_size or 0, position)
-            position += part.total_size or 0
-        os.fdatasync(target)
+        try:
+            _claim(settings, final.id, parts)
+            _copy_parts(storage, parts, target)
+        except BaseException:
+            _unclaim(settings, final.id)
+            _remove(settings, storage, final.id)
+            raise
         _adopt_chunks(settings, final.id, parts)
+        _remove_parts(settings, storage, parts)
         _finish(settings, storage, final.id)
     with session_scope(settings) as session:
         done = session.get(Upload, final.id)
         assert done is not None
         return _info(settings, done)
+
+
+def _claim(settings: Settings, final_id: str, parts: list[Upload]) -> None:
+    """Mark every part as the final upload's in one transaction (all or none): a part that
+    another final upload claimed meanwhile is a 409, and nothing was copied."""
+    with session_scope(settings) as session:
+        for part in parts:
+            taken = session.execute(
+                update(Upload)
+                .where(Upload.id == part.id, Upload.tus_concat == PARTIAL)
+                .values(tus_concat=USED + final_id)
+            )
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
+                raise Conflict(
+                    f"partial upload {part.id} has just gone into another final upload: "
+                    "each partial upload goes into one final upload",
+                    code="partial_used",
+                )
+
+
+def _unclaim(settings: Settings, final_id: str) -> None:
+    """Give the parts back (the final upload failed before it took their bytes)."""
+    with session_scope(settings) as session:
+        session.execute(
+            update(Upload).where(Upload.tus_concat == USED + final_id).values(tus_concat=PARTIAL)
+        )
+
+
+def _copy_parts(storage: Storage, parts: list[Upload], target: int) -> None:
+    """The parts' bytes, in order, into the final upload's file, made durable."""
+    position = 0
+    for part in parts:
+        with _Lock(storage, part.id, shared=True) as source:
+            _copy_range(source, target, part.total_size or 0, position)
+        position += part.total_size or 0
+    os.fdatasync(target)
+
+
+def _remove_parts(settings: Settings, storage: Storage, parts: list[Upload]) -> None:
+    """Remove the copied parts; one a request still holds is left to the abandoned-upload
+    sweep (it is claimed, so it can go into no other final upload)."""
+    for part in parts:
+        with contextlib.suppress(UploadLocked, NotFound), _Lock(storage, part.id):
+            _remove(settings, storage, part.id)
 
 
 def _copy_range(source: int, target: int, size: int, position: int) -> None:

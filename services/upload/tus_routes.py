@@ -18,11 +18,18 @@ from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
 
 from services.core.auth import UploaderOnly
+from services.core.bodies import streamed_body
 from services.core.deps import SettingsDep, StorageDep
 from services.core.errors import AppError, ErrorBody, InvalidInput, error_body
 from services.upload import tus
 
 BLOCK = 1024 * 1024
+# A body's bytes are the upload's: no more than the largest upload. Each PATCH is checked
+# against what is left of its upload by the protocol (tus.start_patch, PatchWriter).
+UPLOAD_BODY = streamed_body(
+    lambda settings: settings.max_upload_bytes,
+    "MAX_UPLOAD_BYTES, the largest upload (Tus-Max-Size)",
+)
 # What a Host / X-Forwarded-Host may look like before it goes into a Location.
 HOST_RE = re.compile(r"([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
@@ -226,6 +233,7 @@ for _path in ("", "/", "/{upload_id}"):
 # --- POST (creation, creation-with-upload, concatenation) ------------------------------------
 
 
+@UPLOAD_BODY
 async def create(
     request: Request,
     settings: SettingsDep,
@@ -343,6 +351,7 @@ PATCHED: Responses = {
     dependencies=UploaderOnly,
     responses=PATCHED,
 )
+@UPLOAD_BODY
 async def patch(
     request: Request,
     settings: SettingsDep,
@@ -379,6 +388,7 @@ def terminate(
 
 
 @router.post("/{upload_id}", dependencies=UploaderOnly, include_in_schema=False)
+@UPLOAD_BODY
 async def method_override(
     request: Request,
     settings: SettingsDep,

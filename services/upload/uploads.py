@@ -5,7 +5,8 @@ counts as received only once its bytes are on disk (a row is inserted after the 
 fsync), so a crash mid-chunk leaves it missing, never half-counted. Chunk offsets need the chunk
 size: declared at `init`, or learnt from the first non-last chunk to arrive (all chunks but the
 last have the same size). A last chunk that arrives before the size is known waits in
-`last.part` until it can be placed.
+`last.part` until it can be placed: once it is recorded, by whoever holds its lock (see
+`_place_parked_last`), so half of it is never placed while its bytes still arrive.
 
 A chunk can be stored as its bytes arrive (`open_chunk`, then `ChunkIntake.feed`/`finish`)
 or from a file-like object (`receive_chunk`). One copy of a chunk is stored at a time (a lock
@@ -41,8 +42,10 @@ from services.core.errors import (
 )
 from services.core.metrics import BYTES_UPLOADED
 from services.core.models import Job, Status, Upload, UploadChunk, Video, utcnow
+from services.core.redact import public_text
 from services.core.settings import Settings
 from services.core.storage import Storage
+from services.media.bounds import BeyondLimits, check_source
 from services.media.ffmpeg_args import CODECS
 from services.media.plan import make_plan
 from services.media.probe import ProbeError, SourceInfo, probe
@@ -92,12 +95,7 @@ def _check_extension(settings: Settings, label: str) -> None:
 
 def check_free_space(settings: Settings, storage: Storage, needed: int) -> None:
     """Refuse (507) what would leave less than MIN_FREE_BYTES free on the storage disk."""
-    free = storage.disk_usage().free
-    if free - needed < settings.min_free_bytes:
-        raise InsufficientStorage(
-            f"not enough disk space: {free} bytes free, {needed} needed and "
-            f"{settings.min_free_bytes} must stay free; try again later or ask the operator"
-        )
+    storage.check_free_space(needed, settings.min_free_bytes, "this upload")
 
 
 def _check_declaration(
@@ -109,11 +107,25 @@ def _check_declaration(
         raise InvalidInput(f"total_size must be between 1 and {settings.max_upload_bytes} bytes")
     if chunk_size is not None and not 0 < chunk_size <= settings.max_chunk_bytes:
         raise InvalidInput(f"chunk_size must be between 1 and {settings.max_chunk_bytes} bytes")
+    if total_size is None and chunk_size is not None:
+        _check_chunks_fit(settings, total_chunks, chunk_size)
     if total_size and chunk_size and math.ceil(total_size / chunk_size) != total_chunks:
         need = math.ceil(total_size / chunk_size)
         raise InvalidInput(
             f"total_chunks={total_chunks} does not fit total_size={total_size} in chunks of "
             f"{chunk_size} bytes: that takes {need} chunks"
+        )
+
+
+def _check_chunks_fit(settings: Settings, total_chunks: int, chunk_size: int) -> None:
+    """With no total_size, `total_chunks` chunks of `chunk_size` bytes bound the file: past
+    MAX_UPLOAD_BYTES a chunk's offset could be anywhere (even past what the disk can hold)."""
+    most = total_chunks * chunk_size
+    if most > settings.max_upload_bytes:
+        raise TooLarge(
+            f"{total_chunks} chunks of {chunk_size} bytes make up to {most} bytes; the limit "
+            f"is {settings.max_upload_bytes} bytes (MAX_UPLOAD_BYTES): declare total_size, or "
+            "send fewer or smaller chunks"
         )
 
 
@@ -159,9 +171,7 @@ def init_upload(
         sha256=sha256,
         codec=codec,
     )
-    directory = storage.original_dir(upload.id)
-    directory.mkdir(parents=True, exist_ok=True)
-    storage.source_path(upload.id).touch()
+    storage.create_source(upload.id)
     session.add(upload)
     events.upload_created(session, upload)
     return upload
@@ -229,7 +239,10 @@ def _check_chunk_size(upload: Upload, index: int, size: int, settings: Settings)
     if size <= 0:
         raise InvalidInput(f"chunk {index} is empty: send the chunk's bytes in the 'file' field")
     if size > settings.max_chunk_bytes:
-        raise TooLarge(f"chunk {index} has {size} bytes; the limit is {settings.max_chunk_bytes}")
+        raise TooLarge(
+            f"chunk {index} has {size} bytes; the limit is {settings.max_chunk_bytes} "
+            "(MAX_CHUNK_BYTES): send smaller chunks"
+        )
     last = index == upload.total_chunks - 1
     if upload.chunk_size is None:
         return
@@ -253,6 +266,8 @@ def _learn_chunk_size(settings: Settings, upload: Upload, size: int) -> int:
             f"a chunk of {size} bytes does not split total_size={upload.total_size} into "
             f"{upload.total_chunks} chunks"
         )
+    if upload.total_size is None:
+        _check_chunks_fit(settings, upload.total_chunks, size)
     with session_scope(settings) as session:
         session.execute(
             update(Upload)
@@ -279,18 +294,66 @@ def _offset(settings: Settings, upload: Upload, index: int, size: int) -> int | 
     return None
 
 
-def _place_pending_last(storage: Storage, upload: Upload) -> None:
-    """Move a last chunk that arrived before the chunk size was known to its offset."""
-    pending = storage.original_dir(upload.id) / "last.part"
-    if not pending.exists() or upload.chunk_size is None:
+PARKED = "last.part"
+
+
+def _parked_path(storage: Storage, upload_id: str) -> Path:
+    return storage.original_dir(upload_id) / PARKED
+
+
+def _place_parked_last(
+    settings: Settings,
+    storage: Storage,
+    upload_id: str,
+    *,
+    held: ChunkLock | None = None,
+    wait_seconds: float | None = None,
+) -> None:
+    """Move a last chunk parked in last.part (it came before the chunk size was known) to its
+    offset in the file, once that is known.
+
+    Only the holder of the last chunk's lock may: the request storing that chunk writes
+    last.part as its bytes arrive, so anyone else would copy half of it. `held` is that lock
+    when the caller has it; otherwise it is taken here, without waiting (`wait_seconds`
+    None: a busy lock means its holder places the chunk itself) or waiting that long. Only a
+    recorded chunk is placed: recorded means all its bytes are on disk.
+    """
+    if not _parked_path(storage, upload_id).exists():
         return
+    lock = held
+    if lock is None:
+        with session_scope(settings) as session:
+            last = get_upload(session, upload_id=upload_id).total_chunks - 1
+        if wait_seconds is not None:
+            lock = _lock_chunk(storage, upload_id, last, wait_seconds)
+        else:
+            lock = ChunkLock(storage.source_path(upload_id), last)
+            if not lock.acquire():
+                return
+    try:
+        _place_parked_locked(settings, storage, upload_id)
+    finally:
+        if lock is not held:
+            lock.release()
+
+
+def _place_parked_locked(settings: Settings, storage: Storage, upload_id: str) -> None:
+    """`_place_parked_last` once the last chunk's lock is held."""
+    parked = _parked_path(storage, upload_id)
+    with session_scope(settings) as session:
+        upload = get_upload(session, upload_id=upload_id)
+        row = session.get(UploadChunk, (upload.id, upload.total_chunks - 1))
+    if row is None or upload.chunk_size is None or not parked.exists():
+        return
+    if row.size > upload.chunk_size or parked.stat().st_size != row.size:
+        return  # it cannot go anywhere: `complete` says so (see _assemble)
     # Not given to the whole file's hasher: it may not be counted yet (see hashing.py), and
     # it is one chunk, which `complete` reads in no time.
-    with pending.open("rb") as data:
+    with parked.open("rb") as data:
         _write_at(
             storage.source_path(upload.id), (upload.total_chunks - 1) * upload.chunk_size, data
         )
-    pending.unlink(missing_ok=True)  # a concurrent `complete` may have placed it as well
+    parked.unlink()
 
 
 @dataclass(frozen=True)
@@ -312,7 +375,7 @@ def _placement(
         _check_chunk_size(upload, index, size, settings)
         offset = _offset(settings, upload, index, size)
         if offset is None:
-            return Placement(storage.original_dir(upload.id) / "last.part", 0, size, False)
+            return Placement(_parked_path(storage, upload.id), 0, size, False)
         return Placement(source, offset, size, True)
     if upload.chunk_size is None:
         return None
@@ -355,7 +418,8 @@ class ChunkIntake:
             self.hasher = HASHERS.get(upload.id, place.path)
             self.writer = ChunkWriter(lock.fd, place.offset, self.hasher.begin(place.offset))
         else:
-            self._own_fd = os.open(place.path, os.O_WRONLY | os.O_CREAT, 0o640)
+            # Truncated: what an earlier, cut-off copy left must not outlast this one's end.
+            self._own_fd = os.open(place.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
             self.writer = ChunkWriter(self._own_fd, place.offset)
 
     def __enter__(self) -> "ChunkIntake":
@@ -393,7 +457,10 @@ class ChunkIntake:
         BYTES_UPLOADED.inc(size)
         if self.hasher is not None:
             self.hasher.commit(self.place.offset, size, self.writer.fed)
-        _place_pending_last(self.storage, self.upload)
+        last = self.index == self.upload.total_chunks - 1
+        _place_parked_last(
+            self.settings, self.storage, self.upload.id, held=self.lock if last else None
+        )
         return ChunkReceipt(self.upload.id, self.index, size, digest, duplicate=False)
 
     def close(self) -> None:
@@ -416,11 +483,14 @@ class ChunkIntake:
 
 
 def _write_error(exc: OSError, index: int) -> Exception:
-    """A write that failed: a full disk is the client's 507, anything else stays an error."""
+    """A write that failed: a full disk is the client's 507, a file past what the filesystem
+    holds its 413 (the declared bounds keep offsets below it), anything else stays an error."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return InsufficientStorage(
             f"the disk filled up while chunk {index} was stored; try again later"
         )
+    if exc.errno == errno.EFBIG:
+        return TooLarge(f"chunk {index} would end past the largest file this storage holds")
     return exc
 
 
@@ -582,7 +652,16 @@ def _assemble(settings: Settings, storage: Storage, upload_id: str) -> tuple[Upl
         state = report(session, upload_id=upload_id)
     if state.missing:
         raise Conflict(_missing_message(state.missing, state.total_chunks), code="missing_chunks")
-    _place_pending_last(storage, upload)
+    # Every chunk is recorded: a holder of the last chunk's lock is only finishing (or
+    # comparing a resend), so it is waited for.
+    _place_parked_last(settings, storage, upload.id, wait_seconds=LOCK_WAIT_SECONDS)
+    if _parked_path(storage, upload.id).exists():
+        raise Conflict(
+            f"the last chunk is larger than the other chunks ({upload.chunk_size} bytes), so "
+            "it has no place in the file: start the upload again with every chunk but the "
+            "last the same size and the last no larger",
+            code="last_chunk_misfit",
+        )
     size = state.bytes_received
     if upload.total_size is not None and size != upload.total_size:
         raise Conflict(f"received {size} bytes but total_size was declared as {upload.total_size}")
@@ -616,7 +695,7 @@ def _register(
             codec=upload.codec or settings.default_codec,
         )
         if isinstance(info_or_error, ProbeError):
-            video.status, video.error = Status.FAILED, info_or_error.detail
+            video.status, video.error = Status.FAILED, public_text(info_or_error.detail)
             session.add(video)
             session.add(
                 Job(video_id=upload.id, status=Status.FAILED, error=video.error, qualities={})
@@ -676,14 +755,18 @@ def complete_upload(settings: Settings, storage: Storage, *, upload_id: str) -> 
             "the chunks are kept: check the file and resend the chunks that differ",
             code="checksum_mismatch",
         )
+    info: SourceInfo | ProbeError
     try:
-        info: object = probe(storage.source_path(upload.id), ffprobe=settings.ffprobe_bin)
+        info = probe(storage.source_path(upload.id), ffprobe=settings.ffprobe_bin)
+        # Before the transaction that plans it: planning cuts the claimed duration into rows.
+        check_source(info, settings, size=size)
     except ProbeError as exc:
         info = exc
     video = _register(settings, upload, size, digest, info)
     HASHERS.discard(upload.id)
     if isinstance(info, ProbeError):
-        raise NotAVideo(f"'{upload.filename}' is not a playable video: {info.detail}")
+        verdict = "is not accepted" if isinstance(info, BeyondLimits) else "is not a playable video"
+        raise NotAVideo(f"'{upload.filename}' {verdict}: {info.detail}", code=info.code)
     return video
 
 

@@ -54,6 +54,7 @@ from services.core.models import Upload, UploadChunk, Video
 from services.core.settings import Settings
 from services.core.storage import Storage, write_atomic
 from services.core.tasks import sleep_unless
+from services.media.bounds import check_source
 from services.media.probe import ProbeError, probe
 from services.upload.hashing import HASHERS
 from services.upload.uploads import clean_filename, complete_upload, init_upload
@@ -408,7 +409,8 @@ class Watcher:
                 "(MAX_UPLOAD_BYTES)"
             )
         try:
-            probe(payload, ffprobe=self.settings.ffprobe_bin)
+            source = probe(payload, ffprobe=self.settings.ffprobe_bin)
+            check_source(source, self.settings, size=info.st_size)
         except ProbeError as exc:
             raise Refused(f"it is not a playable video: {exc.detail}") from exc
         return label, info.st_size

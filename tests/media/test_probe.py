@@ -112,10 +112,10 @@ def test_file_name_starting_with_a_dash_is_not_an_option(
     assert (info.width, info.height) == (320, 240)
 
 
-def test_still_image_has_no_duration(tmp_path: Path) -> None:
+def test_still_image_is_refused_as_an_image(tmp_path: Path) -> None:
     path = tmp_path / "source"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x64", "-frames:v", "1", "-f", "image2", str(path))
-    with pytest.raises(ProbeError, match="no duration"):
+    with pytest.raises(ProbeError, match="it is an image, which the platform does not accept"):
         probe(path)
 
 
