@@ -144,6 +144,7 @@ async def make_poster(settings: Settings, video_id: str, plan: Plan) -> Path:
             height=height,
             out=out,
             keyframes_only=keyframes_only,
+            info=plan.info,
         )
 
     async def build(out: Path) -> None:

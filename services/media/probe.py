@@ -5,6 +5,7 @@ import logging
 import math
 import re
 import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -31,6 +32,15 @@ _QUOTED_PATH = re.compile(r"(['\"])(/[^'\"\n]*)\1")
 _BARE_PATH = re.compile(r"(?<![\w.~/-])/[^\s'\"]+")
 
 
+# HLG (phones, broadcast) and PQ (HDR10, Dolby Vision's base layer).
+HDR_TRANSFERS = ("arib-std-b67", "smpte2084")
+# Top or bottom field first, in coded and display order; "progressive" and "unknown" are not.
+INTERLACED_FIELD_ORDERS = ("tt", "bb", "tb", "bt")
+# A frame rate derived from counting packets may not exceed this (nor the stream's
+# r_frame_rate): a file of a few stray packets must not ask for a 1000 fps ladder.
+MAX_DERIVED_FPS = 240.0
+
+
 class ProbeError(NotAVideo):
     """The file does not probe as a playable video; the message says why."""
 
@@ -51,6 +61,14 @@ class SourceInfo:
     audio_codec: str | None
     format_name: str
     bit_rate: int | None
+    # The picture's colour and scan facts as ffprobe names them ("" = not stated). Defaults,
+    # because plans stored before these existed are read back with SourceInfo(**data).
+    pix_fmt: str = ""
+    color_transfer: str = ""
+    color_primaries: str = ""
+    color_space: str = ""
+    color_range: str = ""
+    field_order: str = ""
 
     @property
     def has_audio(self) -> bool:
@@ -62,12 +80,35 @@ class SourceInfo:
         """False for an audio-only source (sound with no picture, or only cover art)."""
         return self.video_codec != NO_VIDEO_CODEC
 
+    @property
+    def hdr(self) -> bool:
+        """True for HLG or PQ pictures: they need tone mapping to look right on SDR screens."""
+        return self.color_transfer in HDR_TRANSFERS
+
+    @property
+    def wide_gamut(self) -> bool:
+        """True for BT.2020 primaries: their colours need converting to BT.709's."""
+        return self.color_primaries == "bt2020"
+
+    @property
+    def interlaced(self) -> bool:
+        """True when the source's frames are two fields each (ffprobe's field_order)."""
+        return self.field_order in INTERLACED_FIELD_ORDERS
+
 
 def probe(path: Path, *, ffprobe: str = "ffprobe", timeout: float = 60) -> SourceInfo:
     """Describe the video at `path`, or raise ProbeError saying why it is not one."""
     data = ffprobe_json(path, ["-show_format", "-show_streams"], ffprobe=ffprobe, timeout=timeout)
     _check_format(data)
-    return _source_info(data)
+    timing = None
+    if _header_lacks_timing(data):
+        # Live-written files (MediaRecorder's WebM, recordings cut off mid-way) carry no
+        # duration, and often no average frame rate: the video's packets say both.
+        timed = _timed_stream(data.get("streams", []))
+        assert timed is not None  # _header_lacks_timing found one
+        select = f"{int(timed['index'])}"
+        timing = scan_packets(path, select=select, ffprobe=ffprobe, timeout=timeout)
+    return _source_info(data, timing)
 
 
 def ffprobe_command(
@@ -142,7 +183,8 @@ def without_paths(text: str) -> str:
     return _BARE_PATH.sub(lambda m: PurePosixPath(m[0]).name, text)
 
 
-def _source_info(data: dict[str, Any]) -> SourceInfo:
+def _source_info(data: dict[str, Any], timing: "StreamTiming | None" = None) -> SourceInfo:
+    """`timing`: the video stream's packets, scanned when the header lacks the timing."""
     streams: list[dict[str, Any]] = data.get("streams", [])
     fmt: dict[str, Any] = data.get("format", {})
     video = _first_video(streams)
@@ -150,25 +192,28 @@ def _source_info(data: dict[str, Any]) -> SourceInfo:
     if video is None:
         if audio is None:
             raise ProbeError("no video or audio stream: there is nothing to play")
-        return _audio_only(fmt, audio)
+        return _audio_only(fmt, audio, timing)
     width, height = _display_size(video)
     return SourceInfo(
-        duration=_duration(fmt, video),
+        duration=_duration(fmt, video, timing),
         width=width,
         height=height,
-        fps=frame_rate(video),
+        fps=frame_rate(video, timing),
         video_codec=str(video.get("codec_name", "unknown")),
         audio_codec=str(audio.get("codec_name", "unknown")) if audio else None,
         format_name=str(fmt.get("format_name", "unknown")),
         bit_rate=_int_or_none(fmt.get("bit_rate")),
+        **_picture_facts(video),
     )
 
 
-def _audio_only(fmt: dict[str, Any], audio: dict[str, Any]) -> SourceInfo:
+def _audio_only(
+    fmt: dict[str, Any], audio: dict[str, Any], timing: "StreamTiming | None"
+) -> SourceInfo:
     """A source with sound and no picture: no size, no frame rate, no video codec."""
     return SourceInfo(
         # The audio stream stands in for the video one where the container has no duration.
-        duration=_duration(fmt, audio),
+        duration=_duration(fmt, audio, timing),
         width=0,
         height=0,
         fps=0.0,
@@ -177,6 +222,15 @@ def _audio_only(fmt: dict[str, Any], audio: dict[str, Any]) -> SourceInfo:
         format_name=str(fmt.get("format_name", "unknown")),
         bit_rate=_int_or_none(fmt.get("bit_rate")),
     )
+
+
+def _picture_facts(video: dict[str, Any]) -> dict[str, str]:
+    """pix_fmt, colour tags and field order as ffprobe names them; "" when not stated."""
+    keys = ("pix_fmt", "color_transfer", "color_primaries", "color_space", "color_range")
+    facts = {key: str(video.get(key, "")) for key in (*keys, "field_order")}
+    return {
+        key: "" if value in ("unknown", "unspecified") else value for key, value in facts.items()
+    }
 
 
 def _first_video(streams: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -210,21 +264,130 @@ def _rotation(stream: dict[str, Any]) -> int:
     return abs(round(_float_or_none(stream.get("tags", {}).get("rotate")) or 0))
 
 
-def _duration(fmt: dict[str, Any], video: dict[str, Any]) -> float:
+def _header_duration(fmt: dict[str, Any], video: dict[str, Any]) -> float | None:
     for candidate in (fmt.get("duration"), video.get("duration")):
         seconds = _float_or_none(candidate)
         if seconds is not None and seconds > 0:
             return seconds
-    raise ProbeError("the video has no duration (zero length or unknown)")
+    return None
 
 
-def frame_rate(video: dict[str, Any]) -> float:
-    """A video stream's frame rate: average, else the container's nominal rate."""
-    for key in ("avg_frame_rate", "r_frame_rate"):
-        rate = _fraction(video.get(key))
-        if rate:
-            return float(rate)
+def _timed_stream(streams: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The stream whose packets time the source: the picture, else (audio only) the sound."""
+    video = _first_video(streams)
+    if video is not None:
+        return video
+    return next((s for s in streams if s.get("codec_type") == "audio"), None)
+
+
+def _header_lacks_timing(data: dict[str, Any]) -> bool:
+    """Whether the header leaves the duration or the video's average frame rate unsaid."""
+    try:
+        timed = _timed_stream(data.get("streams", []))
+    except ProbeError:
+        return False  # a picture with no size: _source_info says so
+    if timed is None:
+        return False  # nothing to time: _source_info says so
+    no_duration = _header_duration(data.get("format", {}), timed) is None
+    no_rate = timed.get("codec_type") == "video" and not _fraction(timed.get("avg_frame_rate"))
+    return no_duration or no_rate
+
+
+def _duration(fmt: dict[str, Any], video: dict[str, Any], timing: "StreamTiming | None") -> float:
+    seconds = _header_duration(fmt, video)
+    # One packet is a still picture (an image file probes as a one-frame "video"), not a
+    # recording whose header went unwritten.
+    if seconds is None and timing is not None and timing.count > 1:
+        # From the file's start (where a chunk's -ss counts from) to the video's end.
+        start = min(timing.first, _float_or_none(fmt.get("start_time")) or timing.first)
+        seconds = timing.stop - start if timing.stop > start else None
+    if seconds is None:
+        raise ProbeError("the video has no duration (zero length or unknown)")
+    return seconds
+
+
+def frame_rate(video: dict[str, Any], timing: "StreamTiming | None" = None) -> float:
+    """A video stream's frame rate: the average; else its packets counted over their span
+    (`timing`, capped by the nominal rate); else the container's nominal rate."""
+    average = _fraction(video.get("avg_frame_rate"))
+    if average:
+        return float(average)
+    nominal = _fraction(video.get("r_frame_rate"))
+    counted = timing.rate if timing is not None else None
+    if counted:
+        # MediaRecorder's WebM says 1000/1 (its clock), not a rate: the packets know better.
+        return min(counted, float(nominal) if nominal else MAX_DERIVED_FPS, MAX_DERIVED_FPS)
+    if nominal:
+        return float(nominal)
     raise ProbeError("the video stream has no frame rate")
+
+
+# ---- timing from the packets, for files whose header does not say it ------------------
+
+
+@dataclass
+class StreamTiming:
+    """One stream's packets: how many, the first start, and where the last one ends."""
+
+    count: int = 0
+    first: float = math.inf
+    last: float = -math.inf
+    # The latest pts + duration, over packets that state a duration.
+    end: float = -math.inf
+
+    def add(self, pts: float, duration: float | None) -> None:
+        """Count one packet at `pts` lasting `duration` seconds (None: not stated)."""
+        self.count += 1
+        self.first, self.last = min(self.first, pts), max(self.last, pts)
+        if duration is not None:
+            self.end = max(self.end, pts + duration)
+
+    @property
+    def stop(self) -> float:
+        """Where the stream ends: the last packet's end, or (durations unstated, as in
+        MediaRecorder's video) its start plus the mean packet spacing."""
+        spacing = (self.last - self.first) / (self.count - 1) if self.count > 1 else 0.0
+        return max(self.end, self.last + spacing)
+
+    @property
+    def rate(self) -> float | None:
+        """Packets per second over the stream's span; None for fewer than two packets."""
+        span = self.stop - self.first
+        return self.count / span if self.count > 1 and span > 0 else None
+
+
+def scan_packets(
+    path: Path, *, select: str = "v:0", ffprobe: str = "ffprobe", timeout: float = 60
+) -> StreamTiming:
+    """The timing of the packets of stream `select`, read one by one (demuxing only, nothing
+    is decoded); ProbeError when that takes over `timeout` s."""
+    argv = [ffprobe, "-v", "error", "-select_streams", select]
+    argv += ["-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0"]
+    # The same demuxers and protocol as the probe itself: only the file named is read.
+    argv += [*input_args(UPLOAD_FORMATS), "-i", str(path.absolute())]
+    timing = StreamTiming()
+    # Read line by line: a long file has millions of packets, and only the sums are kept.
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as process:
+        timer = threading.Timer(timeout, process.kill)
+        timer.start()
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                _add_packet(timing, line)
+        finally:
+            timer.cancel()
+    if process.returncode < 0:
+        raise ProbeError(f"reading the packets for a duration took over {timeout:g} s")
+    return timing
+
+
+def _add_packet(timing: StreamTiming, line: bytes) -> None:
+    """One csv line, 'pts_time,duration_time[,side data...]', into `timing`."""
+    fields = line.split(b",", 2)
+    pts = _float_or_none(fields[0].decode("ascii", errors="replace"))
+    if pts is None or len(fields) < 2:
+        return  # a packet without a timestamp cannot place the end
+    timing.add(pts, _float_or_none(fields[1].decode("ascii", errors="replace")))
 
 
 def _fraction(value: object) -> Fraction | None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.media.demuxers import HLS_FORMATS, UPLOAD_FORMATS, input_args
+from services.media.ffmpeg_args import DEINTERLACE, converts_to_bt709, to_bt709_filters
+from services.media.probe import SourceInfo
 
 # A poster fills the player before playback starts; past 1280 px it only costs bytes.
 POSTER_MAX_SIDE = 1280
@@ -57,11 +59,13 @@ def poster_command(
     height: int,
     out: Path,
     keyframes_only: bool = True,
+    info: SourceInfo | None = None,
 ) -> list[str]:
     """One ffmpeg run writing the keyframe at or before `at` seconds of `source` as a JPEG.
 
     `keyframes_only=False` decodes every frame: for the rare stream whose keyframes are not
-    flagged (intra refresh), where the keyframes-only run writes nothing.
+    flagged (intra refresh), where the keyframes-only run writes nothing. With the source's
+    `info`, the picture is deinterlaced and tone-mapped as the rungs are.
     """
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
     if keyframes_only:
@@ -71,10 +75,23 @@ def poster_command(
     # to the keyframe at or before `at` (-noaccurate_seek: no decoding up to `at`).
     argv += [*input_args(UPLOAD_FORMATS), "-ss", f"{at:.3f}", "-noaccurate_seek"]
     argv += ["-i", str(source.absolute())]
-    # The scale applies the source's pixel aspect (autorotate has turned it upright).
-    argv += ["-map", "0:v:0", "-an", "-sn", "-dn", "-vf", f"scale={width}:{height},setsar=1"]
+    filters = ",".join(poster_filters(info, width, height))
+    argv += ["-map", "0:v:0", "-an", "-sn", "-dn", "-vf", filters]
     argv += ["-frames:v", "1", "-q:v", str(POSTER_QUALITY)]
     return [*argv, "-f", "image2", "-update", "1", str(out.absolute())]
+
+
+def poster_filters(info: SourceInfo | None, width: int, height: int) -> list[str]:
+    """The poster's picture as the rungs show it, at `width` x `height` with square pixels.
+
+    The scale applies the source's pixel aspect (autorotate has turned it upright).
+    """
+    filters = [DEINTERLACE] if info is not None and info.interlaced else []
+    if info is not None and converts_to_bt709(info):
+        filters += to_bt709_filters(info, width, height, jpeg=True)
+    else:
+        filters.append(f"scale={width}:{height}")
+    return [*filters, "setsar=1"]
 
 
 @dataclass(frozen=True)

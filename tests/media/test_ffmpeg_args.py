@@ -1,3 +1,5 @@
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -95,7 +97,7 @@ def test_seconds_are_written_without_an_exponent() -> None:
     argv = command(chunk=TimeChunk(index=1, start=0.00001, end=123456789.0))
     assert values_of(argv, "-ss") == ["0.000010"]
     assert values_of(argv, "-t") == ["123456788.999990"]
-    assert not any("e-" in arg or "e+" in arg for arg in argv)
+    assert not any(re.search(r"\d[eE][+-]\d", arg) for arg in argv)
 
 
 def test_source_is_read_once_through_a_single_absolute_input() -> None:
@@ -106,17 +108,25 @@ def test_source_is_read_once_through_a_single_absolute_input() -> None:
 
 
 def test_filter_graph_splits_once_and_scales_per_rendition() -> None:
-    (graph,) = values_of(command(), "-filter_complex")
+    (graph,) = values_of(command(chunk=LAST), "-filter_complex")
     assert graph.startswith("[0:v:0]split=4[s0][s1][s2][s3];")
     for i, size in enumerate(["1920:1080", "1280:720", "854:480", "640:360"]):
         assert f"[s{i}]scale={size},setsar=1,format=yuv420p[v{i}]" in graph
     assert "fps=" not in graph
 
 
+def test_a_chunk_keeps_the_frames_before_its_end_counted_from_its_start() -> None:
+    # -t counts from the chunk's first frame; trim's end from the start the -ss sought.
+    (graph,) = values_of(command(chunk=MIDDLE), "-filter_complex")
+    assert graph.startswith("[0:v:0]trim=end=12.000000,split=4")
+    (graph,) = values_of(command(chunk=LAST), "-filter_complex")
+    assert "trim" not in graph
+
+
 def test_frame_rate_is_capped_only_above_60() -> None:
     argv = command(info=source_info(fps=120))
     (graph,) = values_of(argv, "-filter_complex")
-    assert graph.startswith("[0:v:0]fps=60,split=4")
+    assert graph.startswith("[0:v:0]trim=end=12.000000,fps=60,split=4")
     assert values_of(argv, "-g") == ["120"] * 4
     (graph,) = values_of(command(info=source_info(fps=60)), "-filter_complex")
     assert "fps=" not in graph
@@ -151,17 +161,19 @@ def test_timestamps_are_offset_to_the_chunk_start_plus_ten_seconds() -> None:
     assert values_of(command(chunk=first), "-output_ts_offset") == ["10.000000"] * 4
 
 
-def test_offset_is_snapped_to_the_frame_grid_between_frames() -> None:
-    # At 30000/1001 fps frame 180 is at 6.006 s: the chunk's first frame belongs there.
+def test_offset_is_the_chunk_start_at_any_frame_rate() -> None:
+    # The encoder's clock is 90 kHz: a frame keeps its time after the start, no grid snap.
     argv = command(info=source_info(fps=30000 / 1001))
-    assert values_of(argv, "-output_ts_offset") == ["16.006000"] * 4
-    # 18 s is frame 539.46: the chunk counts from frame 539 (17.984 s).
-    assert chunk_ts_offset(LAST, 30000 / 1001) == pytest.approx(10 + 539 * 1001 / 30000)
-    assert chunk_ts_offset(LAST, 25) == 28.0
+    assert values_of(argv, "-output_ts_offset") == ["16.000000"] * 4
+    assert chunk_ts_offset(LAST) == 28.0
 
 
 def test_frames_keep_their_times_instead_of_being_duplicated() -> None:
     assert values_of(command(), "-fps_mode") == ["vfr"] * 4
+
+
+def test_the_encoder_clock_is_90_khz_not_one_tick_a_frame() -> None:
+    assert values_of(command(), "-enc_time_base") == ["1:90000"] * 4
 
 
 def test_hls_options_follow_the_encode_options() -> None:
@@ -201,11 +213,14 @@ def test_video_encoder_settings_come_from_each_rendition() -> None:
 def test_x264_options_split_between_the_top_rung_and_the_rest() -> None:
     options = EncodeOptions(x264_params="me=dia", x264_lower_params="me=dia:subme=1")
     argv = command(options=options)
-    assert values_of(argv, "-x264-params") == ["me=dia"] + ["me=dia:subme=1"] * 3
+    assert (
+        values_of(argv, "-x264-params")
+        == ["me=dia:force-cfr=1"] + ["me=dia:subme=1:force-cfr=1"] * 3
+    )
 
 
-def test_no_x264_options_leaves_the_preset_alone() -> None:
-    assert "-x264-params" not in command(options=EncodeOptions())
+def test_no_x264_options_leaves_the_preset_alone_but_declares_the_frame_rate() -> None:
+    assert values_of(command(options=EncodeOptions()), "-x264-params") == ["force-cfr=1"] * 4
 
 
 def test_global_options_make_ffmpeg_quiet_and_machine_readable() -> None:
@@ -296,3 +311,82 @@ def test_audio_bitrate_is_the_best_rung_asks_for_capped_by_the_spec() -> None:
     assert audio_bitrate(plan_ladder(960, 540, ladder)) == 64
     with pytest.raises(ValueError):
         audio_bitrate([])
+
+
+# ---- the picture a browser shows ---------------------------------------------------------
+
+HLG = replace(
+    source_info(),
+    pix_fmt="yuv420p10le",
+    color_transfer="arib-std-b67",
+    color_primaries="bt2020",
+    color_space="bt2020nc",
+    color_range="tv",
+)
+
+
+def graph_of(info: SourceInfo) -> str:
+    (graph,) = values_of(command(info=info, chunk=LAST), "-filter_complex")
+    return graph
+
+
+def test_an_sdr_source_is_neither_converted_nor_retagged() -> None:
+    argv = command()
+    assert "zscale" not in graph_of(source_info()) and "tonemap" not in graph_of(source_info())
+    assert not {"-color_trc", "-color_primaries", "-colorspace"} & set(argv)
+
+
+def test_hlg_is_scaled_to_the_top_rung_then_tone_mapped_once_before_the_split() -> None:
+    graph = graph_of(HLG)
+    head, _, rungs = graph.partition("split=4")
+    assert head.startswith(
+        "[0:v:0]zscale=w=1920:h=1080:f=bicubic:tin=arib-std-b67:pin=bt2020:min=bt2020nc"
+        ":rin=tv:t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=mobius:desat=0,"
+        "zscale=t=bt709:m=bt709:r=tv,format=yuv420p,"
+    )
+    assert "zscale" not in rungs and "tonemap" not in rungs
+
+
+def test_pq_is_tone_mapped_from_pq() -> None:
+    graph = graph_of(replace(HLG, color_transfer="smpte2084"))
+    assert "tin=smpte2084:" in graph and "tonemap=mobius" in graph
+
+
+def test_a_converted_ladder_is_tagged_bt709_on_every_rung() -> None:
+    argv = command(info=HLG)
+    for flag in ("-color_primaries", "-color_trc", "-colorspace"):
+        assert values_of(argv, flag) == ["bt709"] * 4
+    assert values_of(argv, "-color_range") == ["tv"] * 4
+
+
+def test_bt2020_sdr_is_mapped_to_bt709_without_a_tone_curve() -> None:
+    graph = graph_of(replace(HLG, color_transfer="bt2020-10"))
+    assert "tin=bt2020-10:pin=bt2020:" in graph and "tonemap" not in graph
+    assert values_of(command(info=replace(HLG, color_transfer="bt2020-10")), "-color_trc")
+
+
+def test_hdr_that_does_not_say_its_primaries_or_matrix_is_taken_as_bt2020() -> None:
+    graph = graph_of(replace(HLG, color_primaries="", color_space="", color_range=""))
+    assert "pin=bt2020:min=bt2020nc:rin=tv:" in graph
+
+
+def test_only_known_colour_names_reach_the_filter_graph() -> None:
+    odd = replace(HLG, color_space="x,movie=/etc/passwd", color_primaries="y[a];[b]")
+    graph = graph_of(odd)
+    assert "passwd" not in graph and "[a]" not in graph
+    assert "pin=bt2020:min=bt2020nc:" in graph
+
+
+def test_an_interlaced_source_is_deinterlaced_frame_for_frame() -> None:
+    for order in ("tt", "bb", "tb", "bt"):
+        graph = graph_of(replace(source_info(), field_order=order))
+        assert graph.startswith("[0:v:0]bwdif=mode=send_frame:parity=auto:deint=interlaced,")
+    for order in ("progressive", "unknown", ""):
+        assert "bwdif" not in graph_of(replace(source_info(), field_order=order))
+
+
+def test_deinterlacing_comes_before_the_frame_rate_cap_and_tone_mapping() -> None:
+    info = replace(HLG, field_order="tt", fps=120)
+    (graph,) = values_of(command(info=info), "-filter_complex")
+    assert graph.startswith("[0:v:0]trim=end=12.000000,bwdif=")
+    assert graph.index("bwdif") < graph.index("fps=60") < graph.index("zscale")

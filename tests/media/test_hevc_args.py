@@ -1,6 +1,6 @@
 """The HEVC ladder's argv and plan: libx265 in fMP4 on the H.264 ladder's time grid."""
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -181,3 +181,20 @@ def test_the_codec_survives_the_plans_json_and_old_plans_read_as_h264() -> None:
     old = {**stored, "options": {k: v for k, v in asdict(plan.options).items() if "x265" not in k}}
     del old["options"]["codec"]
     assert Plan.from_dict(old).options.codec == H264
+
+
+def test_an_hlg_source_is_tone_mapped_and_tagged_bt709_on_the_hevc_ladder_too() -> None:
+    info = replace(source_info(), color_transfer="arib-std-b67", color_primaries="bt2020")
+    argv = video_chunk_command(
+        ffmpeg="ffmpeg",
+        source=SOURCE,
+        info=info,
+        renditions=plan_ladder(info.width, info.height),
+        out_dir=OUT,
+        options=HEVC_OPTIONS,
+        chunk=MIDDLE,
+    )
+    (graph,) = values_of(argv, "-filter_complex")
+    assert "tonemap=mobius" in graph
+    assert values_of(argv, "-profile:v") == ["main"] * 4
+    assert values_of(argv, "-color_trc") == ["bt709"] * 4

@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 
 from services.core.errors import NotAVideo
-from services.media.probe import ProbeError, probe
+from services.media.probe import (
+    MAX_DERIVED_FPS,
+    ProbeError,
+    SourceInfo,
+    StreamTiming,
+    frame_rate,
+    probe,
+)
 
 
 def ffmpeg(*args: str) -> None:
@@ -123,3 +130,117 @@ def test_still_image_is_refused_as_an_image(tmp_path: Path) -> None:
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x64", "-frames:v", "1", "-f", "image2", str(path))
     with pytest.raises(ProbeError, match="it is an image, which the platform does not accept"):
         probe(path)
+
+
+# ---- files whose header does not say how long they are ----------------------------------
+
+
+def live_webm(path: Path, seconds: float) -> Path:
+    """VP9/Opus WebM written to a pipe, as MediaRecorder writes it: the muxer cannot seek
+    back, so the header has no Duration and there are no Cues."""
+    argv = ["ffmpeg", "-v", "error", "-nostdin", "-y"]
+    argv += ["-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=30:duration={seconds}"]
+    argv += ["-f", "lavfi", "-i", f"sine=sample_rate=48000:duration={seconds}"]
+    argv += ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-c:a", "libopus"]
+    with path.open("wb") as out:
+        subprocess.run([*argv, "-f", "webm", "pipe:1"], check=True, stdout=out, timeout=60)
+    return path
+
+
+def test_webm_written_live_gets_its_duration_from_its_packets(tmp_path: Path) -> None:
+    path = live_webm(tmp_path / "recording.webm", 3)
+    header = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", path],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert header.strip() == "N/A"  # the premise: nothing in the header says how long
+    assert b"\x1c\x53\xbb\x6b" not in path.read_bytes()  # nor any Cues element
+    info = probe(path)
+    assert info.duration == pytest.approx(3, abs=0.05)
+    assert info.fps == pytest.approx(30)
+    assert (info.video_codec, info.audio_codec) == ("vp9", "opus")
+
+
+def test_packet_timing_ends_one_spacing_after_the_last_packet_without_durations() -> None:
+    timing = StreamTiming()
+    for n in range(90):
+        timing.add(0.007 + n / 30, None)  # MediaRecorder states no packet durations
+    assert timing.stop == pytest.approx(0.007 + 3)
+    assert timing.rate == pytest.approx(30)
+
+
+def test_packet_timing_uses_stated_durations() -> None:
+    timing = StreamTiming()
+    for n in range(50):
+        timing.add(n * 0.02, 0.02)
+    assert timing.stop == pytest.approx(1.0)
+
+
+def test_a_clock_rate_is_replaced_by_the_counted_rate() -> None:
+    # MediaRecorder: r_frame_rate is its 1 ms clock, avg_frame_rate unknown.
+    video = {"avg_frame_rate": "0/0", "r_frame_rate": "1000/1"}
+    timing = StreamTiming()
+    for n in range(240):
+        timing.add(n / 24, None)
+    assert frame_rate(video, timing) == pytest.approx(24)
+    assert frame_rate({"avg_frame_rate": "25/1", "r_frame_rate": "50/1"}, timing) == 25
+
+
+def test_a_counted_rate_never_exceeds_the_nominal_rate() -> None:
+    timing = StreamTiming()
+    for n in range(100):
+        timing.add(n / 1000, None)  # a burst of packets 1 ms apart
+    assert frame_rate({"avg_frame_rate": "0/0", "r_frame_rate": "30/1"}, timing) == 30
+    assert frame_rate({"avg_frame_rate": "0/0"}, timing) == MAX_DERIVED_FPS
+
+
+# ---- colour and scan facts --------------------------------------------------------------
+
+
+def test_hlg_clip_reports_its_colour_facts(tmp_path: Path) -> None:
+    path = tmp_path / "hlg.mov"
+    ffmpeg(
+        *("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30:duration=1"),
+        *("-vf", "format=yuv420p10le", "-c:v", "libx265", "-preset", "ultrafast"),
+        *("-x265-params", "log-level=error", "-color_primaries", "bt2020"),
+        *("-color_trc", "arib-std-b67", "-colorspace", "bt2020nc", str(path)),
+    )
+    info = probe(path)
+    assert (info.pix_fmt, info.color_transfer) == ("yuv420p10le", "arib-std-b67")
+    assert (info.color_primaries, info.color_space) == ("bt2020", "bt2020nc")
+    assert info.hdr and info.wide_gamut and not info.interlaced
+
+
+def test_sdr_clip_is_not_hdr_and_unknown_tags_are_empty(clips: dict[str, Path]) -> None:
+    info = probe(clips["tiny"])
+    assert not info.hdr and not info.wide_gamut
+    assert info.color_transfer in ("", "bt709")
+    assert info.field_order in ("", "progressive")
+
+
+def test_interlaced_mpeg2_reports_its_field_order(tmp_path: Path) -> None:
+    path = tmp_path / "camcorder.ts"
+    ffmpeg(
+        *("-f", "lavfi", "-i", "testsrc2=size=720x576:rate=25:duration=1"),
+        *("-c:v", "mpeg2video", "-flags", "+ilme+ildct", "-top", "1", str(path)),
+    )
+    info = probe(path)
+    assert info.field_order == "tt" and info.interlaced
+
+
+def test_plans_stored_before_the_colour_facts_read_back() -> None:
+    stored = {
+        "duration": 3.0,
+        "width": 320,
+        "height": 240,
+        "fps": 30.0,
+        "video_codec": "h264",
+        "audio_codec": None,
+        "format_name": "mp4",
+        "bit_rate": None,
+    }
+    info = SourceInfo(**stored)
+    assert (info.color_transfer, info.field_order, info.pix_fmt) == ("", "", "")
+    assert not info.hdr and not info.interlaced

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from services.media.probe import SourceInfo
 from services.media.remux import rung_mp4_command
 from services.media.thumbnails import (
     MAX_TILES,
@@ -15,6 +16,7 @@ from services.media.thumbnails import (
     fit_within,
     plan_storyboard,
     poster_command,
+    poster_filters,
     poster_time,
     storyboard_command,
     storyboard_vtt,
@@ -163,6 +165,29 @@ def test_poster_command_seeks_to_a_keyframe_and_writes_one_jpeg():
         keyframes_only=False,
     )
     assert "-skip_frame" not in every
+
+
+def test_an_hdr_interlaced_source_gets_a_poster_as_its_rungs_show_it():
+    info = SourceInfo(
+        duration=3.0,
+        width=1024,
+        height=576,
+        fps=25.0,
+        video_codec="hevc",
+        audio_codec=None,
+        format_name="mpegts",
+        bit_rate=None,
+        color_transfer="smpte2084",
+        color_primaries="bt2020",
+        field_order="tt",
+    )
+    filters = poster_filters(info, 1024, 576)
+    assert filters[0].startswith("bwdif=")
+    assert filters[1].startswith("zscale=w=1024:h=576:") and "tonemap=mobius:desat=0" in filters
+    # JPEG's YUV is BT.601 full range, whatever the video's was.
+    assert filters[-3:-1] == ["zscale=t=bt709:m=bt470bg:r=pc", "format=yuvj420p"]
+    assert filters[-1] == "setsar=1"
+    assert poster_filters(None, 640, 360) == ["scale=640:360", "setsar=1"]
 
 
 def test_storyboard_command_samples_keyframes_into_one_grid():
