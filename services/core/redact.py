@@ -15,7 +15,7 @@ with a folder that exists at this machine's root (/tmp, /srv, /home, ...); the A
 import functools
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 # Long enough for ffmpeg's last lines and our own explanation; a page, not a log.
@@ -43,19 +43,25 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def public_text(
-    message: str, *, roots: Iterable[str | Path] | None = None, limit: int = PUBLIC_TEXT_LIMIT
+    message: str,
+    *,
+    roots: Iterable[str | Path] | None = None,
+    limit: int = PUBLIC_TEXT_LIMIT,
+    every_path: bool = False,
 ) -> str:
     """`message` without server paths (each becomes its file's base name) and at most `limit`
     characters (the head and the tail kept, the middle elided).
 
     `roots` are folders to remove even where a path has spaces in it (the storage folder);
-    by default the configured storage folder.
+    by default the configured storage folder. `every_path`: cut every absolute path, not only
+    those on this server (for a tool's own output, such as ffprobe's, which names no API path).
     """
     text = _CONTROL.sub(" ", message)
     for root in _root_spellings(_default_roots() if roots is None else roots):
         text = _without_root(text, root)
-    text = _QUOTED_PATH.sub(_quoted_base_name, text)
-    text = _PATH.sub(_base_name, text)
+    server = _any_path if every_path else _on_this_server
+    text = _QUOTED_PATH.sub(functools.partial(_quoted_base_name, server=server), text)
+    text = _PATH.sub(functools.partial(_base_name, server=server), text)
     return _bounded(text, limit)
 
 
@@ -97,10 +103,10 @@ def _below_root(match: re.Match[str]) -> str:
     return _base_name(match)
 
 
-def _base_name(match: re.Match[str]) -> str:
+def _base_name(match: re.Match[str], server: Callable[[str], bool] | None = None) -> str:
     token = match.group(0)
     kept = token.rstrip(_TRAILING)
-    if not _on_this_server(kept):
+    if not (server or _on_this_server)(kept):
         return token
     return _name_of(kept) + token[len(kept) :]
 
@@ -113,6 +119,11 @@ def _on_this_server(path: str) -> bool:
         return True
     first = path.lstrip("/").partition("/")[0]
     return not first or first in _top_level()
+
+
+def _any_path(path: str) -> bool:
+    """Every absolute path counts (see `public_text`'s every_path)."""
+    return True
 
 
 @functools.cache
@@ -130,9 +141,9 @@ def _name_of(path: str) -> str:
     return PLACEHOLDER if not name or name.lower() == "file:" else name
 
 
-def _quoted_base_name(match: re.Match[str]) -> str:
+def _quoted_base_name(match: re.Match[str], server: Callable[[str], bool]) -> str:
     path = match.group("path")
-    if not _on_this_server(path):
+    if not server(path):
         return match.group(0)
     return match.group("quote") + _name_of(path) + match.group("quote")
 

@@ -9,10 +9,11 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from services.core.errors import NotAVideo
+from services.core.redact import public_text
 from services.media.demuxers import UPLOAD_FORMATS, input_args, is_allowed, refusal
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,6 @@ _REFUSED_DEMUXER = re.compile(r"\[([\w,]+) @ 0x[0-9a-f]+\] " + _NOT_ON_WHITELIST
 # Absolute paths as ffmpeg prints them: quoted ('/a/b c/d'), or bare up to a space or quote.
 # The file the probe was given is one, but not the only one: a demuxer may name others (an
 # ffconcat entry, a playlist's segment), and none of them belongs in a public message.
-_QUOTED_PATH = re.compile(r"(['\"])(/[^'\"\n]*)\1")
-_BARE_PATH = re.compile(r"(?<![\w.~/-])/[^\s'\"]+")
 
 
 # HLG (phones, broadcast) and PQ (HDR10, Dolby Vision's base layer).
@@ -179,8 +178,7 @@ def _reason(stderr: bytes, path: Path) -> str:
 
 def without_paths(text: str) -> str:
     """`text` with every absolute path cut down to its last part ('/srv/x/a.mp4' -> 'a.mp4')."""
-    text = _QUOTED_PATH.sub(lambda m: m[1] + PurePosixPath(m[2]).name + m[1], text)
-    return _BARE_PATH.sub(lambda m: PurePosixPath(m[0]).name, text)
+    return public_text(text, every_path=True, limit=len(text) + 1)
 
 
 def _source_info(data: dict[str, Any], timing: "StreamTiming | None" = None) -> SourceInfo:
