@@ -41,6 +41,10 @@ class ClaimedChunk:
     start: float
     end: float | None
     plan: dict[str, Any]
+    # Which claim of the chunk this is (its `encodes` count): a worker that claims a chunk
+    # again (its lease ran out while it was still finishing) must not be taken for the
+    # earlier claim, whose late heartbeat, finish or release would then act on the new one.
+    attempt: int = 0
 
 
 def get_job(session: Session, *, video_id: str) -> Job:
@@ -266,14 +270,28 @@ def _mark_running(session: Session, video_id: str, index: int, worker_id: str) -
             reason=f"a worker started on {unit}",
             actor=worker_id,
         )
-    return ClaimedChunk(video_id, index, chunk.kind, chunk.start, chunk.end, dict(job.plan))
+    return ClaimedChunk(
+        video_id, index, chunk.kind, chunk.start, chunk.end, dict(job.plan), chunk.encodes
+    )
 
 
-def _owned_chunk(session: Session, video_id: str, index: int, worker_id: str) -> JobChunk | None:
+def _owned_chunk(
+    session: Session, video_id: str, index: int, worker_id: str, attempt: int | None
+) -> JobChunk | None:
+    """The chunk while `worker_id` holds it under claim `attempt` (None: any claim)."""
     chunk = session.get(JobChunk, (video_id, index), populate_existing=True)
     if chunk is None or chunk.worker_id != worker_id or chunk.status != ChunkStatus.RUNNING:
         return None
+    if attempt is not None and chunk.encodes != attempt:
+        return None
     return chunk
+
+
+def holds_chunk(
+    session: Session, *, video_id: str, index: int, worker_id: str, attempt: int | None = None
+) -> bool:
+    """Whether `worker_id` still holds chunk `index` under claim `attempt`."""
+    return _owned_chunk(session, video_id, index, worker_id, attempt) is not None
 
 
 def chunk_heartbeat(
@@ -282,6 +300,7 @@ def chunk_heartbeat(
     video_id: str,
     index: int,
     worker_id: str,
+    attempt: int | None = None,
     lease_seconds: float,
     out_time: float,
 ) -> bool:
@@ -289,7 +308,7 @@ def chunk_heartbeat(
 
     True when the job was stopped, failed or deleted, or the chunk is no longer ours.
     """
-    chunk = _owned_chunk(session, video_id, index, worker_id)
+    chunk = _owned_chunk(session, video_id, index, worker_id, attempt)
     job = session.get(Job, video_id, populate_existing=True)
     if chunk is None or job is None or job.status not in RUNNABLE:
         return True
@@ -300,10 +319,16 @@ def chunk_heartbeat(
 
 
 def finish_chunk(
-    session: Session, *, video_id: str, index: int, worker_id: str, encode_seconds: float
+    session: Session,
+    *,
+    video_id: str,
+    index: int,
+    worker_id: str,
+    attempt: int | None = None,
+    encode_seconds: float,
 ) -> bool:
     """Mark a chunk done; False when it was no longer ours (its work is then discarded)."""
-    chunk = _owned_chunk(session, video_id, index, worker_id)
+    chunk = _owned_chunk(session, video_id, index, worker_id, attempt)
     if chunk is None:
         return False
     chunk.status, chunk.error, chunk.done_by = ChunkStatus.DONE, None, worker_id
@@ -315,9 +340,11 @@ def finish_chunk(
     return True
 
 
-def release_chunk(session: Session, *, video_id: str, index: int, worker_id: str) -> None:
+def release_chunk(
+    session: Session, *, video_id: str, index: int, worker_id: str, attempt: int | None = None
+) -> None:
     """Give a chunk back (stop, shutdown): pending again, its partial output is overwritten."""
-    chunk = _owned_chunk(session, video_id, index, worker_id)
+    chunk = _owned_chunk(session, video_id, index, worker_id, attempt)
     if chunk is not None:
         chunk.status, chunk.worker_id, chunk.lease_expires_at = ChunkStatus.PENDING, None, None
 
@@ -328,6 +355,7 @@ def fail_chunk(
     video_id: str,
     index: int,
     worker_id: str,
+    attempt: int | None = None,
     error: str,
     max_attempts: int,
     backoff_seconds: float,
@@ -336,7 +364,7 @@ def fail_chunk(
 
     Returns True when the job is now failed.
     """
-    chunk = _owned_chunk(session, video_id, index, worker_id)
+    chunk = _owned_chunk(session, video_id, index, worker_id, attempt)
     if chunk is None:
         return False
     chunk.attempts += 1

@@ -73,6 +73,21 @@ class Storage:
     def hls_dir(self, video_id: str) -> Path:
         return self.root / "hls" / ids.video_id(video_id)
 
+    def work_dir(self, video_id: str) -> Path:
+        """Where video chunks are encoded before they count (one folder per claim)."""
+        return self.hls_dir(video_id) / ".work"
+
+    def attempt_dir(self, video_id: str, index: int, attempt: int) -> Path:
+        """The private output folder of one claim of chunk `index`: {rung}/ folders inside.
+
+        Two claims of a chunk can run at once (a worker stalled past its lease and the one that
+        took over); each writes only here, and only a finished, checked claim moves its files
+        into the rung folders, so a late or stopped ffmpeg never rewrites what already counts.
+        """
+        if index < 0 or attempt < 0:
+            raise ValueError(f"no attempt folder for chunk {index}, claim {attempt}")
+        return self.work_dir(video_id) / f"{index:05d}-{attempt}"
+
     def rung_dir(self, video_id: str, rung: str) -> Path:
         return self.hls_dir(video_id) / ids.quality(rung)
 
@@ -118,6 +133,10 @@ class Storage:
             raise NotFound(f"no asset '{relative[:64]!r}' for video {video_id}")
         candidate = (base / relative).resolve()
         if not candidate.is_relative_to(base):
+            raise NotFound(f"no asset '{relative[:64]}' for video {video_id}")
+        # Dot names are the platform's own (claims' work folders, locks, temporary files,
+        # the completion marker): never served.
+        if any(part.startswith(".") for part in candidate.relative_to(base).parts):
             raise NotFound(f"no asset '{relative[:64]}' for video {video_id}")
         return candidate
 

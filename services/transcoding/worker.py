@@ -22,7 +22,7 @@ from services.core.jobs import ClaimedChunk
 from services.core.metrics import CHUNK_SECONDS, FFMPEG_FAILURES, REALTIME
 from services.core.models import Video
 from services.core.settings import Settings, get_settings
-from services.core.storage import Storage, make_durable
+from services.core.storage import Storage, make_durable, remove_tree
 from services.core.tasks import sleep_unless
 from services.media import derived
 from services.media.bounds import check_source
@@ -176,11 +176,13 @@ class Worker:
                 grace=self.settings.stop_grace_seconds,
             )
         except Stopped:
+            await asyncio.to_thread(self._discard, chunk)
             await asyncio.to_thread(self._release, chunk)
             return
         except FFmpegError as exc:
             log.warning("job %s unit %d: ffmpeg failed: %s", chunk.video_id, chunk.index, exc)
             FFMPEG_FAILURES.labels(chunk.kind).inc()
+            await asyncio.to_thread(self._discard, chunk)
             await asyncio.to_thread(self._fail, chunk, str(exc))
             return
         finally:
@@ -189,17 +191,29 @@ class Worker:
         seconds = time.monotonic() - started
         # Checking the output, indexing its keyframes and publishing take a second or so of
         # ffprobe and I/O: done beside the next unit's encode, the CPUs never idle between
-        # chunks. One such step at a time; the chunk's lease (seconds) easily covers it.
+        # chunks. One such step at a time, under a lease kept alive until it is recorded.
         await self.settle()
-        self._finishing = asyncio.create_task(self._finish_unit(chunk, plan, seconds))
+        self._finishing = asyncio.create_task(self._finish_unit(chunk, plan, seconds, shutdown))
 
-    async def _finish_unit(self, chunk: ClaimedChunk, plan: Plan, seconds: float) -> None:
+    async def _finish_unit(
+        self, chunk: ClaimedChunk, plan: Plan, seconds: float, shutdown: asyncio.Event
+    ) -> None:
+        # The lease is renewed while the unit is checked and recorded: on a loaded machine that
+        # can outlast a lease, and a lapsed lease would have the chunk encoded a second time.
+        done = asyncio.Event()
+        media = (chunk.end if chunk.end is not None else plan.duration) - chunk.start
+        keepalive = asyncio.create_task(self._heartbeat(chunk, [media], done, shutdown))
         try:
             await asyncio.to_thread(self._finish, chunk, plan, seconds)
         except Exception:
             # Unrecorded, the unit's lease runs out and it is encoded again: nothing is lost.
             log.exception("job %s unit %d: finishing raised", chunk.video_id, chunk.index)
+            await asyncio.to_thread(self._discard, chunk)
             return
+        finally:
+            done.set()
+            keepalive.cancel()
+            await asyncio.gather(keepalive, return_exceptions=True)
         # After the publish and beside the next unit, so they never hold back playback: the
         # poster once the first chunk plays, the storyboard once the video is final.
         derived.start_previews(self.settings, chunk.video_id, plan)
@@ -217,6 +231,7 @@ class Worker:
                 out_dir=out_dir,
                 options=plan.options,
             )
+        out_dir = self._output_dir(chunk)
         for rendition in plan.renditions:
             (out_dir / rendition.name).mkdir(parents=True, exist_ok=True)
         return video_chunk_command(
@@ -264,16 +279,30 @@ class Worker:
                 video_id=chunk.video_id,
                 index=chunk.index,
                 worker_id=self.worker_id,
+                attempt=chunk.attempt,
                 lease_seconds=self.settings.lease_seconds,
                 out_time=out_time,
             )
+
+    def _output_dir(self, chunk: ClaimedChunk) -> Path:
+        """Where the unit's ffmpeg writes: video chunks into their claim's own folder (moved
+        into the rung folders once checked, see Storage.attempt_dir); the audio in place, as
+        it is published while it grows."""
+        if chunk.kind == "audio":
+            return self.storage.hls_dir(chunk.video_id)
+        return self.storage.attempt_dir(chunk.video_id, chunk.index, chunk.attempt)
+
+    def _discard(self, chunk: ClaimedChunk) -> None:
+        """Remove what a claim that will not count wrote (a stopped or failed video chunk)."""
+        if chunk.kind != "audio":
+            remove_tree(self._output_dir(chunk))
 
     def _verify(self, chunk: ClaimedChunk, plan: Plan) -> list[Path]:
         """ffmpeg's exit code is not enough (a full disk can leave a truncated playlist and
         still exit 0): every playlist must parse and list segments that exist and are not empty.
         Returns every file the unit wrote (playlists, segments, init segments).
         """
-        hls = self.storage.hls_dir(chunk.video_id)
+        hls = self._output_dir(chunk)
         if chunk.kind == "audio":
             playlists = [hls / AUDIO_DIR / AUDIO_PLAYLIST]
         else:
@@ -307,7 +336,33 @@ class Worker:
         """Put a unit's files, and the folders that name them up to hls/, on the disk: once
         the unit is recorded done nobody encodes it again, so a power cut must not undo it."""
         hls = self.storage.hls_dir(video_id)
-        make_durable(files, folders=[hls, hls.parent])
+        folders = sorted({file.parent for file in files})
+        make_durable(files, folders=[*folders, hls, hls.parent])
+
+    def _move_into_place(self, chunk: ClaimedChunk, files: list[Path]) -> list[Path]:
+        """Move a checked video chunk's files from its claim's folder into the rung folders
+        (a rename each; the chunk playlists last, so whoever reads one finds its segments).
+        Returns the files at their new places."""
+        playlists = {chunk_playlist_name(chunk.index)}
+        ordered = sorted(files, key=lambda f: f.name in playlists)
+        moved = []
+        for file in ordered:
+            target = self.storage.rung_dir(chunk.video_id, file.parent.name) / file.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, target)
+            moved.append(target)
+        remove_tree(self._output_dir(chunk))
+        return moved
+
+    def _still_ours(self, chunk: ClaimedChunk) -> bool:
+        with session_scope(self.settings) as session:
+            return jobs.holds_chunk(
+                session,
+                video_id=chunk.video_id,
+                index=chunk.index,
+                worker_id=self.worker_id,
+                attempt=chunk.attempt,
+            )
 
     def _finish(self, chunk: ClaimedChunk, plan: Plan, seconds: float) -> None:
         try:
@@ -319,7 +374,7 @@ class Worker:
             return
         # I-frame playlists are made for MPEG-TS rungs only (not for the fMP4 HEVC ladder).
         if chunk.kind == "video" and not plan.options.fmp4:
-            hls = self.storage.hls_dir(chunk.video_id)
+            hls = self._output_dir(chunk)
             with ThreadPoolExecutor(max_workers=4) as pool:
                 list(
                     pool.map(
@@ -331,6 +386,15 @@ class Worker:
                 )
             # Written with write_atomic (durable already); listed so the whole unit is here.
             files += [hls / r.name / stitch.sidecar_name(chunk.index) for r in plan.renditions]
+        if chunk.kind == "video":
+            if not self._still_ours(chunk):
+                # Another claim of the chunk took over; its files are the ones that count.
+                log.info(
+                    "job %s unit %d: claim lost, output discarded", chunk.video_id, chunk.index
+                )
+                self._discard(chunk)
+                return
+            files = self._move_into_place(chunk, files)
         self._make_durable(chunk.video_id, files)
         with session_scope(self.settings) as session:
             kept = jobs.finish_chunk(
@@ -338,6 +402,7 @@ class Worker:
                 video_id=chunk.video_id,
                 index=chunk.index,
                 worker_id=self.worker_id,
+                attempt=chunk.attempt,
                 encode_seconds=seconds,
             )
         log.info("job %s unit %d done in %.1f s", chunk.video_id, chunk.index, seconds)
@@ -368,7 +433,11 @@ class Worker:
     def _release(self, chunk: ClaimedChunk) -> None:
         with session_scope(self.settings) as session:
             jobs.release_chunk(
-                session, video_id=chunk.video_id, index=chunk.index, worker_id=self.worker_id
+                session,
+                video_id=chunk.video_id,
+                index=chunk.index,
+                worker_id=self.worker_id,
+                attempt=chunk.attempt,
             )
 
     def _fail(self, chunk: ClaimedChunk, error: str) -> None:
@@ -378,6 +447,7 @@ class Worker:
                 video_id=chunk.video_id,
                 index=chunk.index,
                 worker_id=self.worker_id,
+                attempt=chunk.attempt,
                 error=error[-2000:],
                 max_attempts=self.settings.max_attempts,
                 backoff_seconds=self.settings.retry_backoff_seconds,

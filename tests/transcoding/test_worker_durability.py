@@ -7,16 +7,12 @@ when they were called.
 """
 
 import asyncio
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
-import pytest
-
 from services.core import jobs
-from services.core.db import init_db, session_scope
+from services.core.db import session_scope
 from services.core.models import Job, Status, Video
 from services.core.settings import Settings
 from services.core.storage import Storage
@@ -26,42 +22,7 @@ from services.transcoding import stitch
 from services.transcoding.worker import Worker
 from tests.clips import make_clip
 from tests.disk import DiskCalls
-from tests.harness import create_database, database_server_under_test, drop_database
-
-VIDEO_ID = "d" * 32
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Iterator[Settings]:
-    """Storage of the test's own and a migrated database (PostgreSQL with TEST_DATABASE_URL)."""
-    server = database_server_under_test()
-    url = create_database(server) if server else ""
-    made = Settings(
-        storage_dir=tmp_path / "storage",
-        database_url=url,
-        x264_preset="ultrafast",
-        segment_seconds=1,
-        keyframe_seconds=1,
-        chunk_segments=1,
-        poll_seconds=0.05,
-    )
-    init_db(made)
-    yield made
-    if url:
-        drop_database(url)
-
-
-def _queue(settings: Settings, clip: Path) -> Storage:
-    """A video whose source is in place and whose job waits for a worker to plan it."""
-    storage = Storage(settings.storage_dir)
-    storage.ensure_layout()
-    storage.original_dir(VIDEO_ID).mkdir(parents=True)
-    shutil.copyfile(clip, storage.source_path(VIDEO_ID))
-    with session_scope(settings) as session:
-        session.add(Video(id=VIDEO_ID, filename="clip.mp4", status=Status.UPLOADING, qualities=[]))
-        session.flush()
-        jobs.enqueue(session, video_id=VIDEO_ID)
-    return storage
+from tests.transcoding.conftest import VIDEO_ID, queue_video
 
 
 class Recorded:
@@ -73,15 +34,9 @@ class Recorded:
         self.ok: set[str] | None = None
         real_finish_chunk, real_finish = jobs.finish_chunk, jobs.finish
 
-        def finish_chunk(session, *, video_id, index, worker_id, encode_seconds):  # type: ignore[no-untyped-def]
+        def finish_chunk(session, *, video_id, index, **claim):  # type: ignore[no-untyped-def]
             self.units[(video_id, index)] = disk.synced()
-            return real_finish_chunk(
-                session,
-                video_id=video_id,
-                index=index,
-                worker_id=worker_id,
-                encode_seconds=encode_seconds,
-            )
+            return real_finish_chunk(session, video_id=video_id, index=index, **claim)
 
         def finish(session, *, video_id, qualities):  # type: ignore[no-untyped-def]
             self.ok = disk.synced()
@@ -135,7 +90,9 @@ def _audio_files(storage: Storage) -> set[Path]:
 
 
 def test_each_unit_is_on_the_disk_before_it_is_recorded_done(settings, tmp_path):
-    storage = _queue(settings, make_clip(tmp_path / "clip.mp4", width=854, height=480, seconds=3))
+    storage = queue_video(
+        settings, make_clip(tmp_path / "clip.mp4", width=854, height=480, seconds=3)
+    )
     worker = Worker(settings)
     with DiskCalls() as disk, Recorded(disk) as recorded:
         asyncio.run(_work_until_ok(worker, settings))
@@ -160,7 +117,9 @@ def test_each_unit_is_on_the_disk_before_it_is_recorded_done(settings, tmp_path)
 
 
 def test_the_video_is_recorded_ok_only_after_its_playlists_master_and_marker(settings, tmp_path):
-    storage = _queue(settings, make_clip(tmp_path / "clip.mp4", width=320, height=240, seconds=2))
+    storage = queue_video(
+        settings, make_clip(tmp_path / "clip.mp4", width=320, height=240, seconds=2)
+    )
     worker = Worker(settings)
     with DiskCalls() as disk, Recorded(disk) as recorded:
         asyncio.run(_work_until_ok(worker, settings))

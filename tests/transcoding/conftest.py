@@ -1,0 +1,50 @@
+"""A worker in this process against a real database (PostgreSQL with TEST_DATABASE_URL) and a
+storage folder of the test's own."""
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.core import jobs
+from services.core.db import init_db, session_scope
+from services.core.models import Status, Video
+from services.core.settings import Settings
+from services.core.storage import Storage
+from tests.harness import create_database, database_server_under_test, drop_database
+
+VIDEO_ID = "d" * 32
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Iterator[Settings]:
+    """Storage of the test's own and a migrated database (PostgreSQL with TEST_DATABASE_URL)."""
+    server = database_server_under_test()
+    url = create_database(server) if server else ""
+    made = Settings(
+        storage_dir=tmp_path / "storage",
+        database_url=url,
+        x264_preset="ultrafast",
+        segment_seconds=1,
+        keyframe_seconds=1,
+        chunk_segments=1,
+        poll_seconds=0.05,
+    )
+    init_db(made)
+    yield made
+    if url:
+        drop_database(url)
+
+
+def queue_video(settings: Settings, clip: Path) -> Storage:
+    """A video whose source is in place and whose job waits for a worker to plan it."""
+    storage = Storage(settings.storage_dir)
+    storage.ensure_layout()
+    storage.original_dir(VIDEO_ID).mkdir(parents=True)
+    shutil.copyfile(clip, storage.source_path(VIDEO_ID))
+    with session_scope(settings) as session:
+        session.add(Video(id=VIDEO_ID, filename="clip.mp4", status=Status.UPLOADING, qualities=[]))
+        session.flush()
+        jobs.enqueue(session, video_id=VIDEO_ID)
+    return storage
