@@ -20,9 +20,10 @@ lint: install-test
 	$(VENV)/bin/mypy services gateway
 
 # The platform's tests run twice: on the embedded SQLite, then on PostgreSQL (a fresh database
-# per test platform on TEST_DATABASE_URL's server). Media and gateway tests use no database.
+# per test platform on TEST_DATABASE_URL's server), with the worker's own tests. Media and
+# gateway tests use no database.
 TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
-DB_TESTS := $(wildcard tests/test_*.py)
+DB_TESTS := $(wildcard tests/test_*.py) tests/transcoding
 
 test: lint
 	bash scripts/ensure_postgres.sh
