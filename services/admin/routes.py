@@ -289,7 +289,7 @@ def _files(storage: StorageDep, video_id: str) -> VideoFiles:
         {
             d.name: sum(1 for f in d.iterdir() if f.suffix in (".ts", ".m4s"))
             for d in sorted(hls.iterdir())
-            if d.is_dir()
+            if d.is_dir() and not d.name.startswith(".")
         }
         if hls.is_dir()
         else {}

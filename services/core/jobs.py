@@ -184,7 +184,8 @@ def _store_plan(
     job.total_chunks = sum(1 for c in chunks if c.kind == "video") or len(chunks)
     job.worker_id = job.lease_expires_at = None
     session.flush()
-    update_progress(session, job)
+    # Planning is claimed (one planner), so the figures are set as they are: none is newer.
+    job.progress, job.qualities = _progress(session, job)
 
 
 # --- claiming chunks ------------------------------------------------------------------------
@@ -292,6 +293,32 @@ def holds_chunk(
 ) -> bool:
     """Whether `worker_id` still holds chunk `index` under claim `attempt`."""
     return _owned_chunk(session, video_id, index, worker_id, attempt) is not None
+
+
+def renew_lease(
+    session: Session,
+    *,
+    video_id: str,
+    index: int,
+    worker_id: str,
+    attempt: int,
+    lease_seconds: float,
+) -> bool:
+    """Extend the lease of a chunk still held under claim `attempt` (one conditional UPDATE,
+    nothing else: a unit being finished has no progress left to report); False if not held."""
+    renewed = session.execute(
+        update(JobChunk)
+        .where(
+            JobChunk.video_id == video_id,
+            JobChunk.index == index,
+            JobChunk.worker_id == worker_id,
+            JobChunk.encodes == attempt,
+            JobChunk.status == ChunkStatus.RUNNING,
+        )
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(renewed.rowcount)  # type: ignore[attr-defined]
 
 
 def chunk_heartbeat(
@@ -430,12 +457,8 @@ def _qualities(job: Job, chunks: list[JobChunk], previous: dict[str, Any]) -> di
     return result
 
 
-def update_progress(session: Session, job: Job) -> None:
-    """Recompute progress from the chunks: finished durations plus running out_times.
-
-    Stored as a maximum, so it never goes backwards, not even when a stopped or killed
-    chunk's partial work is thrown away.
-    """
+def _progress(session: Session, job: Job) -> tuple[float, dict[str, Any]]:
+    """The job's progress and per-rung qualities, recomputed from its chunks."""
     chunks = list(session.scalars(select(JobChunk).where(JobChunk.video_id == job.video_id)))
     duration = float((job.plan or {}).get("duration", 0.0))
     video = [c for c in chunks if c.kind == "video"]
@@ -447,10 +470,28 @@ def update_progress(session: Session, job: Job) -> None:
         overall = (1 - weight) * overall + weight * _percent(audio, duration)
     # 100 is kept for `ok`: the last step (measuring, the final master) is still ahead.
     value = round(min(overall, 99.9), 2)
-    # Compared in the UPDATE itself: two writers (a heartbeat, a finishing chunk) may each
-    # have read the old value, and the later one's smaller figure must not win.
-    job.progress = case((Job.progress < value, value), else_=Job.progress)
-    job.qualities = _qualities(job, chunks, job.qualities or {})
+    return value, _qualities(job, chunks, job.qualities or {})
+
+
+def update_progress(session: Session, job: Job) -> None:
+    """Recompute progress from the chunks: finished durations plus running out_times.
+
+    Stored as a maximum, so it never goes backwards, not even when a stopped or killed
+    chunk's partial work is thrown away.
+    """
+    value, qualities = _progress(session, job)
+    # Conditions in the UPDATE itself: two writers (a heartbeat, a finishing chunk) may each
+    # have read the old rows; the later one's smaller figure must not win, and a figure read
+    # before the job was finished must not overwrite the finished job's qualities.
+    session.execute(
+        update(Job)
+        .where(Job.video_id == job.video_id, Job.status.in_(RUNNABLE))
+        .values(
+            progress=case((Job.progress < value, value), else_=Job.progress),
+            qualities=qualities,
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def advance_published(session: Session, *, video_id: str, count: int) -> bool:

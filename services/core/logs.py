@@ -28,7 +28,9 @@ class JsonFormatter(logging.Formatter):
             entry["video_id"] = video_id
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        # ASCII only: a client's text (a request path, a file name) can hold characters that
+        # readers take for line ends (U+2028, U+0085, \x1c...), which would split the record.
+        return json.dumps(entry, ensure_ascii=True)
 
 
 def logging_config(level: str, fmt: str) -> dict[str, Any]:

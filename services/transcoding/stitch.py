@@ -22,7 +22,7 @@ from services.core import jobs
 from services.core.db import session_scope
 from services.core.models import ChunkStatus, Job, JobChunk, Status
 from services.core.settings import Settings
-from services.core.storage import Storage, write_atomic
+from services.core.storage import Storage, remove_tree, write_atomic
 from services.media import fmp4
 from services.media.ffmpeg_args import (
     AUDIO_DIR,
@@ -145,6 +145,8 @@ def write_presentation(
     if final:
         # Last, and durably like every playlist before it: the job is recorded ok after this.
         write_atomic(storage.complete_marker(video_id), "")
+        # Every chunk counts now: what claims left in their work folders never will.
+        remove_tree(storage.work_dir(video_id))
 
 
 def _write_rung(rung: Path, plan: Plan, chunks: int, *, final: bool) -> tuple[float, int | None]:

@@ -193,16 +193,13 @@ class Worker:
         # ffprobe and I/O: done beside the next unit's encode, the CPUs never idle between
         # chunks. One such step at a time, under a lease kept alive until it is recorded.
         await self.settle()
-        self._finishing = asyncio.create_task(self._finish_unit(chunk, plan, seconds, shutdown))
+        self._finishing = asyncio.create_task(self._finish_unit(chunk, plan, seconds))
 
-    async def _finish_unit(
-        self, chunk: ClaimedChunk, plan: Plan, seconds: float, shutdown: asyncio.Event
-    ) -> None:
+    async def _finish_unit(self, chunk: ClaimedChunk, plan: Plan, seconds: float) -> None:
         # The lease is renewed while the unit is checked and recorded: on a loaded machine that
         # can outlast a lease, and a lapsed lease would have the chunk encoded a second time.
         done = asyncio.Event()
-        media = (chunk.end if chunk.end is not None else plan.duration) - chunk.start
-        keepalive = asyncio.create_task(self._heartbeat(chunk, [media], done, shutdown))
+        keepalive = asyncio.create_task(self._keep_lease(chunk, done))
         try:
             await asyncio.to_thread(self._finish, chunk, plan, seconds)
         except Exception:
@@ -260,6 +257,28 @@ class Worker:
                 stop.set()
                 return
             await sleep_unless(shutdown, interval)
+
+    async def _keep_lease(self, chunk: ClaimedChunk, done: asyncio.Event) -> None:
+        """Renew the chunk's lease until `done` (the unit is checked and recorded meanwhile).
+
+        Only the lease: progress figures written beside the recording could land after it."""
+        interval = min(0.5, self.settings.poll_seconds, self.settings.lease_seconds / 3)
+        while not done.is_set():
+            held = await asyncio.to_thread(self._renew, chunk)
+            if not held:
+                return
+            await sleep_unless(done, interval)
+
+    def _renew(self, chunk: ClaimedChunk) -> bool:
+        with session_scope(self.settings) as session:
+            return jobs.renew_lease(
+                session,
+                video_id=chunk.video_id,
+                index=chunk.index,
+                worker_id=self.worker_id,
+                attempt=chunk.attempt,
+                lease_seconds=self.settings.lease_seconds,
+            )
 
     async def _beat_to_the_end(self, chunk: ClaimedChunk, out_time: float) -> bool:
         """One beat, which a cancelled heartbeat still waits for: its transaction runs on in
