@@ -110,7 +110,7 @@ window.ready = true;
 class _Handler(BaseHTTPRequestHandler):
     """GET of a page or a vendor file; nothing else."""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's spelling)
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path in PAGES:
             self._send(PAGES[path].encode(), "text/html; charset=utf-8")
@@ -129,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet: the test's output is about the platform."""
 
 

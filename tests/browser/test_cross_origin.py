@@ -63,7 +63,7 @@ def play(page: Page, player: str, src: str) -> float:
     while time.monotonic() < deadline:
         failures = page.evaluate("window.failures")
         assert not failures, f"{player} failed on {src}: {failures}"
-        position = page.evaluate("document.getElementById('video').currentTime")
+        position = page.evaluate("document.querySelector('video').currentTime")
         if position >= PLAYED_SECONDS:
             return float(position)
         page.wait_for_timeout(250)
