@@ -39,7 +39,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.core.auth import TOKEN_CHECKS, TokenCheck, bearer_token
+from services.core.auth import TOKEN_CHECKS, Presented, TokenCheck
 from services.core.cors import settings_of
 from services.core.errors import AppError, TooLarge, Unauthorized, error_body
 from services.core.settings import Settings
@@ -213,10 +213,10 @@ class Guarded:
         self.rule = self.guard.rule(self.scope.get("route"))
         settings = settings_of(self.scope)
         self.limit = self.rule.limit(settings)
-        token = bearer_token(_header(self.scope, b"authorization"))
+        presented = Presented.of(self.scope)
         try:
             for check in self.rule.checks:
-                check(token, settings)
+                check(presented, settings)
         except AppError as exc:
             self._fail(exc)
         length = _content_length(self.scope)
