@@ -13,8 +13,10 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from services.core.db import make_engine
+from services.core.db import engine, make_engine
 from services.core.models import DirectUpload, utcnow
+from services.core.settings import Settings
+from services.upload.sweep import sweep_abandoned
 from tests.harness import Platform, wait_status
 
 UPLOAD_TOKEN = "upload-token-for-the-test"
@@ -329,3 +331,25 @@ def test_the_token_opens_its_own_upload_only(admin: httpx.Client, anyone: httpx.
     assert second.status_code == 409 and "already started" in error_of(second)
     assert unknown.status_code == 403 and "not known" in error_of(unknown)
     assert admin.get(f"/upload/direct/{mine['id']}").json()["status"] == "uploading"
+
+
+def test_the_sweep_forgets_urls_expired_for_as_long_as_an_idle_upload_is_kept(
+    admin: httpx.Client, locked: Platform
+):
+    # Last in the module: a zero expiry sweeps this platform's unfinished uploads too.
+    kept, gone = make_direct(admin), make_direct(admin)
+    expire(locked, gone["id"])
+    settings = Settings().model_copy(
+        update={
+            "storage_dir": locked.storage,
+            "database_url": locked.database_url,
+            "upload_expiry_seconds": 0,
+        }
+    )
+    try:
+        sweep_abandoned(settings)
+    finally:
+        engine(settings).dispose()
+
+    assert admin.get(f"/upload/direct/{gone['id']}").status_code == 404
+    assert admin.get(f"/upload/direct/{kept['id']}").json()["status"] == "waiting"
