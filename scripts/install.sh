@@ -52,4 +52,10 @@ if [ "$WANT_TEST" = 1 ] && { [ ! -f $tus_node/node_modules/.package-lock.json ] 
   [ $tus_node/package-lock.json -nt $tus_node/node_modules/.package-lock.json ]; }; then
   (cd $tus_node && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# The cross-origin browser tests serve players (hls.js, Shaka Player, video.js) and Uppy from npm.
+players=tests/browser/players
+if [ "$WANT_TEST" = 1 ] && { [ ! -f $players/node_modules/.package-lock.json ] ||
+  [ $players/package-lock.json -nt $players/node_modules/.package-lock.json ]; }; then
+  (cd $players && npm ci --no-audit --no-fund --loglevel=error)
+fi
 echo "install: ok"

@@ -150,15 +150,22 @@ def _service_for(platform, path: str) -> str:
     return platform.service_url(name)
 
 
-def test_cors_allows_the_gateway_origin_and_not_others(platform, transcoded):
+def test_cors_opens_playback_to_any_origin_and_the_api_to_the_gateway_origin_only(
+    platform, transcoded
+):
     import httpx
 
     url = f"{platform.service_url('streaming')}/stream/{transcoded['small']}/master.m3u8"
     own = f"http://localhost:{platform.ports['gateway']}"
-    allowed = httpx.get(url, headers={"Origin": own})
+    for origin in (own, "https://elsewhere.example"):
+        playback = httpx.get(url, headers={"Origin": origin})
+        assert playback.headers["access-control-allow-origin"] == "*"
+        assert "content-range" in playback.headers["access-control-expose-headers"].lower()
+        assert "access-control-allow-credentials" not in playback.headers
+    api = f"{platform.service_url('metadata')}/videos/{transcoded['small']}"
+    allowed = httpx.get(api, headers={"Origin": own})
     assert allowed.headers["access-control-allow-origin"] == own
-    assert "content-range" in allowed.headers["access-control-expose-headers"].lower()
-    other = httpx.get(url, headers={"Origin": "https://evil.example"})
+    other = httpx.get(api, headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
-    preflight = httpx.options(url, headers={"Origin": own, "Access-Control-Request-Method": "GET"})
+    preflight = httpx.options(api, headers={"Origin": own, "Access-Control-Request-Method": "GET"})
     assert preflight.status_code == 200

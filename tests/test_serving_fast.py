@@ -157,7 +157,16 @@ async def call(
     return Answer(start["status"], head, body, files[0] if files else None)
 
 
-HEADERS = ("content-type", "cache-control", "etag", "last-modified", "accept-ranges", "vary")
+HEADERS = (
+    "content-type",
+    "cache-control",
+    "etag",
+    "last-modified",
+    "accept-ranges",
+    "vary",
+    "access-control-allow-origin",
+    "access-control-expose-headers",
+)
 
 
 @pytest.mark.parametrize(
@@ -278,7 +287,7 @@ async def test_revalidation_is_a_304(video: Video, relative: str):
 
     assert by_etag.status == by_date.status == 304
     assert by_etag.body == b"" and by_etag.headers["etag"] == first.headers["etag"]
-    assert by_etag.headers["vary"] == "Origin"
+    assert by_etag.headers["access-control-allow-origin"] == "*"
     assert changed.status == 200
     assert seen == []
 
@@ -315,15 +324,30 @@ async def test_private_playback_keeps_its_token_rules(video: Video):
     assert len(seen) == 4
 
 
-async def test_cross_origin_requests_get_the_cors_answer(video: Video):
+async def test_cross_origin_requests_are_answered_fast_for_any_origin(video: Video):
     app, seen = streaming(video.storage)
-    origin = "http://localhost:8000"  # the gateway's own origin, allowed by default
 
-    answer = await call(app, video.url("360p/seg_00000.ts"), headers={"Origin": origin})
+    for origin in ("http://localhost:8000", "https://elsewhere.example"):
+        answer = await call(app, video.url("360p/seg_00000.ts"), headers={"Origin": origin})
+        assert answer.status == 200 and answer.pathsend is not None
+        assert answer.headers["access-control-allow-origin"] == "*"
+        assert "access-control-allow-credentials" not in answer.headers
+    assert seen == []
 
-    assert answer.status == 200
-    assert answer.headers["access-control-allow-origin"] == origin
-    assert seen == [video.url("360p/seg_00000.ts")]
+
+async def test_listed_playback_origins_are_named_by_the_routes(video: Video):
+    app, seen = streaming(video.storage, playback_origins="https://a.example")
+    segment = video.url("360p/seg_00000.ts")
+
+    listed = await call(app, segment, headers={"Origin": "https://a.example"})
+    other = await call(app, segment, headers={"Origin": "https://b.example"})
+    plain = await call(app, segment)
+
+    assert listed.headers["access-control-allow-origin"] == "https://a.example"
+    assert "access-control-allow-origin" not in other.headers
+    assert "access-control-allow-origin" not in plain.headers
+    assert listed.headers["vary"] == other.headers["vary"] == plain.headers["vary"] == "Origin"
+    assert seen == [segment, segment], "requests with an Origin went to the routes"
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 // Every request the page makes goes through here (same origin: the gateway). A failed call
 // throws ApiError carrying the server's `detail`, which is what the user is shown. Calls the
-// server may guard with the admin token (/admin/*, and /videos except reads) carry it.
+// server may guard with the admin token (/admin/*, /upload/direct, and /videos except reads)
+// carry it.
 
 const TOKEN_KEY = "adminToken";
 
@@ -39,13 +40,18 @@ export function onUnauthorized(listener) {
 
 function needsToken(method, path) {
   const read = method === "GET" || method === "HEAD";
-  return path.startsWith("/admin") || (!read && path.startsWith("/videos"));
+  return (
+    path.startsWith("/admin") ||
+    path.startsWith("/upload/direct") ||
+    (!read && path.startsWith("/videos"))
+  );
 }
 
-function headersFor(method, path) {
+function headersFor(method, path, body) {
   const headers = { Accept: "application/json" };
   const token = adminToken();
   if (token && needsToken(method, path)) headers.Authorization = `Bearer ${token}`;
+  if (typeof body === "string") headers["Content-Type"] = "application/json";
   return headers;
 }
 
@@ -63,11 +69,13 @@ export function errorFrom(status, statusText, text) {
   return new ApiError(status, body && body.error ? String(body.error) : "", detail);
 }
 
-/** fetch + JSON; throws ApiError (with the server's `detail`) on any failure. */
+/** fetch + JSON (a string body is sent as JSON); throws ApiError (with the server's `detail`)
+ * on any failure. */
 export async function api(method, path, body = undefined, { signal } = {}) {
   let response;
   try {
-    response = await fetch(path, { method, body, signal, headers: headersFor(method, path) });
+    const headers = headersFor(method, path, body);
+    response = await fetch(path, { method, body, signal, headers });
   } catch (err) {
     throw new ApiError(0, "network", `Network error (${err.message}): check the connection.`);
   }

@@ -1,6 +1,9 @@
 // Resumable uploads (no DOM here): the chunk size from a timed speed test, the sha256 from a
 // Web Worker, up to PARALLEL chunks in flight with retries, and what the server already has
 // asked for before anything is sent, so a reload or a lost connection never resends a chunk.
+// Where uploading is closed (the server's UPLOAD_TOKEN), the page holds no upload token: an
+// operator signed in with the admin token gets a one-time direct upload URL for the file, and
+// every request of that upload carries its token instead (see directUpload).
 
 import { ApiError, api, formData, postWithProgress } from "./api.js";
 import { sleep } from "./format.js";
@@ -23,6 +26,8 @@ const PROBE_MAX = 16 * MiB; // the speed test's own limit
 const PROBE_SECONDS = 0.5; // a shorter probe measures latency, not throughput
 const SPEED_WINDOW_MS = 5000;
 const KEY_PREFIX = "upload:";
+// A direct upload URL lasts this long: a big file on a slow link, paused overnight, still fits.
+const DIRECT_SECONDS = 24 * 3600;
 
 // ---------------------------------------------------------------- chunk size
 
@@ -168,8 +173,49 @@ export function forgetUnfinished(key) {
 
 // ---------------------------------------------------------------- one upload
 
+// ---------------------------------------------------------------- closed uploading
+
+/**
+ * A one-time direct upload URL for `file` (POST /upload/direct with the admin token this
+ * browser keeps): its token opens this one upload, from this page's origin only. Without the
+ * admin token it fails saying what is needed (and the page asks for the token).
+ */
+export async function directUpload(file, codec, signal) {
+  const settings = {
+    max_size: file.size,
+    expires_in: DIRECT_SECONDS,
+    cors_origin: window.location.origin,
+    ...(codec ? { codec } : {}),
+  };
+  try {
+    const made = await api("POST", "/upload/direct", JSON.stringify(settings), { signal });
+    return made.token;
+  } catch (err) {
+    if (err.status !== 401) throw err;
+    throw new ApiError(
+      401,
+      "upload_closed",
+      "Uploading on this server needs a token (UPLOAD_TOKEN is set). Sign in with the " +
+        "operator's admin token (Console, or the prompt) and press Retry: the page then " +
+        "uploads through a one-time direct upload URL.",
+    );
+  }
+}
+
+/** `path` carrying a direct upload token, when the upload has one. */
+export function withDirect(path, token) {
+  if (!token) return path;
+  return `${path}${path.includes("?") ? "&" : "?"}direct_token=${encodeURIComponent(token)}`;
+}
+
 // Errors after which this upload can never complete: start again from scratch next time.
-const HOPELESS = new Set(["checksum_mismatch", "not_a_video", "not_found", "too_large"]);
+const HOPELESS = new Set([
+  "checksum_mismatch",
+  "not_a_video",
+  "not_found",
+  "too_large",
+  "direct_upload_gone",
+]);
 
 /**
  * One file's upload. `state` is one of: hashing, starting, uploading, paused, waiting (for the
@@ -191,8 +237,10 @@ export class ResumableUpload {
     this.state = "new";
     this.message = "";
     this.uploadId = null;
+    this.direct = null; // the direct upload token, where uploading is closed
     this.chunkSize = null;
     this.sha256 = null;
+    this.prepared = null; // {sha256, chunkSize} once hashed and measured
     this.received = new Set();
     this.hashed = 0;
     this.video = null;
@@ -285,15 +333,34 @@ export class ResumableUpload {
   async #prepare(signal) {
     const saved = loadRecord(this.file);
     if (saved && (await this.#adopt(saved, signal))) return;
-    this.#set("hashing", "Computing the file's checksum…");
-    const [sha256, chunkSize] = await Promise.all([
-      hashFile(this.file, { signal, onProgress: (done) => this.#hashProgress(done) }),
-      chooseChunkSize(),
-    ]);
+    // A retry after a refused start (e.g. the token was missing) keeps the checksum.
+    if (!this.prepared) {
+      this.#set("hashing", "Computing the file's checksum…");
+      const [sha256, chunkSize] = await Promise.all([
+        hashFile(this.file, { signal, onProgress: (done) => this.#hashProgress(done) }),
+        chooseChunkSize(),
+      ]);
+      this.prepared = { sha256, chunkSize };
+    }
+    const { sha256, chunkSize } = this.prepared;
     this.#set("starting", "Starting the upload…");
-    const init = await api(
-      "POST",
-      "/upload/init",
+    const init = await this.#init(chunkSize, sha256, signal);
+    Object.assign(this, { uploadId: init.upload_id, chunkSize, sha256 });
+    const { name, size } = this.file;
+    saveRecord(this.file, {
+      uploadId: this.uploadId,
+      direct: this.direct,
+      chunkSize,
+      sha256,
+      filename: name,
+      size,
+      savedAt: Date.now(),
+    });
+  }
+
+  /** POST /upload/init; where uploading is closed (401), through a direct upload URL. */
+  async #init(chunkSize, sha256, signal) {
+    const declaration = () =>
       formData({
         filename: this.file.name,
         total_chunks: Math.max(1, Math.ceil(this.file.size / chunkSize)),
@@ -301,19 +368,14 @@ export class ResumableUpload {
         chunk_size: chunkSize,
         sha256,
         ...(this.codec ? { codec: this.codec } : {}),
-      }),
-      { signal },
-    );
-    Object.assign(this, { uploadId: init.upload_id, chunkSize, sha256 });
-    const { name, size } = this.file;
-    saveRecord(this.file, {
-      uploadId: this.uploadId,
-      chunkSize,
-      sha256,
-      filename: name,
-      size,
-      savedAt: Date.now(),
-    });
+      });
+    try {
+      return await api("POST", withDirect("/upload/init", this.direct), declaration(), { signal });
+    } catch (err) {
+      if (err.status !== 401 || this.direct) throw err;
+    }
+    this.direct = await directUpload(this.file, this.codec, signal);
+    return api("POST", withDirect("/upload/init", this.direct), declaration(), { signal });
   }
 
   #hashProgress(done) {
@@ -327,16 +389,18 @@ export class ResumableUpload {
   async #adopt(saved, signal) {
     let state;
     try {
-      state = await api("GET", `/upload/${encodeURIComponent(saved.uploadId)}`, undefined, {
-        signal,
-      });
+      const path = withDirect(`/upload/${encodeURIComponent(saved.uploadId)}`, saved.direct);
+      state = await api("GET", path, undefined, { signal });
     } catch (err) {
-      if (err.status !== 404) throw err;
+      // 410: its direct upload URL has expired or is spent; start afresh.
+      if (err.status !== 404 && err.status !== 410) throw err;
       forgetRecord(this.file);
       return false;
     }
     Object.assign(this, { uploadId: saved.uploadId, chunkSize: saved.chunkSize });
+    this.direct = saved.direct || null;
     this.sha256 = saved.sha256;
+    this.prepared = { sha256: saved.sha256, chunkSize: saved.chunkSize };
     this.received = new Set(state.received);
     if (state.completed) {
       forgetRecord(this.file);
@@ -347,7 +411,7 @@ export class ResumableUpload {
 
   /** Learn which chunks the server has (after a pause, a reload or a lost connection). */
   async #sync(signal) {
-    const path = `/upload/${encodeURIComponent(this.uploadId)}`;
+    const path = withDirect(`/upload/${encodeURIComponent(this.uploadId)}`, this.direct);
     const state = await api("GET", path, undefined, { signal });
     this.received = new Set(state.received);
     const have = this.received.size;
@@ -385,7 +449,7 @@ export class ResumableUpload {
         await slots.take(signal);
         try {
           await postWithProgress(
-            "/upload/chunk",
+            withDirect("/upload/chunk", this.direct),
             { upload_id: this.uploadId, index, file: blob },
             { signal, onProgress: (bytes) => this.#chunkProgress(index, bytes) },
           );
@@ -419,7 +483,8 @@ export class ResumableUpload {
     for (let round = 0; ; round += 1) {
       this.#set("completing", "Checking the file on the server…");
       try {
-        const done = await api("POST", "/upload/complete", formData({ upload_id: this.uploadId }));
+        const path = withDirect("/upload/complete", this.direct);
+        const done = await api("POST", path, formData({ upload_id: this.uploadId }));
         forgetRecord(this.file);
         this.video = done.video;
         this.#set("done", "Uploaded. Transcoding follows: see its progress in the library.");
@@ -441,6 +506,8 @@ export class ResumableUpload {
     if (err instanceof ApiError && HOPELESS.has(err.code)) {
       forgetRecord(this.file); // nothing to resume: picking the file again starts afresh
       this.uploadId = null;
+      this.direct = null;
+      this.prepared = null; // the file may have changed: hash it again
       this.received.clear();
     }
     this.#set("failed", err.message);

@@ -7,12 +7,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 from services.core.bodies import FORM_FIELDS, FORM_FILES, FORM_PART_BYTES, BodyGuard
+from services.core.cors import CrossOrigin
 from services.core.db import init_db
 from services.core.errors import ERROR_RESPONSES, install_error_handlers
 from services.core.logs import logging_config
@@ -69,13 +69,10 @@ TUS_RESPONSE_HEADERS = [
 
 
 def _allow_cross_origin(app: FastAPI) -> None:
-    """CORS for the configured origins; `*` is never combined with credentials."""
-    origins = get_settings().allowed_origins()
+    """CORS by kind of path (services.core.cors): playback open to PLAYBACK_ORIGINS (any by
+    default), the APIs to CORS_ORIGINS; `*` is never combined with credentials."""
     app.add_middleware(
-        CORSMiddleware,
-        allow_origins=origins,
-        allow_credentials="*" not in origins,
-        allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        CrossOrigin,
         allow_headers=["Authorization", "Content-Type", "Range", *TUS_REQUEST_HEADERS],
         # A player on another origin reads these to seek and to revalidate; a tus client
         # reads the upload's URL and offset.
@@ -86,7 +83,6 @@ def _allow_cross_origin(app: FastAPI) -> None:
             "ETag",
             *TUS_RESPONSE_HEADERS,
         ],
-        max_age=600,
     )
 
 

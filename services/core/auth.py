@@ -10,13 +10,16 @@ playback).
 import hmac
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
+from starlette.datastructures import Headers, QueryParams
+from starlette.types import Scope
 
 from services.core.errors import Unauthorized
 from services.core.settings import Settings, get_settings
@@ -103,12 +106,35 @@ def require_uploader(
     check_uploader(_given(credentials), settings)
 
 
-TokenCheck = Callable[[str, Settings], None]
-# Each dependency above, as the same check made from the header alone: services.core.bodies
-# makes it before the first body byte is read (FastAPI reads a body before dependencies run).
-TOKEN_CHECKS: dict[Callable[..., None], TokenCheck] = {
-    require_admin: check_admin,
-    require_uploader: check_uploader,
+@dataclass(frozen=True)
+class Presented:
+    """What a request shows before its body is read: its bearer token, query, path
+    parameters and Origin (a direct upload URL carries its token in the query)."""
+
+    bearer: str
+    query: QueryParams
+    path_params: Mapping[str, Any]
+    origin: str | None
+
+    @classmethod
+    def of(cls, scope: Scope) -> "Presented":
+        """From an ASGI scope whose route has been matched (its path parameters known)."""
+        headers = Headers(scope=scope)
+        return cls(
+            bearer=bearer_token(headers.get("authorization")),
+            query=QueryParams(scope.get("query_string", b"")),
+            path_params=scope.get("path_params", {}),
+            origin=headers.get("origin"),
+        )
+
+
+TokenCheck = Callable[[Presented, Settings], Any]
+# Each dependency above, as the same check made from what the request shows before its body:
+# services.core.bodies makes it before the first body byte is read (FastAPI reads a body
+# before dependencies run). Services add their own (the upload service's direct uploads).
+TOKEN_CHECKS: dict[Callable[..., Any], TokenCheck] = {
+    require_admin: lambda presented, settings: check_admin(presented.bearer, settings),
+    require_uploader: lambda presented, settings: check_uploader(presented.bearer, settings),
 }
 
 AdminOnly = [Depends(require_admin)]

@@ -34,15 +34,15 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import anyio
-from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.core.auth import TOKEN_CHECKS, TokenCheck, bearer_token
+from services.core.auth import TOKEN_CHECKS, Presented, TokenCheck
+from services.core.cors import settings_of
 from services.core.errors import AppError, TooLarge, Unauthorized, error_body
-from services.core.settings import Settings, get_settings
+from services.core.settings import Settings
 
 Limit = Callable[[Settings], int]
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
@@ -162,15 +162,6 @@ class BodyGuard:
         return self._rules[key]
 
 
-def _settings(scope: Scope) -> Settings:
-    """The app's settings, as its routes get them (tests override `get_settings`)."""
-    app = scope.get("app")  # set by Starlette before its middleware runs
-    overrides = app.dependency_overrides if isinstance(app, FastAPI) else {}
-    settings = overrides.get(get_settings, get_settings)()
-    assert isinstance(settings, Settings)
-    return settings
-
-
 class Guarded:
     """One request's body, given to its route only once the route's token and limit allow."""
 
@@ -220,12 +211,12 @@ class Guarded:
     def _admit(self) -> None:
         """Before the first byte: the route's tokens, then its limit against Content-Length."""
         self.rule = self.guard.rule(self.scope.get("route"))
-        settings = _settings(self.scope)
+        settings = settings_of(self.scope)
         self.limit = self.rule.limit(settings)
-        token = bearer_token(_header(self.scope, b"authorization"))
+        presented = Presented.of(self.scope)
         try:
             for check in self.rule.checks:
-                check(token, settings)
+                check(presented, settings)
         except AppError as exc:
             self._fail(exc)
         length = _content_length(self.scope)

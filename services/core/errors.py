@@ -101,9 +101,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, description in (
         (400, "Malformed input: the detail says what to fix"),
         (401, "A bearer token is needed, or the one given is wrong"),
-        (403, "A valid, unexpired playback token is needed"),
+        (
+            403,
+            "A valid, unexpired playback token is needed, or a direct upload URL's rules "
+            "refuse it (another origin, another upload)",
+        ),
         (404, "No such video, upload, rendition or file"),
         (409, "Conflicts with the current state (missing chunks, checksum, job state)"),
+        (410, "Gone: an expired upload, or a direct upload URL expired or already used"),
         (413, "Over a configured size limit"),
         (422, "A field is missing or invalid, or the content is not a video"),
         (503, "It cannot be done right now (a file could not be made): try again later"),

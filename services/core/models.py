@@ -77,6 +77,27 @@ class Upload(Base):
     codec: Mapped[str | None] = mapped_column(String(8))
 
 
+class DirectUpload(Base):
+    """A direct upload URL: one upload that a holder of its token may send, without any
+    other token, until it expires or the upload completes (services/upload/direct.py)."""
+
+    __tablename__ = "direct_uploads"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # Only the token's sha256 is kept: a copy of the database opens no upload.
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    # The upload its first use created; NULL until then.
+    upload_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    max_size: Mapped[int] = mapped_column(BigInteger)
+    # The one browser origin that may send it; NULL: no browser (scripts and servers only).
+    cors_origin: Mapped[str | None] = mapped_column(String(255))
+    name: Mapped[str | None] = mapped_column(String(255))  # the video's name; NULL: the file's
+    codec: Mapped[str | None] = mapped_column(String(8))
+    private: Mapped[bool | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class UploadChunk(Base):
     """A chunk that is fully on disk; a row exists only after its bytes were written."""
 

@@ -131,9 +131,19 @@ class Settings(BaseSettings):
     )
     cors_origins: str = Field(
         "",
-        description="Comma-separated origins allowed to call the APIs and load the streams "
+        description="Comma-separated origins allowed to call the APIs (uploads, writes, admin) "
         "from a browser; empty = the gateway's own origin and localhost; * = any (then never "
         "with credentials)",
+    )
+    playback_origins: str = Field(
+        "*",
+        description="Comma-separated origins allowed to load playback (/stream/: playlists, "
+        "segments, pictures, downloads) from a browser; * = any, without credentials",
+    )
+    direct_upload_max_seconds: int = Field(
+        7 * 24 * 3600,
+        ge=60,
+        description="Longest lifetime a direct upload URL may be given (seconds)",
     )
 
     webhook_urls: str = Field(
@@ -170,9 +180,13 @@ class Settings(BaseSettings):
     def allowed_origins(self) -> list[str]:
         """CORS_ORIGINS as a list, or the gateway's own origin and localhost."""
         if self.cors_origins.strip():
-            return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+            return origin_list(self.cors_origins)
         port = self.gateway_port
         return [f"http://{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")]
+
+    def playback_origin_list(self) -> list[str]:
+        """PLAYBACK_ORIGINS as a list (`*` alone when empty: playback is public anyway)."""
+        return origin_list(self.playback_origins) or ["*"]
 
     def webhook_url_list(self) -> list[str]:
         """WEBHOOK_URLS as a list (checked at start-up: http(s) with a host)."""
@@ -193,6 +207,11 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         """DATABASE_URL, or the embedded SQLite file under the storage folder."""
         return self.database_url or f"sqlite:///{self.storage_dir / 'videos.db'}"
+
+
+def origin_list(text: str) -> list[str]:
+    """A comma-separated list of origins (`https://example.com`, `*`) as a list."""
+    return [o.strip().rstrip("/") for o in text.split(",") if o.strip()]
 
 
 SERVICE_NAMES = ("upload", "transcoding", "metadata", "streaming", "admin")

@@ -8,9 +8,12 @@ to the server to send (`http.response.pathsend`: granian sends it without Python
 small and asked for far more often, is sent from memory, read once per version of the file.
 
 Only requests that succeed are answered here: GET or HEAD of a well-formed master, playlist or
-segment path, with a valid token when playback is private, for a file that exists, without an
-`Origin` header (CORS stays with the app's middleware). Everything else goes on to the app,
-whose routes answer it and give the catalogue's errors (400, 403, 404, 422).
+segment path, with a valid token when playback is private, for a file that exists. Its
+answers carry the playback CORS headers the app's middleware would add
+(`services.core.cors.PlaybackPolicy`: `Access-Control-Allow-Origin: *` by default); with
+PLAYBACK_ORIGINS narrowed to a list, a request with an `Origin` goes to the app, whose
+middleware names the origin. Everything else goes on to the app, whose routes answer it and
+give the catalogue's errors (400, 403, 404, 422).
 
 The gateway installs it too: sharing the storage folder with the streaming service, it serves
 these files itself instead of relaying them; a file that is not in its storage folder goes on
@@ -36,6 +39,7 @@ from starlette.responses import FileResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core import ids, signing
+from services.core.cors import RawHeaders, playback_policy, with_headers
 from services.core.metrics import BYTES_SENT, LATENCY, REQUESTS
 from services.core.settings import Settings, get_settings
 from services.core.storage import Storage
@@ -165,24 +169,30 @@ class HlsFastPath:
         return settings
 
     def _response(self, settings: Settings, target: Target, scope: Scope) -> ASGIApp | None:
-        """The answer, or None: a cross-origin, forbidden or missing request goes to the app."""
+        """The answer, or None: a forbidden or missing request goes to the app, and so does
+        one with an Origin when playback is open to listed origins only."""
         names = {name for name, _ in scope["headers"]}
-        if b"origin" in names:
+        policy = playback_policy(settings.playback_origins)
+        if b"origin" in names and not policy.any:
             return None
         allowed, token = playback_token(settings, target.video_id, scope["query_string"])
         stat = _stat(target.path) if allowed else None
         if stat is None:
             return None
+        cors = policy.headers(None)
         if token and target.marker is not None:
             signed = serve_signed_playlist(target.path, token, what=target.route)
-            signed.headers["vary"] = "Origin"
+            signed.raw_headers[:] = with_headers(signed.raw_headers, cors)
             return signed
-        version = self._version(target, stat)
+        version = self._version(target, stat, cors)
         if names & CONDITIONAL:
-            return not_modified(Headers(scope=scope), version.response) or version
+            unchanged = not_modified(Headers(scope=scope), version.response)
+            if unchanged is not None:
+                unchanged.raw_headers[:] = with_headers(unchanged.raw_headers, cors)
+                return unchanged
         return version
 
-    def _version(self, target: Target, stat: os.stat_result) -> "_Version":
+    def _version(self, target: Target, stat: os.stat_result, cors: RawHeaders) -> "_Version":
         """The response for one version of a file (inode, size, mtime) in its caching state."""
         key = (target.path, stat.st_ino, stat.st_size, stat.st_mtime_ns)
         known = self.responses.get(key)
@@ -196,7 +206,7 @@ class HlsFastPath:
         )
         if known is not None and known.finished == finished:
             return known
-        version = _Version.of(target, stat, finished)
+        version = _Version.of(target, stat, finished, cors)
         size = len(version.body or b"")
         self.kept_bytes -= len(known.body or b"") if known is not None else 0
         if self.kept_bytes + size > BODIES_KEPT_BYTES or len(self.responses) >= RESPONSES_KEPT:
@@ -218,11 +228,12 @@ class _Version:
         self.finished = finished
 
     @classmethod
-    def of(cls, target: Target, stat: os.stat_result, finished: bool) -> "_Version":
+    def of(
+        cls, target: Target, stat: os.stat_result, finished: bool, cors: RawHeaders
+    ) -> "_Version":
         response = file_response(target.path, stat, finished=finished)
-        # What the CORS middleware adds to an answer without Origin: a shared cache must not
-        # hand this one (no Access-Control-Allow-Origin) to a page on another origin.
-        response.headers["vary"] = "Origin"
+        # What the app's CORS middleware adds to a playback answer (services.core.cors).
+        response.raw_headers[:] = with_headers(response.raw_headers, cors)
         small = target.marker is not None and stat.st_size <= BODY_KEPT_BYTES
         return cls(response, _read_version(target.path, stat) if small else None, finished)
 

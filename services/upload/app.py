@@ -1,6 +1,7 @@
 """Upload service: chunked uploads and tus 1.0 uploads (/files/) written in place, then
-registered for transcoding; files dropped into the watch folder (incoming/) are taken in the
-same way; a periodic sweep removes uploads abandoned half-way."""
+registered for transcoding; direct upload URLs (one upload each, no other token needed);
+files dropped into the watch folder (incoming/) are taken in the same way; a periodic sweep
+removes uploads abandoned half-way."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,8 @@ from services.core.app import create_app
 from services.core.db import init_db
 from services.core.settings import get_settings
 from services.core.tasks import in_background
+from services.upload.direct_routes import DirectUploadCors
+from services.upload.direct_routes import router as direct_router
 from services.upload.routes import router
 from services.upload.sweep import sweep_forever
 from services.upload.tus_routes import router as tus_router
@@ -29,4 +32,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-app = create_app("upload", [router, tus_router], lifespan=lifespan, description=__doc__ or "")
+# Direct uploads first: /upload/direct is theirs, not an upload id's.
+app = create_app(
+    "upload", [direct_router, router, tus_router], lifespan=lifespan, description=__doc__ or ""
+)
+# Outermost: a direct upload URL answers the CORS of the origin it was made for.
+app.add_middleware(DirectUploadCors)

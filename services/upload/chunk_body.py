@@ -34,7 +34,7 @@ from starlette.requests import ClientDisconnect, Request
 from services.core.errors import AppError, InvalidInput, TooLarge
 from services.core.settings import Settings
 from services.core.storage import Storage
-from services.upload import uploads
+from services.upload import direct, uploads
 from services.upload.chunkfile import Buffer
 
 # Bytes handed to a worker thread at once: large enough that the thread hop is noise, small
@@ -101,16 +101,19 @@ async def receive(
     *,
     upload_id: str | None,
     index: int | None,
+    grant: direct.Grant | None = None,
 ) -> uploads.ChunkReceipt:
-    """Store the chunk this request carries (in either form); its receipt."""
+    """Store the chunk this request carries (in either form); its receipt. With a direct
+    upload's `grant`, only for that grant's upload."""
     kind, options = parse_options_header(request.headers.get("content-type"))
     body = Body(request, settings.max_chunk_bytes + FRAMING_BYTES)
     try:
         if kind == b"application/octet-stream":
             length = _content_length(request)
-            return await _octet_stream(body, settings, storage, upload_id, index, length)
+            return await _octet_stream(body, settings, storage, upload_id, index, length, grant)
         if kind == b"multipart/form-data":
-            return await _multipart(body, settings, storage, options.get(b"boundary", b""))
+            boundary = options.get(b"boundary", b"")
+            return await _multipart(body, settings, storage, boundary, grant)
         raise InvalidInput(f"send the chunk as {FORMS}")
     except Exception:
         await body.drain()
@@ -122,10 +125,18 @@ def _content_length(request: Request) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def identify(upload_id: str | None, index: str | int | None, where: str) -> tuple[str, int]:
-    """The chunk's upload id and index, checked to be present and the index a number."""
+def identify(
+    upload_id: str | None,
+    index: str | int | None,
+    where: str,
+    grant: direct.Grant | None = None,
+) -> tuple[str, int]:
+    """The chunk's upload id and index, checked to be present and the index a number (and
+    the upload the direct upload `grant` opens, with one)."""
     if upload_id is None or index is None:
         raise InvalidInput(f"upload_id and index are both needed, as {where}")
+    if grant is not None:
+        direct.only(grant, upload_id)
     if isinstance(index, str):
         text = index.strip()
         if not text.isascii() or not text.isdigit():
@@ -143,8 +154,10 @@ async def _octet_stream(
     upload_id: str | None,
     index: int | None,
     length: int | None,
+    grant: direct.Grant | None,
 ) -> uploads.ChunkReceipt:
-    upload_id, number = identify(upload_id, index, "query parameters (?upload_id=...&index=...)")
+    where = "query parameters (?upload_id=...&index=...)"
+    upload_id, number = identify(upload_id, index, where, grant)
     intake = await _open(settings, storage, upload_id, number, length)
     if intake is None:  # no Content-Length, and the upload's chunk size is not known yet
         return await _spool_and_store(settings, storage, body.pieces(), lambda: (upload_id, number))
@@ -153,9 +166,9 @@ async def _octet_stream(
 
 
 async def _multipart(
-    body: Body, settings: Settings, storage: Storage, boundary: bytes
+    body: Body, settings: Settings, storage: Storage, boundary: bytes, grant: direct.Grant | None
 ) -> uploads.ChunkReceipt:
-    form = FormReader(boundary, body.limit)
+    form = FormReader(boundary, body.limit, grant)
     while not form.file_started and (piece := await body.next()) is not None:
         form.write(piece)
     if not form.file_started:
@@ -261,9 +274,10 @@ class FormReader:
 
     FIELDS = ("upload_id", "index")
 
-    def __init__(self, boundary: bytes, limit: int) -> None:
+    def __init__(self, boundary: bytes, limit: int, grant: direct.Grant | None = None) -> None:
         if not boundary:
             raise InvalidInput("multipart/form-data needs a boundary in its Content-Type")
+        self.grant = grant
         self.fields: dict[str, str] = {}
         self.file_started = self.file_ended = False
         self._pieces: list[Buffer] = []
@@ -299,7 +313,8 @@ class FormReader:
 
     def identify(self) -> tuple[str, int]:
         """upload_id and index from the form."""
-        return identify(self.fields.get("upload_id"), self.fields.get("index"), "form fields")
+        fields = self.fields
+        return identify(fields.get("upload_id"), fields.get("index"), "form fields", self.grant)
 
     async def file_pieces(self, body: Body) -> AsyncIterator[Buffer]:
         """The file part's data to its end; then the rest of the form is read (and checked)."""

@@ -3,17 +3,18 @@
 import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from services.core.auth import UploaderOnly
 from services.core.bodies import streamed_body
 from services.core.deps import SessionDep, SettingsDep, StorageDep
 from services.core.schemas import VideoOut
-from services.upload import chunk_body, uploads
+from services.upload import chunk_body, direct, uploads
+from services.upload.direct_routes import UploadAccess, require_upload_access
 
 router = APIRouter(tags=["upload"])
+AccessChecked = [Depends(require_upload_access)]
 
 
 class InitResponse(BaseModel):
@@ -48,11 +49,12 @@ class CompleteResponse(BaseModel):
     video: VideoOut
 
 
-@router.post("/upload/init", response_model=InitResponse, dependencies=UploaderOnly)
+@router.post("/upload/init", response_model=InitResponse)
 def init(
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
+    access: UploadAccess,
     filename: Annotated[str, Form(description="The file's name (a label, never a path)")],
     total_chunks: Annotated[int, Form(description="How many chunks will be sent")],
     total_size: Annotated[int | None, Form(description="Whole file size in bytes")] = None,
@@ -69,18 +71,26 @@ def init(
         ),
     ] = None,
 ) -> InitResponse:
-    """Declare an upload and get its id."""
-    upload = uploads.init_upload(
-        session,
-        storage,
-        settings,
-        filename=filename,
-        total_chunks=total_chunks,
-        total_size=total_size,
-        chunk_size=chunk_size,
-        sha256=sha256,
-        codec=codec,
-    )
+    """Declare an upload and get its id. With a direct upload URL (?direct_token=...), the
+    URL's one upload: total_size is required, and the URL's name and codec apply."""
+    name, chosen = filename, codec
+    if access is not None:
+        direct.check_size(access, total_size)
+        name, chosen = access.name or filename, access.codec or codec
+    with direct.claimed(settings, access) as upload_id:
+        upload = uploads.init_upload(
+            session,
+            storage,
+            settings,
+            filename=name,
+            total_chunks=total_chunks,
+            total_size=total_size,
+            chunk_size=chunk_size,
+            sha256=sha256,
+            codec=chosen,
+            upload_id=upload_id,
+        )
+        session.flush()
     return InitResponse(
         upload_id=upload.id, total_chunks=upload.total_chunks, chunk_size=upload.chunk_size
     )
@@ -120,7 +130,6 @@ CHUNK_BODY: dict[str, Any] = {
 @router.post(
     "/upload/chunk",
     response_model=ChunkResponse,
-    dependencies=UploaderOnly,
     openapi_extra={"requestBody": CHUNK_BODY},
 )
 @streamed_body(
@@ -131,6 +140,7 @@ async def chunk(
     request: Request,
     storage: StorageDep,
     settings: SettingsDep,
+    access: UploadAccess,
     upload_id: Annotated[
         str | None,
         Query(min_length=1, max_length=64, description="With an octet-stream body: the upload"),
@@ -146,24 +156,29 @@ async def chunk(
     or as the raw bytes with `Content-Type: application/octet-stream` and `upload_id` and
     `index` in the query string. Either way the bytes go straight to their place in the file.
     """
-    receipt = await chunk_body.receive(request, settings, storage, upload_id=upload_id, index=index)
+    receipt = await chunk_body.receive(
+        request, settings, storage, upload_id=upload_id, index=index, grant=access
+    )
     return ChunkResponse(**receipt.__dict__)
 
 
-@router.get("/upload/{upload_id}", response_model=UploadState, dependencies=UploaderOnly)
+@router.get("/upload/{upload_id}", response_model=UploadState, dependencies=AccessChecked)
 def state(session: SessionDep, upload_id: str) -> UploadState:
     """Which chunks have arrived and which are missing (resume after a lost connection)."""
     report = uploads.report(session, upload_id=upload_id)
     return UploadState(**{k: v for k, v in report.__dict__.items() if k != "extra"})
 
 
-@router.post("/upload/complete", response_model=CompleteResponse, dependencies=UploaderOnly)
+@router.post("/upload/complete", response_model=CompleteResponse)
 def complete(
     storage: StorageDep,
     settings: SettingsDep,
+    access: UploadAccess,
     upload_id: Annotated[str, Form(min_length=1, max_length=64)],
 ) -> CompleteResponse:
     """Assemble-check the upload, register the video and queue its transcoding."""
+    if access is not None:
+        direct.only(access, upload_id)
     video = uploads.complete_chunked_upload(settings, storage, upload_id=upload_id)
     return CompleteResponse(upload_id=video.id, status=video.status, video=VideoOut.of(video))
 

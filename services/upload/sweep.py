@@ -1,5 +1,6 @@
 """The abandoned-upload sweep: uploads that received no chunk for UPLOAD_EXPIRY_SECONDS are
-removed with their files, and every run is recorded for the admin status."""
+removed with their files (and direct upload URLs expired that long ago), and every run is
+recorded for the admin status."""
 
 import asyncio
 import logging
@@ -10,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import delete, func, select
 
 from services.core.db import session_scope
-from services.core.models import Sweep, Upload, UploadChunk, as_utc, utcnow
+from services.core.models import DirectUpload, Sweep, Upload, UploadChunk, as_utc, utcnow
 from services.core.settings import Settings
 from services.core.storage import Storage
 from services.core.tasks import sleep_unless
@@ -48,6 +49,9 @@ def sweep_abandoned(settings: Settings) -> SweepResult:
             session.execute(delete(Upload).where(Upload.id == upload_id))
         storage.delete_video(upload_id)
     with session_scope(settings) as session:
+        # Direct upload URLs expired for as long as an idle upload is kept: no one can use
+        # them, and their creator has had that long to ask what became of them.
+        session.execute(delete(DirectUpload).where(DirectUpload.expires_at < cutoff))
         session.add(Sweep(uploads_removed=len(stale), bytes_reclaimed=reclaimed))
     if stale:
         log.info("sweep removed %d abandoned uploads, %d bytes", len(stale), reclaimed)

@@ -427,8 +427,12 @@ def create(
     defer_length: str | None,
     metadata: str | None,
     concat: str | None,
+    name: str | None = None,
+    codec: str | None = None,
+    upload_id: str | None = None,
 ) -> UploadInfo:
-    """POST: a new upload (plain, partial or final) from its creation headers."""
+    """POST: a new upload (plain, partial or final) from its creation headers. A direct
+    upload's (services/upload/direct.py) brings its name, codec and reserved id."""
     pairs = parse_metadata(metadata)
     parsed = parse_concat(concat)
     if parsed is not None and parsed.final:
@@ -443,7 +447,10 @@ def create(
     if partial:
         upload = _new_partial(settings, storage, size, tus_columns)
     else:
-        upload = _new_upload(settings, storage, metadata_filename(pairs), size, tus_columns)
+        filename = name or metadata_filename(pairs)
+        upload = _new_upload(
+            settings, storage, filename, size, tus_columns, codec=codec, upload_id=upload_id
+        )
     return _info(settings, upload)
 
 
@@ -453,11 +460,21 @@ def _new_upload(
     filename: str,
     size: int | None,
     tus_columns: dict[str, str | None],
+    *,
+    codec: str | None = None,
+    upload_id: str | None = None,
 ) -> Upload:
     """An upload that becomes a video: declared like a chunked one (name, extension, space)."""
     with session_scope(settings) as session:
         upload = uploads.init_upload(
-            session, storage, settings, filename=filename, total_chunks=1, total_size=size
+            session,
+            storage,
+            settings,
+            filename=filename,
+            total_chunks=1,
+            total_size=size,
+            codec=codec,
+            upload_id=upload_id,
         )
         # Chunks are counted as PATCHes arrive (one row each), and have no fixed size.
         upload.total_chunks, upload.chunk_size, upload.tus_offset = 0, None, 0

@@ -5,23 +5,28 @@ Every answer carries `Tus-Resumable`; errors keep the platform's JSON shape
 blocks, off the event loop; a client that goes away mid-body keeps what arrived.
 """
 
-import re
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
 
-from services.core.auth import UploaderOnly
 from services.core.bodies import streamed_body
 from services.core.deps import SettingsDep, StorageDep
 from services.core.errors import AppError, ErrorBody, InvalidInput, error_body
-from services.upload import tus
+from services.upload import direct, tus
+from services.upload.direct_routes import (
+    UploadAccess,
+    public_base,
+    require_upload_access,
+    with_token,
+)
 
 BLOCK = 1024 * 1024
 # A body's bytes are the upload's: no more than the largest upload. Each PATCH is checked
@@ -30,8 +35,6 @@ UPLOAD_BODY = streamed_body(
     lambda settings: settings.max_upload_bytes,
     "MAX_UPLOAD_BYTES, the largest upload (Tus-Max-Size)",
 )
-# What a Host / X-Forwarded-Host may look like before it goes into a Location.
-HOST_RE = re.compile(r"([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
 
 class TusRoute(APIRoute):
@@ -83,6 +86,7 @@ ERRORS: Responses = {
 EXPIRES = _header("When the unfinished upload expires (RFC 9110 date)")
 OFFSET = _header("Bytes stored so far")
 
+ACCESS_CHECKED = [Depends(require_upload_access)]
 router = APIRouter(prefix="/files", tags=["tus"], route_class=TusRoute, responses=ERRORS)
 
 TusResumable = Annotated[
@@ -121,17 +125,9 @@ def http_date(moment: datetime) -> str:
 
 
 def upload_url(request: Request, upload_id: str) -> str:
-    """The upload's absolute URL as the client sees it (through the gateway or not)."""
-    # The gateway names the host the client spoke to in X-Forwarded-Host (uvicorn applies
-    # X-Forwarded-Proto from it already); a bad value only changes this client's own answer.
-    forwarded = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
-    host = forwarded or request.headers.get("host", "")
-    scheme = request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
-    path = f"/files/{upload_id}"
-    if HOST_RE.fullmatch(host) and scheme in ("http", "https"):
-        return f"{scheme}://{host}{path}"
-    # Relative: tus clients resolve it against the URL they posted to.
-    return path
+    """The upload's absolute URL as the client sees it (through the gateway or not); relative
+    when the Host is unusable (tus clients resolve it against the URL they posted to)."""
+    return f"{public_base(request)}/files/{upload_id}"
 
 
 def _content_length(request: Request) -> int | None:
@@ -238,6 +234,7 @@ async def create(
     request: Request,
     settings: SettingsDep,
     storage: StorageDep,
+    access: UploadAccess,
     tus_resumable: TusResumable = None,
     upload_length: UploadLength = None,
     upload_defer_length: UploadDeferLength = None,
@@ -252,16 +249,19 @@ async def create(
     if body:
         tus.check_offset_stream(request.headers.get("content-type"))
         tus.parse_checksum(upload_checksum)  # refused before anything is created
-    info = await run_in_threadpool(
-        tus.create,
-        settings,
-        storage,
-        length=upload_length,
-        defer_length=upload_defer_length,
-        metadata=upload_metadata,
-        concat=upload_concat,
-    )
-    headers = {"Location": upload_url(request, info.id)}
+    creation = {
+        "length": upload_length,
+        "defer_length": upload_defer_length,
+        "metadata": upload_metadata,
+        "concat": upload_concat,
+    }
+    if access is None:
+        info = await run_in_threadpool(partial(tus.create, settings, storage, **creation))
+    else:
+        info = await run_in_threadpool(
+            partial(_create_direct, settings, storage, access, **creation)
+        )
+    headers = {"Location": with_token(upload_url(request, info.id), access)}
     if info.expires is not None:
         headers["Upload-Expires"] = http_date(info.expires)
     if body:
@@ -282,6 +282,37 @@ async def create(
     return Response(status_code=201, headers=headers)
 
 
+def _create_direct(
+    settings: SettingsDep,
+    storage: StorageDep,
+    grant: direct.Grant,
+    *,
+    length: str | None,
+    defer_length: str | None,
+    metadata: str | None,
+    concat: str | None,
+) -> tus.UploadInfo:
+    """The one upload of a direct upload URL: a plain upload of a declared size within the
+    URL's limit, named and encoded as the URL says."""
+    if concat is not None:
+        raise InvalidInput("a direct upload URL takes one plain upload: no Upload-Concat")
+    declared = tus.parse_size("Upload-Length", length) if length is not None else None
+    direct.check_size(grant, declared)
+    with direct.claimed(settings, grant) as upload_id:
+        assert upload_id is not None
+        return tus.create(
+            settings,
+            storage,
+            length=length,
+            defer_length=defer_length,
+            metadata=metadata,
+            concat=None,
+            name=grant.name,
+            codec=grant.codec,
+            upload_id=upload_id,
+        )
+
+
 CREATED: Responses = {
     201: {
         "description": "Created; Location is the upload's URL",
@@ -296,7 +327,6 @@ for _path in ("", "/"):
         status_code=201,
         response_class=Response,
         responses=CREATED,
-        dependencies=UploaderOnly,
         include_in_schema=_path == "/",
         name=f"tus_create{_path.replace('/', '_')}",
     )
@@ -308,7 +338,7 @@ for _path in ("", "/"):
 @router.head(
     "/{upload_id}",
     response_class=Response,
-    dependencies=UploaderOnly,
+    dependencies=ACCESS_CHECKED,
     responses={
         200: {
             "description": "The upload's offset and declaration",
@@ -348,7 +378,7 @@ PATCHED: Responses = {
     "/{upload_id}",
     status_code=204,
     response_class=Response,
-    dependencies=UploaderOnly,
+    dependencies=ACCESS_CHECKED,
     responses=PATCHED,
 )
 @UPLOAD_BODY
@@ -377,7 +407,12 @@ async def patch(
     return Response(status_code=204, headers=_progress_headers(result))
 
 
-@router.delete("/{upload_id}", status_code=204, response_class=Response, dependencies=UploaderOnly)
+@router.delete(
+    "/{upload_id}",
+    status_code=204,
+    response_class=Response,
+    dependencies=ACCESS_CHECKED,
+)
 def terminate(
     settings: SettingsDep, storage: StorageDep, upload_id: str, tus_resumable: TusResumable = None
 ) -> Response:
@@ -387,7 +422,7 @@ def terminate(
     return Response(status_code=204)
 
 
-@router.post("/{upload_id}", dependencies=UploaderOnly, include_in_schema=False)
+@router.post("/{upload_id}", dependencies=ACCESS_CHECKED, include_in_schema=False)
 @UPLOAD_BODY
 async def method_override(
     request: Request,

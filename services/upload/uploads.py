@@ -84,6 +84,13 @@ def clean_filename(name: str) -> str:
     return label[:MAX_FILENAME]
 
 
+def video_label(settings: Settings, filename: str) -> str:
+    """The video's name from a file name: cleaned, and ending in an accepted extension."""
+    label = clean_filename(filename)
+    _check_extension(settings, label)
+    return label
+
+
 def _check_extension(settings: Settings, label: str) -> None:
     allowed = [e.strip().lower() for e in settings.allowed_extensions.split(",") if e.strip()]
     _, dot, ending = label.rpartition(".")
@@ -130,7 +137,7 @@ def _check_chunks_fit(settings: Settings, total_chunks: int, chunk_size: int) ->
         )
 
 
-def _check_codec(codec: str | None) -> str | None:
+def check_codec(codec: str | None) -> str | None:
     """The ladder codec asked for at init; None (not chosen) means DEFAULT_CODEC later."""
     if not codec:
         return None
@@ -150,12 +157,13 @@ def init_upload(
     chunk_size: int | None = None,
     sha256: str | None = None,
     codec: str | None = None,
+    upload_id: str | None = None,
 ) -> Upload:
-    """Declare an upload; returns it with its new id (the video id from now on)."""
-    label = clean_filename(filename)
-    _check_extension(settings, label)
+    """Declare an upload; returns it with its id (the video id from now on): `upload_id`
+    when the caller reserved one (a direct upload's), else a new one."""
+    label = video_label(settings, filename)
     _check_declaration(settings, total_chunks, total_size, chunk_size)
-    codec = _check_codec(codec)
+    codec = check_codec(codec)
     check_free_space(settings, storage, total_size or 0)
     if total_chunks == 1 and total_size is not None:
         chunk_size = total_size
@@ -164,7 +172,7 @@ def init_upload(
         if not SHA256_RE.fullmatch(sha256):
             raise InvalidInput("sha256 must be 64 hex characters (the whole file's sha256)")
     upload = Upload(
-        id=ids.new_video_id(),
+        id=ids.video_id(upload_id) if upload_id else ids.new_video_id(),
         filename=label,
         total_chunks=total_chunks,
         total_size=total_size,
