@@ -18,7 +18,7 @@ function dismissMessages() {
   $("embed-message-list").replaceChildren();
 }
 
-/** The video id of /embed/{id}, or "" when the path names none. */
+/** The video id of /embed/{id} (the gateway serves this page at no other path). */
 function videoId() {
   const match = location.pathname.match(/^\/embed\/([^/]+)\/?$/);
   return match ? decodeURIComponent(match[1]) : "";
@@ -39,20 +39,22 @@ function followPlaying() {
   }
 }
 
+/** No video to show: no player controls, no link to a watch page of nothing; the message stays. */
+function unavailable() {
+  document.documentElement.classList.add("unavailable");
+  $("watch-link").removeAttribute("href");
+  $("video").controls = false;
+}
+
 function main() {
   const { options, problems } = parseEmbedOptions(location.search);
   // For tests and for whoever debugs an embed in the console.
   window.__embed = { options, problems };
   $("embed-dismiss").addEventListener("click", dismissMessages);
-  setUpPlayer({ showError: showMessage, chrome: false, playback: options });
+  setUpPlayer({ showError: showMessage, chrome: false, playback: options, unavailable });
   followPlaying();
   problems.forEach(showMessage);
   const id = videoId();
-  if (!id) {
-    $("watch-title").textContent = "Video not available";
-    showMessage("This address names no video: embed /embed/{id}.");
-    return;
-  }
   linkTitle(id);
   showVideo(id);
 }

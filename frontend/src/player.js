@@ -20,6 +20,7 @@ let hls = null;
 let session = null; // aborted when another video is shown or the view is left
 let recoveredMedia = false; // hls.js advises one recoverMediaError, not a loop of them
 let onError = () => {};
+let onUnavailable = () => {}; // the video cannot be shown at all (unknown id, API down)
 let seekBar = null;
 let storyboard = []; // the cues of the video shown, once it has a storyboard
 let chrome = true; // the page's share box, downloads and details (false: the embed)
@@ -27,10 +28,17 @@ let playback = {}; // {autoplay, muted, start, loop}: how playback starts (the e
 
 /**
  * Wire the player to the page. `chrome: false` leaves out what only the page has (share box,
- * downloads, details); `playback` is {autoplay, muted, start (seconds), loop}, all optional.
+ * downloads, details); `playback` is {autoplay, muted, start (seconds), loop}, all optional;
+ * `unavailable()` is called when the video cannot be shown at all.
  */
-export function setUpPlayer({ showError, chrome: withChrome = true, playback: options = {} }) {
+export function setUpPlayer({
+  showError,
+  chrome: withChrome = true,
+  playback: options = {},
+  unavailable = () => {},
+}) {
   onError = showError;
+  onUnavailable = unavailable;
   chrome = withChrome;
   playback = options;
   seekBar = createSeekBar($("video"));
@@ -69,6 +77,7 @@ export async function showVideo(id) {
     if (signal.aborted) return;
     $("watch-title").textContent = "Video not available";
     onError(err.message);
+    onUnavailable();
     return;
   }
   if (signal.aborted) return;
