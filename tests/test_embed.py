@@ -6,6 +6,7 @@ oEmbed consumers (a CMS, a chat app) read the page's HTML for the discovery link
 
 import html
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -45,11 +46,23 @@ def frame_attributes(snippet: str) -> dict[str, str]:
     return {k: html.unescape(v) for k, v in re.findall(r'(\w+)="([^"]*)"', snippet)}
 
 
+def picture_size(path: Path) -> tuple[int, int]:
+    """Width and height of a picture, as ffprobe reads them."""
+    shown = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=width,height", "-of", "csv=p=0", path],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    width, height = shown.split(",")
+    return int(width), int(height)
+
+
 # ---------------------------------------------------------------- oEmbed
 
 
 def test_oembed_for_a_watch_url_sizes_the_embed_to_maxwidth(
-    client: httpx.Client, platform: Platform, video_id: str, clips: dict[str, Path]
+    client: httpx.Client, platform: Platform, video_id: str, clips: dict[str, Path], tmp_path: Path
 ) -> None:
     response = oembed(client, f"{platform.url}/watch/{video_id}", maxwidth="400")
 
@@ -67,6 +80,10 @@ def test_oembed_for_a_watch_url_sizes_the_embed_to_maxwidth(
     assert (body["thumbnail_width"], body["thumbnail_height"]) == (640, 360)
     poster = client.get(body["thumbnail_url"])
     assert poster.status_code == 200 and poster.headers["content-type"] == "image/jpeg"
+    # The size told is the picture's own.
+    picture = tmp_path / "poster.jpg"
+    picture.write_bytes(poster.content)
+    assert picture_size(picture) == (body["thumbnail_width"], body["thumbnail_height"])
     # The iframe's page is the embed player.
     assert 'class="embed"' in client.get(frame["src"]).text
 
