@@ -205,6 +205,8 @@ def test_a_malformed_id_is_a_404_page_without_discovery(client: httpx.Client) ->
         "/static/app.js",
         "/vendor/hls.min.js",
         "/docs",
+        "/redoc",
+        "/openapi.json",
         "/videos",
         "/videos/{id}",
         "/oembed?url=x",

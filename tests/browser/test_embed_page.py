@@ -467,6 +467,20 @@ def test_a_signed_embed_plays_a_private_video_with_its_token_on_every_request(
         # Without the token, the frame says why it does not play.
         bare = visitor.embed(f"/embed/{video_id}")
         expect(bare.locator("#embed-message-list li").first).to_contain_text("is private")
+
+        # The title's link, the watch page, plays it too, and shares it signed.
+        page = browser.new_context(base_url=platform.url, viewport=DESKTOP).new_page()
+        visitor.pages.append(page)
+        page.goto(f"/watch/{video_id}?token={token}")
+        player_ready(page.main_frame)
+        expect(page.locator("#share-url")).to_have_value(
+            f"{platform.url}/watch/{video_id}?token={token}"
+        )
+        assert f'src="{platform.url}/embed/{video_id}?token={token}"' in (
+            page.locator("#embed-code").input_value()
+        )
+        page.evaluate("() => { window.__player.video.muted = true; window.__player.video.play(); }")
+        plays_past(page.main_frame, 1)
     finally:
         visitor.close()
     assert not visitor.errors, visitor.errors
