@@ -282,8 +282,9 @@ function startPlayback(source, video, start) {
   // the quality menu, and desktop Chromium (156 here) answers "maybe" to canPlayType for HLS
   // without playing it well. The browser's own HLS is the fallback where Media Source is
   // missing (iPhone Safari), with the quality left to the browser.
-  video.muted = Boolean(playback.muted);
-  video.loop = Boolean(playback.loop);
+  // Only when asked: the page leaves the viewer's own mute as it was.
+  if ("muted" in playback) video.muted = playback.muted;
+  if ("loop" in playback) video.loop = playback.loop;
   if (window.Hls && Hls.isSupported()) {
     playWithHlsJs(video, source, start);
   } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
