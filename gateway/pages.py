@@ -54,8 +54,9 @@ def render(
     base = _site_base(settings, request)
     if page_url is not None and base is not None:
         page = with_discovery(page, links.oembed_url(base, base + page_url))
-    # Rendered per request (the token, the Host): never kept by a shared cache.
-    headers = {"Cache-Control": "no-cache"}
+    # Rendered per request (the token, the Host): revalidated each time, and a signed page
+    # is kept by no shared cache.
+    headers = {"Cache-Control": "private, no-cache" if "token=" in (page_url or "") else "no-cache"}
     return HTMLResponse(page, status_code=200 if page_url else 404, headers=headers)
 
 
