@@ -8,6 +8,9 @@ HLS playlists and segments are not relayed when the gateway shares the storage f
 streaming service: `serving_app` puts the streaming service's own fast path
 (`services.streaming.fastpath`) in front, serving them with the same files, headers and access
 rules; a file it does not find there is relayed as before.
+
+`/watch/{id}` and `/embed/{id}` are the page and the embeddable player on one video
+(gateway.pages); no answer but the embed page may be framed by another site (gateway.frames).
 """
 
 import os
@@ -24,6 +27,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from gateway.frames import FrameGuard
+from gateway.pages import video_pages_router
 from gateway.proxy import METHODS, PREFIXES, forward, make_client
 from services.core.app import create_app
 from services.core.bodies import streamed_body
@@ -141,7 +146,7 @@ def build_app(
 
     app = create_app(
         "gateway",
-        [page_router(frontend_dir), proxy_router()],
+        [page_router(frontend_dir), video_pages_router(frontend_dir / PAGE), proxy_router()],
         lifespan=lifespan,
         description="The page, and every service's API under its own path prefix.",
     )
@@ -152,6 +157,7 @@ def build_app(
     # uvicorn's own setting for whom to trust.
     trusted = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted)
+    app.add_middleware(FrameGuard)
     return app
 
 

@@ -28,6 +28,7 @@ PREFIXES: tuple[tuple[str, str], ...] = (
     ("/files", "upload"),
     ("/transcode", "transcoding"),
     ("/videos", "metadata"),
+    ("/oembed", "metadata"),
     ("/stream", "streaming"),
     ("/admin", "admin"),
 )

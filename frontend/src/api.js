@@ -23,7 +23,13 @@ export class ApiError extends Error {
 // ---------------------------------------------------------------- admin token
 
 export function adminToken() {
-  return localStorage.getItem(TOKEN_KEY) || "";
+  try {
+    return localStorage.getItem(TOKEN_KEY) || "";
+  } catch {
+    // No storage for this document: the embed in another site's <iframe>, where browsers
+    // block third-party storage. Nothing there needs the admin token.
+    return "";
+  }
 }
 
 export function setAdminToken(token) {

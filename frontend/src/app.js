@@ -1,6 +1,7 @@
 // The page: a hash router over three views (#/ upload + library, #/watch/{id}, #/console),
-// the error box and the admin-token prompt. Plain ES modules, no build step; every request
-// goes to the gateway (same origin).
+// the error box and the admin-token prompt. The gateway also serves the page at /watch/{id}
+// (a clean link, with the oEmbed discovery link in its HTML): with no hash, that path is the
+// watch view. Plain ES modules, no build step; every request goes to the gateway (same origin).
 
 import { onUnauthorized } from "./api.js";
 import { saveToken, setUpConsole, startConsole, stopConsole } from "./console.js";
@@ -58,16 +59,19 @@ const VIEWS = {
 
 let current = null;
 
-/** The view and its argument for a location hash; anything unknown is the library. */
-function parse(hash) {
+/** The view and its argument for a location; anything unknown is the library. */
+function parse(hash, pathname) {
   const watch = hash.match(/^#\/watch\/([^/?#]+)(?:\?[^#]*)?$/);
   if (watch) return ["watch", decodeURIComponent(watch[1])];
   if (hash === "#/console") return ["console", null];
+  const page = pathname.match(/^\/watch\/([^/]+)\/?$/);
+  // A hash that is no route (the skip link's #main) leaves the path's view in place.
+  if (page && !hash.startsWith("#/")) return ["watch", decodeURIComponent(page[1])];
   return ["home", null];
 }
 
 function route() {
-  const [name, arg] = parse(location.hash);
+  const [name, arg] = parse(location.hash, location.pathname);
   const view = VIEWS[name];
   if (current) current.leave();
   for (const other of Object.values(VIEWS)) $(other.section).hidden = other !== view;

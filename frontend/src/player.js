@@ -4,6 +4,10 @@
 // published (`playable`), while the rest is still being encoded. An audio-only video (sound
 // with no picture) plays in an <audio> element instead: no picture area, poster, storyboard
 // or quality menu, and its download is the audio as an .m4a.
+//
+// The embeddable player (/embed/{id}, embed.js) is this same module without the page's chrome
+// (share box, downloads, details): `setUpPlayer({chrome: false, playback})`, where `playback`
+// holds the embed's options (autoplay, muted, start, loop).
 
 import { api } from "./api.js";
 import { $, el, formatBytes, formatDuration, sleep, statusLabel } from "./format.js";
@@ -16,14 +20,42 @@ let hls = null;
 let session = null; // aborted when another video is shown or the view is left
 let recoveredMedia = false; // hls.js advises one recoverMediaError, not a loop of them
 let onError = () => {};
+let onUnavailable = () => {}; // the video cannot be shown at all (unknown id, API down)
 let seekBar = null;
 let storyboard = []; // the cues of the video shown, once it has a storyboard
+let chrome = true; // the page's share box, downloads and details (false: the embed)
+let playback = {}; // {autoplay, muted, start, loop}: how playback starts (the embed's options)
 
-export function setUpPlayer({ showError }) {
+/**
+ * Wire the player to the page. `chrome: false` leaves out what only the page has (share box,
+ * downloads, details); `playback` is {autoplay, muted, start (seconds), loop}, all optional;
+ * `unavailable()` is called when the video cannot be shown at all.
+ */
+export function setUpPlayer({
+  showError,
+  chrome: withChrome = true,
+  playback: options = {},
+  unavailable = () => {},
+}) {
   onError = showError;
+  onUnavailable = unavailable;
+  chrome = withChrome;
+  playback = options;
   seekBar = createSeekBar($("video"));
   $("quality").addEventListener("change", onQualityChange);
-  $("copy-link").addEventListener("click", copyLink);
+  if (chrome) {
+    $("copy-link").addEventListener("click", () => copyFrom("share-url", "Link copied."));
+    $("copy-embed").addEventListener("click", () => copyFrom("embed-code", "Embed code copied."));
+  }
+}
+
+/**
+ * The playback token of a signed link: in the hash of the page's own links
+ * (#/watch/{id}?token=...), or the query of /watch/{id}?token=... and /embed/{id}?token=....
+ */
+export function playbackToken() {
+  const inHash = new URLSearchParams(location.hash.split("?")[1] || "").get("token");
+  return inHash || new URLSearchParams(location.search).get("token");
 }
 
 /** Show video `id`: its record, then the player once it is playable. */
@@ -32,17 +64,12 @@ export async function showVideo(id) {
   session = new AbortController();
   const { signal } = session;
   const path = `/stream/${encodeURIComponent(id)}`;
-  // Private playback: a signed link (#/watch/{id}?token=...) carries its token to the server,
-  // which writes it into every URI of the playlists; hls.js needs nothing more.
-  const token = new URLSearchParams(location.hash.split("?")[1] || "").get("token");
+  // Private playback: a signed link carries its token to the server, which writes it into
+  // every URI of the playlists; hls.js needs nothing more.
+  const token = playbackToken();
   const query = token ? `?token=${encodeURIComponent(token)}` : "";
-  $("share-url").value =
-    `${location.origin}${location.pathname}#/watch/${encodeURIComponent(id)}${query}`;
-  $("copy-status").textContent = "";
-  $("download-original").href = `${path}/original${query}`;
-  $("download-rungs").replaceChildren();
+  if (chrome) showShare(id, path, query);
   $("watch-title").textContent = "Loading…";
-  $("watch-meta").textContent = "";
   let video;
   try {
     video = await api("GET", `/videos/${encodeURIComponent(id)}`);
@@ -50,10 +77,12 @@ export async function showVideo(id) {
     if (signal.aborted) return;
     $("watch-title").textContent = "Video not available";
     onError(err.message);
+    onUnavailable();
     return;
   }
   if (signal.aborted) return;
   showRecord(video);
+  if (chrome) showDetails(video, id, query);
   showAudioOnly(video.audio_only);
   if (!video.audio_only) showPoster(`${path}/poster.jpg${query}`, signal);
   const assets = { path, query, signal };
@@ -63,7 +92,44 @@ export async function showVideo(id) {
   if (!video.audio_only && !$("video").getAttribute("poster")) {
     showPoster(`${path}/poster.jpg${query}`, signal);
   }
-  startPlayback(`${path}/master.m3u8${query}`, mediaElement(video.audio_only));
+  startPlayback(`${path}/master.m3u8${query}`, mediaElement(video.audio_only), startAt(video));
+}
+
+/** The share box (its watch link and embed code) and the original's download. */
+function showShare(id, path, query) {
+  $("share-url").value = `${location.origin}/watch/${encodeURIComponent(id)}${query}`;
+  $("embed-code").value = embedCode(id, query, "", 16 / 9);
+  $("copy-status").textContent = "";
+  $("download-original").href = `${path}/original${query}`;
+  $("download-rungs").replaceChildren();
+  $("watch-meta").textContent = "";
+}
+
+/** The <iframe> that embeds this video on another site (640 px wide, the video's shape). */
+function embedCode(id, query, title, aspect) {
+  const frame = el("iframe", {
+    src: `${location.origin}/embed/${encodeURIComponent(id)}${query}`,
+    width: "640",
+    height: String(Math.round(640 / aspect)),
+    title: title || "Video",
+    frameborder: "0",
+    allow: "autoplay; fullscreen; picture-in-picture",
+    allowfullscreen: "",
+  });
+  return frame.outerHTML;
+}
+
+/** Where playback starts: the `start` option, unless it is past the end (then 0, and said). */
+function startAt(video) {
+  const start = playback.start || 0;
+  if (start > 0 && video.duration && start >= video.duration) {
+    onError(
+      `start=${start} is past the end of this video (${formatDuration(video.duration)} long): ` +
+        "it plays from the beginning.",
+    );
+    return 0;
+  }
+  return start;
 }
 
 /** The element that plays: the <audio> player for sound with no picture, else the <video>. */
@@ -91,7 +157,18 @@ function showPoster(url, signal) {
 
 /** What a finished video has: storyboard previews and a download of each rung (an audio-only
  * video: its audio as an .m4a, and no storyboard). */
-async function showFinished(video, { path, query, signal }) {
+async function showFinished(video, assets) {
+  if (chrome) showDownloads(video, assets);
+  if (video.audio_only) return;
+  const { path, query, signal } = assets;
+  const cues = await loadStoryboard(`${path}/storyboard.vtt${query}`, signal);
+  if (signal.aborted) return;
+  storyboard = cues;
+  seekBar.setCues(cues);
+}
+
+/** A download of each rung (an audio-only video: its audio as an .m4a). */
+function showDownloads(video, { path, query }) {
   if (video.audio_only) {
     const link = el("a", {
       href: `${path}/download/audio.m4a${query}`,
@@ -110,15 +187,18 @@ async function showFinished(video, { path, query, signal }) {
     }),
   );
   $("download-rungs").replaceChildren(...(links.length ? ["MP4: ", ...links] : []));
-  const cues = await loadStoryboard(`${path}/storyboard.vtt${query}`, signal);
-  if (signal.aborted) return;
-  storyboard = cues;
-  seekBar.setCues(cues);
 }
 
 function showRecord(video) {
   $("watch-title").textContent = video.filename || video.id;
   document.title = `${video.filename || video.id} · Video platform`;
+}
+
+/** The page's line of facts, and the embed code in the video's own shape. */
+function showDetails(video, id, query) {
+  const picture = video.width && video.height && !video.audio_only;
+  const aspect = picture ? video.width / video.height : 16 / 9;
+  $("embed-code").value = embedCode(id, query, video.filename, aspect);
   const size = video.width && video.height ? `${video.width}×${video.height}` : "";
   $("watch-meta").textContent = [
     video.audio_only ? "Audio only" : "",
@@ -197,26 +277,33 @@ function showWaiting(status) {
   $("watch-wait-progress").hidden = FINISHED.has(status.overall);
 }
 
-function startPlayback(source, video) {
+function startPlayback(source, video, start) {
   // hls.js first, even where the browser claims native HLS: only hls.js exposes the rungs for
   // the quality menu, and desktop Chromium (156 here) answers "maybe" to canPlayType for HLS
   // without playing it well. The browser's own HLS is the fallback where Media Source is
   // missing (iPhone Safari), with the quality left to the browser.
+  // Only when asked: the page leaves the viewer's own mute as it was.
+  if ("muted" in playback) video.muted = playback.muted;
+  if ("loop" in playback) video.loop = playback.loop;
   if (window.Hls && Hls.isSupported()) {
-    playWithHlsJs(video, source);
+    playWithHlsJs(video, source, start);
   } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
     video.src = source;
     $("current-level").textContent = "Quality chosen by the browser";
     window.__player = { hls: null, video, switches: [] };
+    if (start) {
+      video.addEventListener("loadedmetadata", () => (video.currentTime = start), { once: true });
+    }
+    if (playback.autoplay) autoplay(video);
   } else {
     onError("This browser cannot play HLS: hls.js did not load (run `make install`).");
   }
 }
 
-function playWithHlsJs(video, source) {
-  // startPosition 0: while encoding, the playlists are EVENT playlists, which hls.js would
-  // otherwise join at the live edge instead of the beginning.
-  hls = new Hls({ startPosition: 0 });
+function playWithHlsJs(video, source, start) {
+  // startPosition 0 (or the asked start): while encoding, the playlists are EVENT playlists,
+  // which hls.js would otherwise join at the live edge instead of the beginning.
+  hls = new Hls({ startPosition: start });
   // For tests and debugging in the console: the player and every rung it switched to
   // (`video` is the element that plays: the <audio> one for an audio-only video).
   window.__player = {
@@ -227,7 +314,10 @@ function playWithHlsJs(video, source) {
       return storyboard;
     },
   };
-  hls.on(Hls.Events.MANIFEST_PARSED, (_event, data) => fillLevels(data.levels));
+  hls.on(Hls.Events.MANIFEST_PARSED, (_event, data) => {
+    fillLevels(data.levels);
+    if (playback.autoplay) autoplay(video);
+  });
   hls.on(Hls.Events.LEVEL_SWITCHED, (_event, data) => {
     window.__player.switches.push(data.level);
     showCurrentLevel(data.level);
@@ -235,6 +325,24 @@ function playWithHlsJs(video, source) {
   hls.on(Hls.Events.ERROR, onHlsError);
   hls.loadSource(source);
   hls.attachMedia(video);
+}
+
+/**
+ * Start playing without a click. Browsers allow that with the sound off only (unless the
+ * site is trusted): when playing with sound is refused, play muted, as YouTube's embeds do;
+ * the controls turn the sound on.
+ */
+async function autoplay(media) {
+  const player = window.__player; // for tests: how autoplay went
+  try {
+    await media.play();
+    player.autoplayed = media.muted ? "muted" : "sound";
+  } catch (err) {
+    if (err.name !== "NotAllowedError" || media.muted) return;
+    media.muted = true;
+    await media.play().catch(() => null);
+    player.autoplayed = "muted-by-browser";
+  }
 }
 
 function levelName(level) {
@@ -319,15 +427,16 @@ export function stopPlayer() {
   $("watch-wait").hidden = true;
 }
 
-async function copyLink() {
-  const input = $("share-url");
+/** Copy the text of the field `id` (the link, or the embed code). */
+async function copyFrom(id, done) {
+  const input = $(id);
   try {
     await navigator.clipboard.writeText(input.value);
-    $("copy-status").textContent = "Link copied.";
+    $("copy-status").textContent = done;
   } catch {
     // No clipboard permission (or not a secure context): leave it selected to copy by hand.
     input.focus();
     input.select();
-    $("copy-status").textContent = "Press Ctrl+C (⌘C) to copy the selected link.";
+    $("copy-status").textContent = "Press Ctrl+C (⌘C) to copy the selected text.";
   }
 }

@@ -9,6 +9,7 @@
     ├── TooLarge          413  a chunk or upload over the configured limits
     ├── NotAVideo         422  the content does not probe as video
     ├── InsufficientStorage 507  accepting it would leave too little free disk space
+    ├── NotImplementedHere 501  a format this server does not produce (oEmbed's format=xml)
     ├── Unavailable       503  it cannot be done right now (a file could not be made): retry
     └── UpstreamError     502  a service behind the gateway did not answer
         └── UpstreamTimeout 504
@@ -74,6 +75,10 @@ class NotAVideo(AppError):
 
 class InsufficientStorage(AppError):
     code, status = "insufficient_storage", 507
+
+
+class NotImplementedHere(AppError):
+    code, status = "not_implemented", 501
 
 
 class Unavailable(AppError):

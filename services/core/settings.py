@@ -1,6 +1,7 @@
 """The one settings object every service reads: environment variables (and `.env`) over defaults
 that work on a laptop."""
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -9,6 +10,12 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# One CSP source expression: *, 'none', 'self', a scheme (https:) or a host with an optional
+# scheme and port (https://*.example.com:8443): never a ';' or ',' that would end the directive.
+FRAME_SOURCE_RE = re.compile(
+    r"\*|'none'|'self'|[a-z][a-z0-9+.-]*:"
+    r"|([a-z][a-z0-9+.-]*://)?[A-Za-z0-9*.-]+(:([0-9]{1,5}|\*))?/?"
+)
 
 
 class Settings(BaseSettings):
@@ -146,6 +153,17 @@ class Settings(BaseSettings):
         description="Longest lifetime a direct upload URL may be given (seconds)",
     )
 
+    public_url: str = Field(
+        "",
+        description="The site's public base URL (https://videos.example.com) for oEmbed, "
+        "embed and discovery links; empty = the scheme and Host each request came with",
+    )
+    embed_frame_ancestors: str = Field(
+        "*",
+        description="Sites that may frame the /embed/ player (CSP frame-ancestors sources): "
+        "* = any site, or e.g. 'https://a.example https://b.example'",
+    )
+
     webhook_urls: str = Field(
         "",
         description="Comma-separated http(s) URLs sent upload.completed, video.ready and "
@@ -201,6 +219,28 @@ class Settings(BaseSettings):
                 raise ValueError(f"WEBHOOK_URLS: {url!r} is not an http(s) URL with a host")
         if self.webhook_url_list() and not self.webhook_secret:
             raise ValueError("WEBHOOK_URLS is set but WEBHOOK_SECRET is empty: set the key")
+        return self
+
+    @model_validator(mode="after")
+    def _check_public_url(self) -> "Settings":
+        # Written into HTML and JSON answers: refuse to start rather than emit broken links.
+        if self.public_url:
+            parsed = urlsplit(self.public_url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError(f"PUBLIC_URL: {self.public_url!r} is not an http(s) URL")
+            if parsed.query or parsed.fragment:
+                raise ValueError("PUBLIC_URL: give the base URL only, with no ?query or #part")
+        return self
+
+    @model_validator(mode="after")
+    def _check_frame_ancestors(self) -> "Settings":
+        # Sent as a header: a ';' or ',' would smuggle in other directives or policies.
+        sources = self.embed_frame_ancestors.split()
+        if not sources or any(not FRAME_SOURCE_RE.fullmatch(s) for s in sources):
+            raise ValueError(
+                "EMBED_FRAME_ANCESTORS: give CSP sources separated by spaces, e.g. * or "
+                f"'https://a.example https://*.b.example', not {self.embed_frame_ancestors!r}"
+            )
         return self
 
     @property

@@ -30,10 +30,9 @@ from services.media.plan import Plan
 from services.media.remux import rung_mp4_command
 from services.media.runner import FFmpegError, run_ffmpeg
 from services.media.thumbnails import (
-    POSTER_MAX_SIDE,
-    fit_within,
     plan_storyboard,
     poster_command,
+    poster_size,
     poster_time,
     storyboard_command,
     storyboard_vtt,
@@ -131,7 +130,7 @@ async def make_poster(settings: Settings, video_id: str, plan: Plan) -> Path:
     """The poster: the keyframe a tenth into the source, at the top rung's size (capped)."""
     storage = Storage(settings.storage_dir)
     top = plan.renditions[0]
-    width, height = fit_within(top.width, top.height, POSTER_MAX_SIDE)
+    width, height = poster_size(top.width, top.height)
     at = poster_time(plan.duration)
     source = storage.source_path(video_id)
 

@@ -45,6 +45,11 @@ def fit_within(width: int, height: int, longest: int) -> tuple[int, int]:
     return _even(width * scale), _even(height * scale)
 
 
+def poster_size(top_width: int, top_height: int) -> tuple[int, int]:
+    """The poster's size for a ladder whose top rung is `top_width` x `top_height`."""
+    return fit_within(top_width, top_height, POSTER_MAX_SIDE)
+
+
 def poster_time(duration: float) -> float:
     """Where the poster is taken: a tenth of the way in."""
     return max(0.0, duration * POSTER_FRACTION)
