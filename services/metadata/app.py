@@ -1,6 +1,7 @@
-"""Metadata service: the REST face of the video records."""
+"""Metadata service: the REST face of the video records and their captions."""
 
 from services.core.app import create_app
+from services.metadata.caption_routes import router as caption_router
 from services.metadata.routes import router
 
-app = create_app("metadata", [router], description=__doc__ or "")
+app = create_app("metadata", [router, caption_router], description=__doc__ or "")
