@@ -1,11 +1,13 @@
-// The watch view: hls.js on the master playlist with a quality menu, the rung playing now, the
-// poster before playback, storyboard previews over the seek bar, downloads (the original and
-// each rung as MP4) and a shareable link. A video plays as soon as its first chunk is
-// published (`playable`), while the rest is still being encoded. An audio-only video (sound
-// with no picture) plays in an <audio> element instead: no picture area, poster, storyboard
-// or quality menu, and its download is the audio as an .m4a.
+// The watch view: hls.js on the master playlist with a quality menu, a captions menu
+// (captions.js), the rung playing now, the poster before playback, storyboard previews over
+// the seek bar, downloads (the original and each rung as MP4) and a shareable link. A video
+// plays as soon as its first chunk is published (`playable`), while the rest is still being
+// encoded. An audio-only video (sound with no picture) plays in an <audio> element instead:
+// no picture area, poster, storyboard or quality menu, and its download is the audio as an
+// .m4a.
 
 import { api } from "./api.js";
+import { createCaptionsMenu } from "./captions.js";
 import { $, el, formatBytes, formatDuration, sleep, statusLabel } from "./format.js";
 import { createSeekBar, loadStoryboard } from "./storyboard.js";
 
@@ -18,10 +20,12 @@ let recoveredMedia = false; // hls.js advises one recoverMediaError, not a loop 
 let onError = () => {};
 let seekBar = null;
 let storyboard = []; // the cues of the video shown, once it has a storyboard
+let captionsMenu = null;
 
 export function setUpPlayer({ showError }) {
   onError = showError;
   seekBar = createSeekBar($("video"));
+  captionsMenu = createCaptionsMenu($("player-controls"));
   $("quality").addEventListener("change", onQualityChange);
   $("copy-link").addEventListener("click", copyLink);
 }
@@ -206,6 +210,7 @@ function startPlayback(source, video) {
     playWithHlsJs(video, source);
   } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
     video.src = source;
+    captionsMenu.attachNative(video);
     $("current-level").textContent = "Quality chosen by the browser";
     window.__player = { hls: null, video, switches: [] };
   } else {
@@ -233,6 +238,7 @@ function playWithHlsJs(video, source) {
     showCurrentLevel(data.level);
   });
   hls.on(Hls.Events.ERROR, onHlsError);
+  captionsMenu.attachHls(hls);
   hls.loadSource(source);
   hls.attachMedia(video);
 }
@@ -314,6 +320,7 @@ export function stopPlayer() {
   showAudioOnly(false);
   storyboard = [];
   if (seekBar) seekBar.reset();
+  if (captionsMenu) captionsMenu.reset();
   fillLevels([]);
   $("current-level").textContent = "";
   $("watch-wait").hidden = true;
