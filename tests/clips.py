@@ -102,8 +102,13 @@ def make_subtitled_clip(
     argv += ["-map", "0:v", "-map", "1:a"]
     for number in range(len(tracks)):
         argv += ["-map", f"{number + 2}:s"]
-    argv += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
-    argv += ["-c:a", "aac", "-ac", "2", "-ar", "48000"]
+    if path.suffix == ".webm":  # WebM takes VP9 and Opus only
+        argv += ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"]
+        argv += ["-c:a", "libopus"]
+    else:
+        argv += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+        argv += ["-c:a", "aac"]
+    argv += ["-ac", "2", "-ar", "48000"]
     for number, (_, codec, language, title) in enumerate(tracks):
         argv += [f"-c:s:{number}", codec, f"-metadata:s:s:{number}", f"language={language}"]
         if title:

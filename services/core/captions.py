@@ -159,7 +159,7 @@ def add(
     )
     with session_scope(settings) as session:
         get_video(session, video_id=video_id)  # before anything is written for it
-    store_file(storage, video_id, new.id, read.cues)
+    store_file(storage, video_id, new.id, read.cues, make_video_folder=True)
     try:
         row = _record(settings, video_id, new)
     except BaseException:
@@ -169,11 +169,20 @@ def add(
     return row
 
 
-def store_file(storage: Storage, video_id: str, caption_id: str, cues: Sequence[Cue]) -> Path:
-    """Write a caption's WebVTT file, durably, before any row names it."""
+def store_file(
+    storage: Storage,
+    video_id: str,
+    caption_id: str,
+    cues: Sequence[Cue],
+    *,
+    make_video_folder: bool = False,
+) -> Path:
+    """Write a caption's WebVTT file, durably, before any row names it. The video's own
+    folder is made only when asked (a record made without an upload has none); otherwise a
+    video deleted meanwhile is a FileNotFoundError, not a folder made again."""
     path = storage.caption_source_path(video_id, caption_id)
     created = not path.parent.is_dir()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=make_video_folder, exist_ok=True)
     write_atomic(path, to_webvtt(list(cues)))
     if created:
         make_durable([], folders=[path.parent.parent, path.parent.parent.parent])

@@ -49,7 +49,13 @@ def extract(
         return []
     work = storage.caption_sources_dir(video_id) / f".extract-{os.getpid()}"
     remove_tree(work)
-    work.mkdir(parents=True)
+    try:
+        # Below the original's folder, never made again: a video deleted meanwhile gets none.
+        work.parent.mkdir(exist_ok=True)
+        work.mkdir()
+    except FileNotFoundError:
+        log.info("video %s: its folder is gone, no captions extracted", video_id)
+        return []
     started = time.monotonic()
     try:
         _run_all(settings, storage.source_path(video_id), streams, work, keep_lease)
@@ -59,6 +65,9 @@ def extract(
             if (new := _caption(settings, storage, video_id, stream, work, number, start))
             is not None
         ]
+    except FileNotFoundError:
+        log.info("video %s: its folder went while extracting captions", video_id)
+        return []
     finally:
         remove_tree(work)
     log.info(

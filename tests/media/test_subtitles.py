@@ -4,7 +4,10 @@ unit, bitmap ones skipped, the extraction argv, and where the played timeline st
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from services.core.settings import Settings
+from services.media.captions import Cue, read_captions, shifted
 from services.media.demuxers import UPLOAD_FORMATS, input_args
 from services.media.plan import CAPTIONS, CAPTIONS_INDEX, make_plan
 from services.media.probe import probe
@@ -17,6 +20,7 @@ from services.media.subtitles import (
 )
 from tests.clips import make_clip, make_subtitled_clip, write_srt
 
+LIMITS = {"max_bytes": 100_000, "max_cues": 100}
 REPORT = {
     "streams": [
         {"index": 0, "codec_type": "video", "codec_name": "h264", "start_time": "0.021000"},
@@ -107,13 +111,21 @@ def test_a_source_without_subtitles_has_no_captions_unit(tmp_path: Path):
     assert CAPTIONS not in [s.kind for s in specs]
 
 
-def test_extracted_webvtt_keeps_the_file_timeline(tmp_path: Path):
+@pytest.mark.parametrize(
+    ("name", "codec"),
+    [("a.mp4", "mov_text"), ("a.mkv", "subrip"), ("a.mkv", "ass"), ("a.webm", "webvtt")],
+)
+def test_every_text_format_is_extracted_as_webvtt_on_the_file_timeline(
+    tmp_path: Path, name: str, codec: str
+):
     srt = write_srt(tmp_path / "a.srt", [(0.5, 1.25, "One")])
-    clip = make_subtitled_clip(tmp_path / "a.mp4", seconds=2, tracks=[(srt, "mov_text", "", "")])
-    streams, _ = probe_subtitles(clip)
+    clip = make_subtitled_clip(tmp_path / name, seconds=2, tracks=[(srt, codec, "", "")])
+    streams, start = probe_subtitles(clip)
+    assert [s.codec for s in streams] == [codec]
     argv = extract_command(
         ffmpeg="ffmpeg", source=clip, streams=streams, out_dir=tmp_path, max_bytes=10_000
     )
     subprocess.run(argv, check=True, capture_output=True, timeout=60)
-    text = (tmp_path / f"{streams[0].index}.vtt").read_text()
-    assert "00:00.500 --> 00:01.250\nOne" in text
+    cues = read_captions((tmp_path / f"{streams[0].index}.vtt").read_bytes(), **LIMITS).cues
+    # Counted from the first frame, the cue is where the SRT put it.
+    assert shifted(cues, round(start * 1000)) == [Cue(500, 1250, "One")]
