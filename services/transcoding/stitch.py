@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 
 from services.core import captions, jobs
 from services.core.db import session_scope
@@ -238,13 +238,18 @@ def _write_master(
 
 
 def pending_publications(settings: Settings) -> list[str]:
-    """Jobs with finished chunks not yet published (their publisher died before it could)."""
+    """Jobs with finished chunks not yet published, or every unit done and the job not final
+    (their publisher died before it could: the last unit may be the captions, after the last
+    chunk was published)."""
+    unfinished = exists().where(
+        JobChunk.video_id == Job.video_id, JobChunk.status != ChunkStatus.DONE
+    )
     with session_scope(settings) as session:
         rows = session.scalars(
             select(Job.video_id).where(
                 Job.status.in_((*jobs.RUNNABLE, Status.STOPPED)),
                 Job.plan.is_not(None),
-                Job.published_chunks < Job.total_chunks,
+                or_(Job.published_chunks < Job.total_chunks, ~unfinished),
             )
         ).all()
     return list(rows)
