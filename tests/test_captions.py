@@ -13,7 +13,7 @@ import httpx
 import m3u8
 import pytest
 
-from tests.clips import make_clip, make_subtitled_clip, write_srt
+from tests.clips import make_audio_clip, make_clip, make_subtitled_clip, write_srt
 from tests.harness import upload, wait_status
 
 CHUNK = 256 * 1024
@@ -230,6 +230,29 @@ def test_caption_added_before_the_video_plays_is_in_its_master(client, tmp_path)
     assert wait_status(client, video_id)["overall"] == "ok"
     names = [m.name for m in subtitles_of(master_of(client, video_id))]
     assert names == ["Français"]
+
+
+def test_an_audio_only_video_gets_captions_on_its_one_variant(client, tmp_path):
+    clip = make_audio_clip(tmp_path / "talk.m4a", seconds=6, encoder=["-c:a", "aac"])
+    video_id, done = upload(client, clip, chunk_size=CHUNK)
+    assert done is not None and done.status_code == 200, done.text
+    assert wait_status(client, video_id)["overall"] == "ok"
+    added = post_caption(client, video_id, SRT_TEXT, language="en")
+    assert added.status_code == 201, added.text
+    master = master_of(client, video_id)
+    (media,) = subtitles_of(master)
+    assert (media.name, [p.stream_info.subtitles for p in master.playlists]) == (
+        "English",
+        ["subs"],
+    )
+    cues, maps = rendition(client, video_id, media.uri)
+    assert cues == SRT_CUES
+    # Time 0 is the sound's first timestamp there.
+    first = tmp_path / "first.ts"
+    first.write_bytes(client.get(f"/stream/{video_id}/audio/seg_00000.ts").content)
+    argv = ["ffprobe", "-v", "error", "-show_entries", "packet=pts", "-of", "json", str(first)]
+    packets = json.loads(subprocess.run(argv, capture_output=True, check=True).stdout)["packets"]
+    assert maps == {min(int(p["pts"]) for p in packets)}
 
 
 @pytest.fixture(scope="module")

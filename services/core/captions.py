@@ -90,12 +90,15 @@ def language_tag(value: str) -> str:
     InvalidInput saying what a tag looks like."""
     text = value.strip()
     well_formed = 0 < len(text) <= MAX_TAG_CHARS and set(text) <= _TAG_CHARS
-    if not well_formed or "--" in text or not langcodes.tag_is_valid(text):
-        raise InvalidInput(
-            f"language {value[:40]!r} is not a BCP 47 language tag: send one such as en, "
-            "pt-BR or zh-Hant (language, then optional script and region, joined by hyphens)"
-        )
-    return str(langcodes.standardize_tag(text))
+    try:
+        if well_formed and "--" not in text and langcodes.tag_is_valid(text):
+            return str(langcodes.standardize_tag(text))
+    except ValueError:  # langcodes' LanguageTagError: refused below, as any other
+        pass
+    raise InvalidInput(
+        f"language {value[:40]!r} is not a BCP 47 language tag: send one such as en, "
+        "pt-BR or zh-Hant (language, then optional script and region, joined by hyphens)"
+    )
 
 
 def language_name(tag: str) -> str:
