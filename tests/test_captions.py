@@ -15,6 +15,7 @@ import pytest
 
 from tests.clips import make_audio_clip, make_clip, make_subtitled_clip, write_srt
 from tests.harness import upload, wait_status
+from tests.test_hevc import upload_with_codec
 
 CHUNK = 256 * 1024
 SRT_TEXT = (
@@ -253,6 +254,26 @@ def test_an_audio_only_video_gets_captions_on_its_one_variant(client, tmp_path):
     argv = ["ffprobe", "-v", "error", "-show_entries", "packet=pts", "-of", "json", str(first)]
     packets = json.loads(subprocess.run(argv, capture_output=True, check=True).stdout)["packets"]
     assert maps == {min(int(p["pts"]) for p in packets)}
+
+
+def test_on_the_hevc_ladder_cue_time_zero_is_the_first_fmp4_frame(client, tmp_path):
+    clip = make_clip(tmp_path / "hevc.mp4", width=320, height=240, seconds=6)
+    video_id = upload_with_codec(client, clip, "hevc")
+    assert wait_status(client, video_id)["overall"] == "ok"
+    assert post_caption(client, video_id, SRT_TEXT, language="en").status_code == 201
+    master = master_of(client, video_id)
+    (media,) = subtitles_of(master)
+    cues, maps = rendition(client, video_id, media.uri)
+    assert cues == SRT_CUES
+    rung = master.playlists[0].uri.split("/")[0]
+    joined = tmp_path / "first.mp4"
+    init = client.get(f"/stream/{video_id}/{rung}/init.mp4").content
+    joined.write_bytes(init + client.get(f"/stream/{video_id}/{rung}/seg_00000.m4s").content)
+    argv = ["ffprobe", "-v", "error", "-show_entries", "packet=pts_time", "-of", "json"]
+    report = subprocess.run([*argv, str(joined)], capture_output=True, check=True).stdout
+    first = min(float(p["pts_time"]) for p in json.loads(report)["packets"])
+    # The fragments' own timeline at 90 kHz: the chunk offset, no MPEG-TS muxer delay.
+    assert maps == {round(first * 90_000)} == {900_000}
 
 
 @pytest.fixture(scope="module")
