@@ -67,3 +67,51 @@ def make_duration_bomb(path: Path, *, claimed_ms: float) -> Path:
     path.write_bytes(bytes(data))
     real.unlink()
     return path
+
+
+def write_srt(path: Path, cues: list[tuple[float, float, str]]) -> Path:
+    """An SRT file of `cues` (start and end seconds, text) at `path`."""
+
+    def stamp(seconds: float) -> str:
+        minutes, millis = divmod(round(seconds * 1000), 60000)
+        return f"{minutes // 60:02d}:{minutes % 60:02d}:{millis // 1000:02d},{millis % 1000:03d}"
+
+    blocks = [
+        f"{number}\n{stamp(start)} --> {stamp(end)}\n{text}\n"
+        for number, (start, end, text) in enumerate(cues, start=1)
+    ]
+    path.write_text("\n".join(blocks), encoding="utf-8")
+    return path
+
+
+def make_subtitled_clip(
+    path: Path,
+    *,
+    seconds: float,
+    tracks: list[tuple[Path, str, str, str]],
+    width: int = 320,
+    height: int = 240,
+) -> Path:
+    """A test pattern with a tone and the subtitle `tracks` (SRT file, codec such as subrip,
+    ass or mov_text, language tag, title), muxed into `path` (MKV, MP4...) by ffmpeg."""
+    argv = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    argv += ["-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate=30:duration={seconds}"]
+    argv += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
+    for srt, _, _, _ in tracks:
+        argv += ["-i", str(srt)]
+    argv += ["-map", "0:v", "-map", "1:a"]
+    for number in range(len(tracks)):
+        argv += ["-map", f"{number + 2}:s"]
+    if path.suffix == ".webm":  # WebM takes VP9 and Opus only
+        argv += ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"]
+        argv += ["-c:a", "libopus"]
+    else:
+        argv += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+        argv += ["-c:a", "aac"]
+    argv += ["-ac", "2", "-ar", "48000"]
+    for number, (_, codec, language, title) in enumerate(tracks):
+        argv += [f"-c:s:{number}", codec, f"-metadata:s:s:{number}", f"language={language}"]
+        if title:
+            argv += [f"-metadata:s:s:{number}", f"title={title}"]
+    subprocess.run([*argv, str(path)], check=True, capture_output=True, timeout=60)
+    return path

@@ -1,15 +1,17 @@
-// The watch view: hls.js on the master playlist with a quality menu, the rung playing now, the
-// poster before playback, storyboard previews over the seek bar, downloads (the original and
-// each rung as MP4) and a shareable link. A video plays as soon as its first chunk is
-// published (`playable`), while the rest is still being encoded. An audio-only video (sound
-// with no picture) plays in an <audio> element instead: no picture area, poster, storyboard
-// or quality menu, and its download is the audio as an .m4a.
+// The watch view: hls.js on the master playlist with a quality menu, a captions menu
+// (captions.js), the rung playing now, the poster before playback, storyboard previews over
+// the seek bar, downloads (the original and each rung as MP4) and a shareable link. A video
+// plays as soon as its first chunk is published (`playable`), while the rest is still being
+// encoded. An audio-only video (sound with no picture) plays in an <audio> element instead:
+// no picture area, poster, storyboard or quality menu, and its download is the audio as an
+// .m4a.
 //
 // The embeddable player (/embed/{id}, embed.js) is this same module without the page's chrome
 // (share box, downloads, details): `setUpPlayer({chrome: false, playback})`, where `playback`
 // holds the embed's options (autoplay, muted, start, loop).
 
 import { api } from "./api.js";
+import { createCaptionsMenu } from "./captions.js";
 import { $, el, formatBytes, formatDuration, sleep, statusLabel } from "./format.js";
 import { createSeekBar, loadStoryboard } from "./storyboard.js";
 
@@ -25,6 +27,7 @@ let seekBar = null;
 let storyboard = []; // the cues of the video shown, once it has a storyboard
 let chrome = true; // the page's share box, downloads and details (false: the embed)
 let playback = {}; // {autoplay, muted, start, loop}: how playback starts (the embed's options)
+let captionsMenu = null;
 
 /**
  * Wire the player to the page. `chrome: false` leaves out what only the page has (share box,
@@ -42,6 +45,7 @@ export function setUpPlayer({
   chrome = withChrome;
   playback = options;
   seekBar = createSeekBar($("video"));
+  captionsMenu = createCaptionsMenu($("player-controls"));
   $("quality").addEventListener("change", onQualityChange);
   if (chrome) {
     $("copy-link").addEventListener("click", () => copyFrom("share-url", "Link copied."));
@@ -289,6 +293,7 @@ function startPlayback(source, video, start) {
     playWithHlsJs(video, source, start);
   } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
     video.src = source;
+    captionsMenu.attachNative(video);
     $("current-level").textContent = "Quality chosen by the browser";
     window.__player = { hls: null, video, switches: [] };
     if (start) {
@@ -323,6 +328,7 @@ function playWithHlsJs(video, source, start) {
     showCurrentLevel(data.level);
   });
   hls.on(Hls.Events.ERROR, onHlsError);
+  captionsMenu.attachHls(hls);
   hls.loadSource(source);
   hls.attachMedia(video);
 }
@@ -422,6 +428,7 @@ export function stopPlayer() {
   showAudioOnly(false);
   storyboard = [];
   if (seekBar) seekBar.reset();
+  if (captionsMenu) captionsMenu.reset();
   fillLevels([]);
   $("current-level").textContent = "";
   $("watch-wait").hidden = true;

@@ -22,7 +22,7 @@ from services.core import events, ids
 from services.core.errors import Conflict, NotFound
 from services.core.models import ChunkStatus, Job, JobChunk, Status, Video, utcnow
 from services.core.redact import public_text
-from services.media.plan import ChunkSpec
+from services.media.plan import CAPTIONS, ChunkSpec
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,9 @@ def _store_plan(
         )
     job.plan = plan
     # What publishing counts: the time chunks, or an audio-only job's one unit, its audio.
-    job.total_chunks = sum(1 for c in chunks if c.kind == "video") or len(chunks)
+    job.total_chunks = sum(1 for c in chunks if c.kind == "video") or sum(
+        1 for c in chunks if c.kind == "audio"
+    )
     job.worker_id = job.lease_expires_at = None
     session.flush()
     # Planning is claimed (one planner), so the figures are set as they are: none is newer.
@@ -205,7 +207,7 @@ def claim_chunk(
     *,
     worker_id: str,
     lease_seconds: float,
-    kinds: Sequence[str] = ("audio", "video"),
+    kinds: Sequence[str] = ("audio", "video", CAPTIONS),
 ) -> ClaimedChunk | None:
     """Claim the next unit of one of `kinds` (oldest job first, then in time order).
 
@@ -219,7 +221,9 @@ def claim_chunk(
         select(JobChunk.video_id, JobChunk.index)
         .join(Job, Job.video_id == JobChunk.video_id)
         .where(Job.status.in_(RUNNABLE), JobChunk.kind.in_(kinds), _claimable(now))
-        .order_by(Job.created_at, JobChunk.index)
+        # A job's captions are extracted after its other units were claimed: reading the
+        # whole file for them must not hold back the first playable chunk.
+        .order_by(Job.created_at, case((JobChunk.kind == CAPTIONS, 1), else_=0), JobChunk.index)
         .limit(1)
         .with_for_update(skip_locked=True, of=JobChunk)
     ).first()
@@ -261,7 +265,7 @@ def _mark_running(session: Session, video_id: str, index: int, worker_id: str) -
         .execution_options(synchronize_session=False)
     )
     if started.rowcount == 1:  # type: ignore[attr-defined]
-        unit = "the audio" if chunk.kind == "audio" else f"chunk {index}"
+        unit = {"audio": "the audio", CAPTIONS: "the captions"}.get(chunk.kind, f"chunk {index}")
         _set_video_status(
             session,
             video_id,

@@ -1,10 +1,20 @@
 """The tables every service shares: videos, uploads and their chunks, transcoding jobs, the
-event trail and the webhook outbox."""
+event trail, the webhook outbox and the videos' captions."""
 
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.core.db import Base
@@ -177,6 +187,32 @@ class JobChunk(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class CaptionOrigin:
+    """Where a caption came from."""
+
+    UPLOAD = "upload"  # POST /videos/{id}/captions
+    EMBEDDED = "embedded"  # a text subtitle stream of the source, extracted when planned
+
+
+class Caption(Base):
+    """One caption (subtitle track) of a video: its WebVTT file is
+    `Storage.caption_source_path`, its HLS rendition a SUBTITLES entry of the master."""
+
+    __tablename__ = "captions"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    video_id: Mapped[str] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    language: Mapped[str] = mapped_column(String(64))  # a BCP 47 tag, in its standard form
+    label: Mapped[str] = mapped_column(String(128))
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    origin: Mapped[str] = mapped_column(String(16))
+    # What it was: "vtt" or "srt" (uploaded), the source stream's codec (embedded).
+    source_format: Mapped[str] = mapped_column(String(32))
+    stream_index: Mapped[int | None] = mapped_column(Integer)  # embedded: the source's stream
+    cues: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Sweep(Base):

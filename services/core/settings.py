@@ -72,6 +72,16 @@ class Settings(BaseSettings):
         1024**3, description="Uploads that would leave less free disk space are refused (507)"
     )
 
+    caption_max_bytes: int = Field(
+        2 * 1024**2, gt=0, description="Largest accepted caption file, WebVTT or SRT (bytes)"
+    )
+    caption_max_cues: int = Field(
+        20_000, gt=0, description="Most cues one caption file may hold (a film has ~2,000)"
+    )
+    captions_per_video: int = Field(
+        32, ge=1, description="Most captions a video may have, uploaded and embedded together"
+    )
+
     upload_expiry_seconds: float = Field(
         24 * 3600, description="An upload with no chunk for this long is removed with its files"
     )

@@ -7,6 +7,11 @@ Layout under the storage root:
     hls/{video_id}/poster.jpg, storyboard.jpg, storyboard.vtt   previews for the player
     hls/{video_id}/downloads/{rung}.mp4   a rung remuxed to MP4, made on first request
                                       (audio.m4a: the audio of an audio-only video)
+    originals/{video_id}/captions/{caption_id}.vtt   a caption as accepted (uploaded, or
+                                      extracted from the source), always WebVTT
+    hls/{video_id}/captions/{caption_id}/playlist.m3u8, seg_00000.vtt, ...   its HLS
+                                      rendition, made from that file when the master is
+                                      written (a caption added or deleted rewrites it)
     incoming/                         the watch folder (claims in incoming/.claimed/,
                                       refused files in incoming/failed/)
 (Everything derived from the encode lives below hls/{video_id}/: starting over or deleting
@@ -124,6 +129,29 @@ class Storage:
         audio-only video's one rendition) is audio.m4a."""
         name = ids.quality(rung)
         return self.downloads_dir(video_id) / f"{name}{AUDIO_SUFFIX if name == 'audio' else '.mp4'}"
+
+    def caption_sources_dir(self, video_id: str) -> Path:
+        """The captions as accepted: beside the original, so a new encode keeps them."""
+        return self.original_dir(video_id) / "captions"
+
+    def caption_source_path(self, video_id: str, caption: str) -> Path:
+        """One caption's WebVTT file as accepted (the source of its HLS rendition)."""
+        return self.caption_sources_dir(video_id) / f"{ids.caption_id(caption)}.vtt"
+
+    def captions_dir(self, video_id: str) -> Path:
+        """The captions' HLS renditions, one folder each (made again after a new encode)."""
+        return self.hls_dir(video_id) / "captions"
+
+    def caption_dir(self, video_id: str, caption: str) -> Path:
+        return self.captions_dir(video_id) / ids.caption_id(caption)
+
+    def caption_file_path(self, video_id: str, caption: str, name: str) -> Path:
+        """A file of a caption's HLS rendition: its playlist or one of its WebVTT segments."""
+        return self.caption_dir(video_id, caption) / ids.caption_file(name)
+
+    def master_lock_path(self, video_id: str) -> Path:
+        """Held while the master is rewritten (the publisher, a caption added or deleted)."""
+        return self.hls_dir(video_id) / ".master.lock"
 
     def asset_path(self, video_id: str, relative: str) -> Path:
         """A file below hls/{video_id}/ named by a client; must resolve inside that folder."""

@@ -9,6 +9,7 @@ from services.core import events, ids, jobs
 from services.core.db import session_scope
 from services.core.errors import NotFound
 from services.core.models import (
+    Caption,
     ChunkStatus,
     Job,
     JobChunk,
@@ -41,7 +42,8 @@ def list_videos(
 
 
 def delete_everywhere(settings: Settings, *, video_id: str, wait_seconds: float = 5.0) -> None:
-    """Stop its job, then remove the record, the upload, the original and every rendition."""
+    """Stop its job, then remove the record, the upload, the captions, the original and every
+    rendition."""
     ids.video_id(video_id)
     with session_scope(settings) as session:
         known = session.get(Video, video_id) or session.get(Upload, video_id)
@@ -66,6 +68,7 @@ def delete_everywhere(settings: Settings, *, video_id: str, wait_seconds: float 
         session.execute(delete(Job).where(Job.video_id == video_id))
         session.execute(delete(UploadChunk).where(UploadChunk.upload_id == video_id))
         session.execute(delete(Upload).where(Upload.id == video_id))
+        session.execute(delete(Caption).where(Caption.video_id == video_id))
         session.execute(delete(Video).where(Video.id == video_id))
     Storage(settings.storage_dir).delete_video(video_id)
 

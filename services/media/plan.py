@@ -21,6 +21,9 @@ from services.media.ladder import Rendition, plan_ladder
 from services.media.probe import SourceInfo
 
 AUDIO_INDEX = -1
+# The unit that extracts the source's text subtitle streams as captions (kind "captions").
+CAPTIONS_INDEX = -2
+CAPTIONS = "captions"
 # HEVC needs about 60 % of H.264's bits for the same picture (the common rule of thumb for
 # x265 against x264 at web bit rates): its rungs keep the sizes and get 60 % of the rates.
 HEVC_BITRATE_SHARE = 0.6
@@ -116,7 +119,8 @@ def codec_renditions(renditions: list[Rendition], codec: str) -> list[Rendition]
 def make_plan(
     info: SourceInfo, settings: Settings, *, codec: str | None = None
 ) -> tuple[Plan, list[ChunkSpec]]:
-    """The plan for a probed source and its units of work (the audio first, then chunks).
+    """The plan for a probed source and its units of work (the audio first, then chunks, then
+    the extraction of its text subtitles as captions, when it has any).
 
     One ladder per video, in `codec` (default: DEFAULT_CODEC); an audio-only source has no
     ladder and one unit of work, its audio (`codec` then only decides the segment format).
@@ -125,9 +129,11 @@ def make_plan(
     """
     check_source(info, settings)
     options = encode_options(settings, codec)
+    # Claimed after the rest of the job's units (jobs.claim_chunk): never before chunk 0.
+    captions = [ChunkSpec(CAPTIONS_INDEX, CAPTIONS, 0.0, None)] if info.text_subtitles else []
     if not info.has_video:
         plan = Plan(info=info, renditions=[], options=options, audio_kbps=AUDIO_ONLY_KBPS)
-        return plan, [ChunkSpec(AUDIO_INDEX, "audio", 0.0, None)]
+        return plan, [ChunkSpec(AUDIO_INDEX, "audio", 0.0, None), *captions]
     renditions = codec_renditions(plan_ladder(info.width, info.height), options.codec)
     plan = Plan(
         info=info,
@@ -144,4 +150,4 @@ def make_plan(
     specs = [ChunkSpec(c.index, "video", c.start, c.end) for c in chunks]
     if info.has_audio:
         specs.insert(0, ChunkSpec(AUDIO_INDEX, "audio", 0.0, None))
-    return plan, specs
+    return plan, [*specs, *captions]

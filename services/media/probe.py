@@ -35,6 +35,9 @@ _REFUSED_DEMUXER = re.compile(r"\[([\w,]+) @ 0x[0-9a-f]+\] " + _NOT_ON_WHITELIST
 HDR_TRANSFERS = ("arib-std-b67", "smpte2084")
 # Top or bottom field first, in coded and display order; "progressive" and "unknown" are not.
 INTERLACED_FIELD_ORDERS = ("tt", "bb", "tb", "bt")
+# Subtitle codecs that are text (ffprobe's names): such streams become captions (see
+# services/media/subtitles.py); bitmap ones (PGS, DVB, DVD) do not.
+TEXT_SUBTITLE_CODECS = frozenset(("subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text"))
 # A frame rate derived from counting packets may not exceed this (nor the stream's
 # r_frame_rate): a file of a few stray packets must not ask for a 1000 fps ladder.
 MAX_DERIVED_FPS = 240.0
@@ -68,6 +71,8 @@ class SourceInfo:
     color_space: str = ""
     color_range: str = ""
     field_order: str = ""
+    # Text subtitle streams in the file: each becomes a caption (a unit of work extracts them).
+    text_subtitles: int = 0
 
     @property
     def has_audio(self) -> bool:
@@ -190,7 +195,7 @@ def _source_info(data: dict[str, Any], timing: "StreamTiming | None" = None) -> 
     if video is None:
         if audio is None:
             raise ProbeError("no video or audio stream: there is nothing to play")
-        return _audio_only(fmt, audio, timing)
+        return _audio_only(fmt, audio, timing, streams)
     width, height = _display_size(video)
     return SourceInfo(
         duration=_duration(fmt, video, timing),
@@ -201,12 +206,16 @@ def _source_info(data: dict[str, Any], timing: "StreamTiming | None" = None) -> 
         audio_codec=str(audio.get("codec_name", "unknown")) if audio else None,
         format_name=str(fmt.get("format_name", "unknown")),
         bit_rate=_int_or_none(fmt.get("bit_rate")),
+        text_subtitles=_text_subtitles(streams),
         **_picture_facts(video),
     )
 
 
 def _audio_only(
-    fmt: dict[str, Any], audio: dict[str, Any], timing: "StreamTiming | None"
+    fmt: dict[str, Any],
+    audio: dict[str, Any],
+    timing: "StreamTiming | None",
+    streams: list[dict[str, Any]],
 ) -> SourceInfo:
     """A source with sound and no picture: no size, no frame rate, no video codec."""
     return SourceInfo(
@@ -219,6 +228,16 @@ def _audio_only(
         audio_codec=str(audio.get("codec_name", "unknown")),
         format_name=str(fmt.get("format_name", "unknown")),
         bit_rate=_int_or_none(fmt.get("bit_rate")),
+        text_subtitles=_text_subtitles(streams),
+    )
+
+
+def _text_subtitles(streams: list[dict[str, Any]]) -> int:
+    """How many of the streams are text subtitles (captions to extract)."""
+    return sum(
+        1
+        for s in streams
+        if s.get("codec_type") == "subtitle" and s.get("codec_name") in TEXT_SUBTITLE_CODECS
     )
 
 

@@ -54,7 +54,8 @@ PATHSEND = "http.response.pathsend"
 # Built from the validators' own patterns: a path matching it names a file by valid ids only.
 HLS_FILE = re.compile(
     rf"/stream/(?P<video_id>{ids.VIDEO_ID_RE.pattern})/(?:master\.m3u8|"
-    rf"(?P<quality>{ids.QUALITY_RE.pattern})/(?P<name>playlist\.m3u8|{ids.SEGMENT_RE.pattern}))"
+    rf"(?P<quality>{ids.QUALITY_RE.pattern})/(?P<name>playlist\.m3u8|{ids.SEGMENT_RE.pattern})|"
+    rf"captions/(?P<caption>{ids.CAPTION_ID_RE.pattern})/(?P<file>{ids.CAPTION_FILE_RE.pattern}))"
 )
 CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
 # File versions whose responses are kept (headers, and the bytes of a playlist), and at most
@@ -95,6 +96,11 @@ def locate(root: Path, request_path: str) -> Target | None:
     storage = _storage(root)
     video_id, quality, name = match.group("video_id", "quality", "name")
     marker = storage.complete_marker(video_id)
+    caption, file = match.group("caption", "file")
+    if caption is not None:
+        path = storage.caption_file_path(video_id, caption, file)
+        route = _route("captions/{caption_id}/{name}")
+        return Target(video_id, path, route, marker if path.suffix == ".m3u8" else None)
     if quality is None:
         return Target(video_id, storage.master_path(video_id), _route("master.m3u8"), marker)
     if name == "playlist.m3u8":

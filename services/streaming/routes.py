@@ -131,6 +131,25 @@ def segment(
     return serve(request, path, finished=finished, what=what)
 
 
+@file_route("/stream/{video_id}/captions/{caption_id}/{name}")
+def caption_file(
+    video_id: str,
+    caption_id: str,
+    name: str,
+    storage: StorageDep,
+    request: Request,
+    token: PlaybackToken,
+) -> Response:
+    """A caption's WebVTT media playlist (playlist.m3u8) or one of its segments (seg_NNNNN.vtt)."""
+    path = storage.caption_file_path(video_id, caption_id, name)
+    finished = storage.complete_marker(video_id).exists()
+    what = f"{name} of caption {caption_id} of {video_id}"
+    if path.suffix == ".m3u8":
+        # Private playback: the segments' URIs get the token, as in every playlist.
+        return _playlist(request, path, token, finished=finished, what=what)
+    return serve(request, path, finished=finished, what=what)
+
+
 @file_route("/stream/{video_id}/{asset_path:path}")
 def asset(
     video_id: str, asset_path: str, storage: StorageDep, request: Request, token: PlaybackToken

@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 
-from services.core import jobs
+from services.core import captions, jobs
 from services.core.db import session_scope
 from services.core.models import ChunkStatus, Job, JobChunk, Status
 from services.core.settings import Settings
@@ -32,7 +32,7 @@ from services.media.ffmpeg_args import (
     chunk_init_name,
     chunk_playlist_name,
 )
-from services.media.plan import Plan
+from services.media.plan import CAPTIONS, Plan
 from services.media.playlists import (
     IFrame,
     iframe_bandwidth,
@@ -82,6 +82,8 @@ def publish(settings: Settings, video_id: str) -> bool:
         chunks = jobs.chunks_of(session, video_id=video_id)
         video = [c for c in chunks if c.kind == "video"]
         audio = next((c for c in chunks if c.kind == "audio"), None)
+        # The source's captions are listed in the final master: it waits for them.
+        extracted = all(c.status == ChunkStatus.DONE for c in chunks if c.kind == CAPTIONS)
         ready = _leading_done(video)
         if plan.audio_only:
             # The audio is the whole presentation: published once, whole, when it is done.
@@ -89,7 +91,11 @@ def publish(settings: Settings, video_id: str) -> bool:
                 return False
         elif ready == 0 or not _audio_covers(hls, audio, _video_seconds(hls, plan, ready)):
             return False
-        final = ready == len(video) and (audio is None or audio.status == ChunkStatus.DONE)
+        final = (
+            ready == len(video)
+            and (audio is None or audio.status == ChunkStatus.DONE)
+            and extracted
+        )
         if final:
             if not jobs.claim_final(session, video_id=video_id):
                 return False
@@ -141,7 +147,7 @@ def write_presentation(
         _write_audio(hls / AUDIO_DIR, plan, video_end, final)
     master = storage.master_path(video_id)
     if final or not master.exists():
-        _write_master(settings, hls, plan, iframe_rates)
+        _write_master(settings, video_id, plan, iframe_rates)
     if final:
         # Last, and durably like every playlist before it: the job is recorded ok after this.
         write_atomic(storage.complete_marker(video_id), "")
@@ -205,7 +211,11 @@ def _write_audio(audio: Path, plan: Plan, video_end: float, final: bool) -> None
     write_atomic(audio / PLAYLIST, media_playlist(segments, target=target, ended=final, init=init))
 
 
-def _write_master(settings: Settings, hls: Path, plan: Plan, iframe_rates: dict[str, int]) -> None:
+def _write_master(
+    settings: Settings, video_id: str, plan: Plan, iframe_rates: dict[str, int]
+) -> None:
+    """Measure every rendition and write the master, the video's captions listed in it."""
+    hls = Storage(settings.storage_dir).hls_dir(video_id)
     init = INIT_NAME if plan.options.fmp4 else None
     # Each measurement is a few ffprobe/ffmpeg runs that mostly wait: run them side by side.
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -224,17 +234,22 @@ def _write_master(settings: Settings, hls: Path, plan: Plan, iframe_rates: dict[
     if plan.audio_kbps is not None:
         audio = measure_audio(hls / AUDIO_DIR, ffprobe=settings.ffprobe_bin, init=init)
     text = master_playlist(stats, audio=audio, iframe_bandwidths=iframe_rates)
-    write_atomic(hls / "master.m3u8", text)
+    captions.write_master(settings, video_id, plan, text)
 
 
 def pending_publications(settings: Settings) -> list[str]:
-    """Jobs with finished chunks not yet published (their publisher died before it could)."""
+    """Jobs with finished chunks not yet published, or every unit done and the job not final
+    (their publisher died before it could: the last unit may be the captions, after the last
+    chunk was published)."""
+    unfinished = exists().where(
+        JobChunk.video_id == Job.video_id, JobChunk.status != ChunkStatus.DONE
+    )
     with session_scope(settings) as session:
         rows = session.scalars(
             select(Job.video_id).where(
                 Job.status.in_((*jobs.RUNNABLE, Status.STOPPED)),
                 Job.plan.is_not(None),
-                Job.published_chunks < Job.total_chunks,
+                or_(Job.published_chunks < Job.total_chunks, ~unfinished),
             )
         ).all()
     return list(rows)

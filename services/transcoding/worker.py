@@ -16,8 +16,9 @@ from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
-from services.core import jobs
+from services.core import captions, jobs
 from services.core.db import init_db, session_scope
+from services.core.errors import AppError
 from services.core.jobs import ClaimedChunk
 from services.core.metrics import CHUNK_SECONDS, FFMPEG_FAILURES, REALTIME
 from services.core.models import Video
@@ -36,11 +37,11 @@ from services.media.ffmpeg_args import (
     chunk_playlist_name,
     video_chunk_command,
 )
-from services.media.plan import Plan, make_plan
+from services.media.plan import CAPTIONS, Plan, make_plan
 from services.media.playlists import read_media_playlist
 from services.media.probe import ProbeError, probe
 from services.media.runner import FFmpegError, Stopped, run_ffmpeg
-from services.transcoding import stitch
+from services.transcoding import embedded, stitch
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,11 @@ class Worker:
     """One worker: claims units of work from the database, one at a time."""
 
     def __init__(
-        self, settings: Settings, *, name: str = "0", kinds: tuple[str, ...] = ("audio", "video")
+        self,
+        settings: Settings,
+        *,
+        name: str = "0",
+        kinds: tuple[str, ...] = ("audio", "video", CAPTIONS),
     ) -> None:
         self.settings = settings
         self.storage = Storage(settings.storage_dir)
@@ -103,6 +108,9 @@ class Worker:
         """Do one unit of work; False when there was nothing to do."""
         shutdown = shutdown or asyncio.Event()
         chunk = await asyncio.to_thread(self._claim_chunk)
+        if chunk is not None and chunk.kind == CAPTIONS:
+            await asyncio.to_thread(self.extract_captions, chunk)
+            return True
         if chunk is not None:
             await self.encode(chunk, shutdown)
             return True
@@ -214,6 +222,48 @@ class Worker:
         # After the publish and beside the next unit, so they never hold back playback: the
         # poster once the first chunk plays, the storyboard once the video is final.
         derived.start_previews(self.settings, chunk.video_id, plan)
+
+    def extract_captions(self, chunk: ClaimedChunk) -> None:
+        """The captions unit: the source's text subtitle streams become captions, recorded
+        with the unit's end in one transaction (the lease is renewed while ffmpeg reads)."""
+        started = time.monotonic()
+        found = embedded.extract(
+            self.settings, self.storage, chunk.video_id, keep_lease=lambda: self._renew(chunk)
+        )
+        with session_scope(self.settings) as session:
+            kept = jobs.finish_chunk(
+                session,
+                video_id=chunk.video_id,
+                index=chunk.index,
+                worker_id=self.worker_id,
+                attempt=chunk.attempt,
+                encode_seconds=time.monotonic() - started,
+            )
+            # Replacing an earlier extraction's (a start-over); none if the unit was lost.
+            unused = (
+                captions.replace_embedded(
+                    session,
+                    video_id=chunk.video_id,
+                    found=found,
+                    most=self.settings.captions_per_video,
+                )
+                if kept
+                else [new.id for new in found]
+            )
+        for caption_id in unused:
+            self.storage.caption_source_path(chunk.video_id, caption_id).unlink(missing_ok=True)
+        if kept:
+            self._list_captions(chunk.video_id)
+            # The final publish waits for this unit: it may be the last one.
+            self._publish(chunk.video_id)
+
+    def _list_captions(self, video_id: str) -> None:
+        """Put the new captions in the master, if a chunk already made one playable."""
+        try:
+            captions.refresh_master(self.settings, video_id)
+        except (OSError, ValueError, RuntimeError, AppError):
+            # The final master lists them anyway: its publisher reads the rows.
+            log.exception("job %s: captions not listed in the master yet", video_id)
 
     def _command(self, chunk: ClaimedChunk, plan: Plan) -> list[str]:
         out_dir = self.storage.hls_dir(chunk.video_id)
@@ -486,9 +536,11 @@ async def run_workers(
     Audio is a single light ffmpeg; an audio-only worker beside the video ones means a long
     file's audio never holds chunk 0 back, and the cores stay with the video.
     """
-    kinds = ("video",) if audio > 0 else ("audio", "video")
+    kinds = ("video",) if audio > 0 else ("audio", "video", CAPTIONS)
     workers = [Worker(settings, name=str(n), kinds=kinds) for n in range(count)]
-    workers += [Worker(settings, name=f"audio{n}", kinds=("audio",)) for n in range(audio)]
+    # Extracting captions reads the file and decodes text only: light work, like the audio.
+    light = ("audio", CAPTIONS)
+    workers += [Worker(settings, name=f"audio{n}", kinds=light) for n in range(audio)]
     if workers:
         reclaimed = await asyncio.to_thread(workers[0].reclaim_own_dead_jobs)
         if reclaimed:
