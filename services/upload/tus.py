@@ -180,6 +180,13 @@ def metadata_filename(metadata: dict[str, bytes]) -> str:
         raise InvalidInput("the filename in Upload-Metadata is not UTF-8 once decoded") from None
 
 
+def metadata_codec(metadata: dict[str, bytes]) -> str | None:
+    """The `codec` metadata (h264 or hevc), as `init`'s codec field; None: DEFAULT_CODEC."""
+    raw = metadata.get("codec")
+    # Bounded: a wrong value is quoted back in the error.
+    return raw[:32].decode("ascii", "replace") if raw else None
+
+
 @dataclass(frozen=True)
 class Checksum:
     """Upload-Checksum: the algorithm and the digest the PATCH body must have."""
@@ -443,7 +450,9 @@ def create(
     if partial:
         upload = _new_partial(settings, storage, size, tus_columns)
     else:
-        upload = _new_upload(settings, storage, metadata_filename(pairs), size, tus_columns)
+        upload = _new_upload(
+            settings, storage, metadata_filename(pairs), size, tus_columns, metadata_codec(pairs)
+        )
     return _info(settings, upload)
 
 
@@ -453,11 +462,19 @@ def _new_upload(
     filename: str,
     size: int | None,
     tus_columns: dict[str, str | None],
+    codec: str | None,
 ) -> Upload:
-    """An upload that becomes a video: declared like a chunked one (name, extension, space)."""
+    """An upload that becomes a video: declared like a chunked one (name, extension, space,
+    ladder codec)."""
     with session_scope(settings) as session:
         upload = uploads.init_upload(
-            session, storage, settings, filename=filename, total_chunks=1, total_size=size
+            session,
+            storage,
+            settings,
+            filename=filename,
+            total_chunks=1,
+            total_size=size,
+            codec=codec,
         )
         # Chunks are counted as PATCHes arrive (one row each), and have no fixed size.
         upload.total_chunks, upload.chunk_size, upload.tus_offset = 0, None, 0
@@ -768,7 +785,7 @@ def _concatenate(
         raise InvalidInput("the partial uploads are all empty: an empty file is not a video")
     filename = metadata_filename(pairs)
     tus_columns = {"tus_metadata": metadata, "tus_concat": concat}
-    final = _new_upload(settings, storage, filename, total, tus_columns)
+    final = _new_upload(settings, storage, filename, total, tus_columns, metadata_codec(pairs))
     with _Lock(storage, final.id) as target:
         try:
             _claim(settings, final.id, parts)
