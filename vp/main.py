@@ -25,7 +25,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-results = Console(highlight=False, soft_wrap=True)
+# Results go to stdout; into a pipe, as wide as they are, so scripts read whole lines.
+results = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 1000)
 
 
 class Codec(StrEnum):
@@ -232,10 +233,11 @@ def _size(count: int | None) -> str:
 def _table(videos: list[dict[str, Any]]) -> Table:
     table = Table(box=None, pad_edge=False)
     table.add_column("ID", no_wrap=True, min_width=32)
-    for title in ("NAME", "STATUS", "DURATION", "SIZE", "CREATED"):
-        table.add_column(title)
+    table.add_column("NAME")  # the one column that folds when the terminal is narrow
+    for title in ("STATUS", "DURATION", "SIZE", "CREATED"):
+        table.add_column(title, no_wrap=True)
     for video in videos:
-        created = str(video.get("created_at") or "-")[:19].replace("T", " ")
+        created = str(video.get("created_at") or "-")[:16].replace("T", " ")
         table.add_row(
             video["id"],
             video["filename"],
@@ -266,8 +268,7 @@ def list_videos(
     elif not videos:
         notes.print("no videos" + (f" with status {status}" if status else ""))
     else:
-        # Not a terminal: as wide as the rows are, so a pipe gets whole lines.
-        results.print(_table(videos), width=None if results.is_terminal else 1000)
+        results.print(_table(videos))
 
 
 def _status_lines(video: dict[str, Any], job: dict[str, Any] | None) -> list[str]:
