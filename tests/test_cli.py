@@ -348,6 +348,20 @@ def test_private_upload_prints_signed_links_and_plain_ones_do_not_play(
     assert httpx.get(links_in(signed.out)["master"]).status_code == 200
 
 
+def test_private_with_a_wrong_admin_token_is_refused_before_any_byte(
+    private_platform, clips, tmp_path
+):
+    env = client_env(private_platform, tmp_path, VP_UPLOAD_TOKEN=UPLOAD_TOKEN)
+    before = bytes_uploaded(private_platform)
+    env["VP_TOKEN"] = "not-the-admin-token"
+    said = the_one_error(vp("upload", clips["tiny"], "--private", env=env))
+    assert "admin token given was refused" in said
+    env.pop("VP_TOKEN")
+    said = the_one_error(vp("upload", clips["tiny"], "--private", env=env))
+    assert "--private prints signed links, which need the admin token" in said
+    assert bytes_uploaded(private_platform) == before
+
+
 def test_private_on_a_server_that_plays_openly_is_refused_before_any_byte(
     open_platform, env, clips
 ):

@@ -90,21 +90,32 @@ class Api:
             response, subject=subject, token_given=given is not None, uploading=uploading
         )
 
+    def body(self, response: httpx.Response, kind: type) -> Any:
+        """The JSON body, of `kind` (dict or list); else the server is not the platform."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, kind):
+            raise errors.CliError(
+                f"{self.target.server} did not answer {response.url.path} as the platform does: "
+                "is --server (VP_SERVER) the platform's gateway?"
+            )
+        return body
+
     # --- the endpoints -----------------------------------------------------------------------
 
     def videos(self, *, status: str | None, limit: int) -> list[dict[str, Any]]:
         """The newest videos (metadata service)."""
         params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
-        listed: list[dict[str, Any]] = self.call(
-            "GET", "/videos", subject="the video list", params=params
-        ).json()
+        response = self.call("GET", "/videos", subject="the video list", params=params)
+        listed: list[dict[str, Any]] = self.body(response, list)
         return listed
 
     def video(self, video_id: str) -> dict[str, Any]:
         """One video's record."""
-        record: dict[str, Any] = self.call(
-            "GET", f"/videos/{video_id}", subject=f"video {video_id}"
-        ).json()
+        response = self.call("GET", f"/videos/{video_id}", subject=f"video {video_id}")
+        record: dict[str, Any] = self.body(response, dict)
         return record
 
     def job(self, video_id: str) -> dict[str, Any] | None:
@@ -112,7 +123,7 @@ class Api:
         response = self.call(
             "GET", f"/transcode/status/{video_id}", subject=f"video {video_id}", ok=(200, 404)
         )
-        return None if response.status_code == 404 else response.json()
+        return None if response.status_code == 404 else self.body(response, dict)
 
     def delete(self, video_id: str) -> None:
         """Remove the video, its original and every rendition (admin)."""
@@ -127,7 +138,17 @@ class Api:
             params={"ttl": ttl},
             ok=(200, 409),
         )
-        return None if response.status_code == 409 else response.json()
+        return None if response.status_code == 409 else self.body(response, dict)
+
+    def check_admin_token(self) -> None:
+        """Fails as a 401 would, unless the admin token is right: asked of an id no video has,
+        the admin service answers 404 to the right token and 401 to any other."""
+        self.call(
+            "POST",
+            f"/admin/videos/{uuid.uuid4().hex}/playback_token",
+            subject="the admin token check",
+            ok=(404,),
+        )
 
     def playback_is_private(self) -> bool:
         """Whether this server plays videos only with a signed token (PLAYBACK_SIGNING_KEY).

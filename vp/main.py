@@ -89,7 +89,8 @@ def _signed_token(api: Api, video_id: str, ttl: int) -> str:
 
 
 def _check_private(api: Api) -> None:
-    """--private: refuse before sending a byte unless this server keeps videos private."""
+    """--private: refuse before sending a byte unless this server keeps videos private and the
+    admin token (for the signed links) is right."""
     if not api.playback_is_private():
         raise errors.CliError(
             f"--private: {api.target.server} plays every video openly; set "
@@ -99,6 +100,7 @@ def _check_private(api: Api) -> None:
         raise errors.CliError(
             "--private prints signed links, which need the admin token: set VP_TOKEN or --token"
         )
+    api.check_admin_token()
 
 
 def _upload_all(
@@ -134,12 +136,19 @@ def _transfer(
 def _follow_all(api: Api, done: list[tuple[str, str]], *, quiet: bool) -> dict[str, str]:
     """Follow each video's transcode to its end; why those that failed did, by id."""
     failed = {}
-    with transcode_bars(quiet=quiet) as bars:
-        for name, video_id in done:
-            try:
-                uploading.follow(api, video_id, name, bars)
-            except errors.Rejected as exc:
-                failed[video_id] = exc.message
+    try:
+        with transcode_bars(quiet=quiet) as bars:
+            for name, video_id in done:
+                try:
+                    uploading.follow(api, video_id, name, bars)
+                except errors.Rejected as exc:
+                    failed[video_id] = exc.message
+    except KeyboardInterrupt:
+        ids = " ".join(video_id for _, video_id in done)
+        raise errors.CliError(
+            f"stopped waiting; uploaded, still transcoding: {ids} (`vp status ID` follows one)",
+            exit_code=errors.INTERRUPTED,
+        ) from None
     return failed
 
 

@@ -73,3 +73,16 @@ def test_the_server_option_must_be_an_http_url():
         Target.of("127.0.0.1:8000", None)
     assert Target.of("http://h:1/", "t") == Target("http://h:1", "t", "t")
     assert Target.of("http://h:1", "", "u") == Target("http://h:1", None, "u")
+
+
+def test_a_server_that_is_not_the_platform_is_one_line_asking_about_server():
+    def page(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="<html>some other site</html>")
+
+    api = Api(Target("http://vp.test"), transport=httpx.MockTransport(page))
+    with api, pytest.raises(CliError) as error:
+        api.video("0" * 32)
+    assert error.value.message == (
+        f"http://vp.test did not answer /videos/{'0' * 32} as the platform does: "
+        "is --server (VP_SERVER) the platform's gateway?"
+    )
