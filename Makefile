@@ -17,7 +17,7 @@ install-test:
 lint: install-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy services gateway
+	$(VENV)/bin/mypy services gateway vp
 
 # The platform's tests run twice: on the embedded SQLite, then on PostgreSQL (a fresh database
 # per test platform on TEST_DATABASE_URL's server), with the worker's own tests. Media and

@@ -206,6 +206,11 @@ BAD_CREATIONS = [
         "twice",
     ),
     ({"Upload-Length": "10", "Upload-Metadata": f"filename {b64('a.mp4')},,x"}, 400, "key"),
+    (
+        {"Upload-Length": "10", "Upload-Metadata": f"filename {b64('a.mp4')},codec {b64('vp9')}"},
+        400,
+        "codec must be one of h264, hevc",
+    ),
     ({"Upload-Length": "10", "Upload-Concat": "sideways", **named("a.mp4")}, 400, "Upload-Concat"),
     (
         {"Upload-Concat": "final;/files/../../etc/passwd", **named("a.mp4")},

@@ -180,6 +180,13 @@ def metadata_filename(metadata: dict[str, bytes]) -> str:
         raise InvalidInput("the filename in Upload-Metadata is not UTF-8 once decoded") from None
 
 
+def metadata_codec(metadata: dict[str, bytes]) -> str | None:
+    """The `codec` metadata (h264 or hevc), as `init`'s codec field; None: DEFAULT_CODEC."""
+    raw = metadata.get("codec")
+    # Bounded: a wrong value is quoted back in the error.
+    return raw[:32].decode("ascii", "replace") if raw else None
+
+
 @dataclass(frozen=True)
 class Checksum:
     """Upload-Checksum: the algorithm and the digest the PATCH body must have."""
@@ -448,8 +455,10 @@ def create(
         upload = _new_partial(settings, storage, size, tus_columns)
     else:
         filename = name or metadata_filename(pairs)
+        # A direct upload's codec was chosen when its URL was made; otherwise the client's.
+        chosen = codec if codec is not None else metadata_codec(pairs)
         upload = _new_upload(
-            settings, storage, filename, size, tus_columns, codec=codec, upload_id=upload_id
+            settings, storage, filename, size, tus_columns, codec=chosen, upload_id=upload_id
         )
     return _info(settings, upload)
 
@@ -464,7 +473,8 @@ def _new_upload(
     codec: str | None = None,
     upload_id: str | None = None,
 ) -> Upload:
-    """An upload that becomes a video: declared like a chunked one (name, extension, space)."""
+    """An upload that becomes a video: declared like a chunked one (name, extension, space,
+    ladder codec)."""
     with session_scope(settings) as session:
         upload = uploads.init_upload(
             session,
@@ -785,7 +795,9 @@ def _concatenate(
         raise InvalidInput("the partial uploads are all empty: an empty file is not a video")
     filename = metadata_filename(pairs)
     tus_columns = {"tus_metadata": metadata, "tus_concat": concat}
-    final = _new_upload(settings, storage, filename, total, tus_columns)
+    final = _new_upload(
+        settings, storage, filename, total, tus_columns, codec=metadata_codec(pairs)
+    )
     with _Lock(storage, final.id) as target:
         try:
             _claim(settings, final.id, parts)
