@@ -150,3 +150,20 @@ def test_a_video_without_captions_shows_no_menu(page: Page, client: httpx.Client
     page.wait_for_function("() => window.__player && window.__player.hls.levels.length > 0")
     assert page.evaluate("() => window.__player.hls.subtitleTracks.length") == 0
     assert not page.is_visible("#captions")
+
+
+def test_the_embed_has_the_same_captions_menu_and_shows_the_cues(page: Page, captioned: str):
+    # /embed/{id} runs the page's player module: its captions come with it.
+    page.goto(f"/embed/{captioned}")
+    page.wait_for_function(
+        "() => window.__player && window.__player.hls.subtitleTracks.length > 0",
+        timeout=30_000,
+    )
+    options = page.eval_on_selector_all("#captions option", "(os) => os.map((o) => o.textContent)")
+    assert options == ["Off", "English", "Português", HOSTILE_LABEL]
+    assert page.evaluate("() => window.__owned") is None
+    page.evaluate(
+        "() => { window.__player.video.muted = true; return window.__player.video.play(); }"
+    )
+    choose(page, "English")
+    assert_cues(showing(page, count=len(ENGLISH)), ENGLISH)

@@ -158,9 +158,11 @@ def iframe(src: str, width: int, height: int) -> str:
 
 
 def player_ready(frame: Frame) -> None:
-    """hls.js has read the master playlist."""
+    """hls.js has read the master playlist and the video element its metadata (Chromium's
+    controls ignore a click on a video that has none yet, as a visitor's would be)."""
     frame.wait_for_function(
-        "() => window.__player && window.__player.hls && window.__player.hls.levels.length > 0",
+        "() => window.__player && window.__player.hls && window.__player.hls.levels.length > 0"
+        " && window.__player.video.readyState >= 1",
         timeout=PLAY_TIMEOUT_MS,
     )
 
