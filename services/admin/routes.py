@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from services.admin.health import ServiceHealth, services_health
-from services.core import events, jobs, signing
+from services.core import events, ids, jobs, layout, signing
 from services.core.auth import AdminOnly
 from services.core.db import engine, session_scope
 from services.core.deps import SessionDep, SettingsDep, StorageDep
@@ -282,14 +282,19 @@ def video_status(video_id: str, session: SessionDep, storage: StorageDep) -> Vid
     )
 
 
+def _is_segment(name: str) -> bool:
+    return name.startswith(layout.SEGMENT_PREFIX) and bool(layout.SEGMENT_RE.fullmatch(name))
+
+
 def _files(storage: StorageDep, video_id: str) -> VideoFiles:
     source = storage.source_path(video_id)
     hls = storage.hls_dir(video_id)
     renditions = (
         {
-            d.name: sum(1 for f in d.iterdir() if f.suffix in (".ts", ".m4s"))
+            d.name: sum(1 for f in d.iterdir() if _is_segment(f.name))
             for d in sorted(hls.iterdir())
-            if d.is_dir() and not d.name.startswith(".")
+            # Rendition folders only: not downloads/, captions/ or the claims' .work/.
+            if d.is_dir() and ids.QUALITY_RE.fullmatch(d.name)
         }
         if hls.is_dir()
         else {}

@@ -28,7 +28,7 @@ import langcodes
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from services.core import ids
+from services.core import ids, layout
 from services.core.db import session_scope
 from services.core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from services.core.models import Caption, CaptionOrigin, Job
@@ -37,9 +37,8 @@ from services.core.storage import Storage, fsync_folder, make_durable, remove_tr
 from services.core.videos import get_video
 from services.media import caption_hls
 from services.media.captions import CaptionError, Cue, read_captions, to_webvtt
-from services.media.ffmpeg_args import AUDIO_DIR, INIT_NAME
 from services.media.plan import Plan
-from services.media.playlists import PLAYLIST_NAME, read_media_playlist
+from services.media.playlists import read_media_playlist
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +346,7 @@ def _ensure_rendition(
 ) -> bool:
     """Make the caption's rendition unless it is there; False if its file has gone."""
     folder = storage.caption_dir(video_id, caption_id)
-    if (folder / caption_hls.PLAYLIST).is_file():
+    if (folder / layout.PLAYLIST).is_file():
         return True
     try:
         data = storage.caption_source_path(video_id, caption_id).read_bytes()
@@ -370,10 +369,10 @@ def _ensure_rendition(
 def _media_zero(settings: Settings, storage: Storage, video_id: str, plan: Plan) -> int:
     """The MPEGTS value of cue time 0: the first timestamp of the main variant's first
     segment (the top rung's, or the audio's for an audio-only video)."""
-    rung = plan.renditions[0].name if plan.renditions else AUDIO_DIR
+    rung = plan.renditions[0].name if plan.renditions else layout.AUDIO
     folder = storage.hls_dir(video_id) / rung
-    first = read_media_playlist(folder / PLAYLIST_NAME)[0][0]
-    init = folder / INIT_NAME if plan.options.fmp4 else None
+    first = read_media_playlist(folder / layout.PLAYLIST)[0][0]
+    init = folder / layout.INIT if plan.options.fmp4 else None
     return caption_hls.media_zero(folder / first, init=init, ffprobe=settings.ffprobe_bin)
 
 

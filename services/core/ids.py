@@ -1,4 +1,5 @@
-"""Formats of every identifier that reaches a path, and their validation."""
+"""Formats of every identifier that reaches a path, and their validation (the names of
+files, and the patterns that check them, are services.core.layout's)."""
 
 import re
 import uuid
@@ -8,11 +9,8 @@ from services.core.errors import InvalidInput
 VIDEO_ID_RE = re.compile(r"[0-9a-f]{32}")
 # A video rung (`720p`) or the audio rendition.
 QUALITY_RE = re.compile(r"[0-9]{3,4}p|audio")
-# What a rendition folder serves: segments, an fMP4 init segment, its I-frame playlist.
-SEGMENT_RE = re.compile(r"seg_[0-9]{5}\.(ts|m4s)|init\.mp4|iframes\.m3u8")
-# A caption (a video's subtitle track) and the files of its HLS rendition.
+# A caption (a video's subtitle track). (File names: services.core.layout.)
 CAPTION_ID_RE = re.compile(r"[0-9a-f]{16}")
-CAPTION_FILE_RE = re.compile(r"playlist\.m3u8|seg_[0-9]{5}\.vtt")
 
 
 def new_video_id() -> str:
@@ -38,16 +36,6 @@ def quality(value: str) -> str:
     return value
 
 
-def segment(value: str) -> str:
-    """Return `value` if it is a segment name the platform produces (`seg_00001.ts`)."""
-    if not SEGMENT_RE.fullmatch(value):
-        raise InvalidInput(
-            f"'{value[:64]}' is not a segment name: "
-            "expected seg_NNNNN.ts, seg_NNNNN.m4s, init.mp4 or iframes.m3u8"
-        )
-    return value
-
-
 def new_caption_id() -> str:
     """A fresh caption id: 16 lowercase hex characters."""
     return uuid.uuid4().hex[:16]
@@ -58,14 +46,5 @@ def caption_id(value: str) -> str:
     if not CAPTION_ID_RE.fullmatch(value):
         raise InvalidInput(
             f"'{value[:64]}' is not a caption id: expected 16 lowercase hex characters"
-        )
-    return value
-
-
-def caption_file(value: str) -> str:
-    """Return `value` if it names a file of a caption's rendition (`seg_00001.vtt`)."""
-    if not CAPTION_FILE_RE.fullmatch(value):
-        raise InvalidInput(
-            f"'{value[:64]}' is not a caption file: expected playlist.m3u8 or seg_NNNNN.vtt"
         )
     return value

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.core import layout
 from services.media import fmp4
 from services.media.captions import Cue, cue_block
 from services.media.demuxers import SEGMENT_FORMATS
@@ -28,7 +29,6 @@ from services.media.playlists import MeasureError, media_playlist
 from services.media.probe import ProbeError, ffprobe_json
 
 GROUP = "subs"
-PLAYLIST = "playlist.m3u8"
 MPEGTS_CLOCK = 90_000
 # PES timestamps are 33 bits: a value past it wraps, as the muxer's own do.
 MPEGTS_WRAP = 2**33
@@ -50,11 +50,6 @@ class Track:
     default: bool = False
 
 
-def segment_name(index: int) -> str:
-    """The file name of WebVTT segment `index`."""
-    return f"seg_{index:05d}.vtt"
-
-
 def rendition_files(
     cues: Sequence[Cue], *, duration: float, segment_seconds: int, mpegts: int
 ) -> dict[str, str]:
@@ -65,11 +60,11 @@ def rendition_files(
     """
     bounds = _grid(duration, segment_seconds)
     files = {
-        segment_name(index): segment_text(inside, mpegts)
+        layout.caption_segment(index): segment_text(inside, mpegts)
         for index, inside in enumerate(_by_segment(cues, bounds))
     }
-    listed = [(segment_name(i), end - start) for i, (start, end) in enumerate(bounds)]
-    files[PLAYLIST] = media_playlist(listed, target=segment_seconds, ended=True)
+    listed = [(layout.caption_segment(i), end - start) for i, (start, end) in enumerate(bounds)]
+    files[layout.PLAYLIST] = media_playlist(listed, target=segment_seconds, ended=True)
     return files
 
 
@@ -127,7 +122,7 @@ def subtitle_media(tracks: Sequence[Track]) -> list[str]:
             f"DEFAULT={'YES' if default else 'NO'}",
             # A player may turn it on by itself to match the viewer's language settings.
             "AUTOSELECT=YES",
-            f'URI="captions/{track.caption_id}/{PLAYLIST}"',
+            f'URI="captions/{track.caption_id}/{layout.PLAYLIST}"',
         ]
         lines.append(_MEDIA_PREFIX + ",".join(attributes))
     return lines

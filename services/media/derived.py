@@ -22,10 +22,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+from services.core import layout
 from services.core.redact import public_text
 from services.core.settings import Settings
 from services.core.storage import Storage, fsync_file, fsync_folder
-from services.media.ffmpeg_args import AUDIO_DIR
 from services.media.plan import Plan
 from services.media.remux import rung_mp4_command
 from services.media.runner import FFmpegError, run_ffmpeg
@@ -195,7 +195,7 @@ async def make_rung_mp4(settings: Settings, video_id: str, plan: Plan, rung: str
         raise NotMade(f"video {video_id} has no rung {rung}")
     storage = Storage(settings.storage_dir)
     path = storage.download_path(video_id, rung)
-    audio = storage.playlist_path(video_id, AUDIO_DIR) if plan.audio_kbps is not None else None
+    audio = storage.playlist_path(video_id, layout.AUDIO) if plan.audio_kbps is not None else None
     video = None if plan.audio_only else storage.playlist_path(video_id, rung)
     try:
         # Below the video's folder, never creating it (parents=False): see the module's doc.

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.core import layout
 from services.media.chunking import TimeChunk
 from services.media.demuxers import UPLOAD_FORMATS, input_args
 from services.media.ladder import Rendition
@@ -51,12 +52,6 @@ _ZSCALE_SDR_TRANSFERS = {"bt709": "bt709", "bt2020-10": "bt2020-10", "bt2020-12"
 TS_OFFSET_SECONDS = 10
 # The video encoders' clock: MPEG-TS's own 90 kHz, fine enough for any source's frame times.
 ENCODER_TIME_BASE = "1:90000"
-AUDIO_DIR = "audio"
-AUDIO_PLAYLIST = "chunk_audio.m3u8"
-# The audio run's own init segment (fMP4 only); published as INIT_NAME like every rung's.
-AUDIO_INIT = "init_audio.mp4"
-# The init segment players are given (EXT-X-MAP) in every fMP4 rung and audio folder.
-INIT_NAME = "init.mp4"
 H264 = "h264"
 HEVC = "hevc"
 CODECS = (H264, HEVC)
@@ -132,9 +127,9 @@ def video_chunk_command(
             rung_dir,
             options,
             flags="independent_segments+temp_file",
-            init=chunk_init_name(chunk.index),
+            init=layout.chunk_init(chunk.index),
         )
-        argv += [str(rung_dir / chunk_playlist_name(chunk.index))]
+        argv += [str(rung_dir / layout.chunk_playlist(chunk.index))]
     return argv
 
 
@@ -150,12 +145,14 @@ def audio_command(
         argv += ["-threads", str(options.threads)]
     # The same offset as the video chunks: the first audio sample meets the first frame.
     argv += ["-output_ts_offset", str(TS_OFFSET_SECONDS)]
-    audio_dir = out_dir.absolute() / AUDIO_DIR
+    audio_dir = out_dir.absolute() / layout.AUDIO
     # Every AAC frame is independent: the audio may be cut anywhere, no flag needed. An EVENT
     # playlist is rewritten after every segment, so playback can start on the first ones
     # while the rest of a long file's audio is still being encoded.
-    argv += _hls_args(audio_dir, options, flags="temp_file", playlist_type="event", init=AUDIO_INIT)
-    return [*argv, str(audio_dir / AUDIO_PLAYLIST)]
+    argv += _hls_args(
+        audio_dir, options, flags="temp_file", playlist_type="event", init=layout.AUDIO_RUN_INIT
+    )
+    return [*argv, str(audio_dir / layout.AUDIO_RUN_PLAYLIST)]
 
 
 def audio_bitrate(renditions: Sequence[Rendition]) -> int:
@@ -163,25 +160,6 @@ def audio_bitrate(renditions: Sequence[Rendition]) -> int:
     if not renditions:
         raise ValueError("an audio bitrate needs at least one rendition")
     return min(max(r.audio_kbps for r in renditions), MAX_AUDIO_KBPS)
-
-
-def chunk_playlist_name(index: int) -> str:
-    """The playlist ffmpeg writes for chunk `index` in each rung folder."""
-    return f"chunk_{index:05d}.m3u8"
-
-
-def chunk_init_name(index: int) -> str:
-    """The init segment chunk `index` writes in each rung folder (fMP4 only).
-
-    Every chunk writes its own, so no run ever rewrites a file a player may be reading;
-    publishing checks they are all alike and serves one of them as INIT_NAME.
-    """
-    return f"init_{index:05d}.mp4"
-
-
-def segment_pattern(options: EncodeOptions) -> str:
-    """The printf pattern of segment file names: seg_%05d.ts, or seg_%05d.m4s for fMP4."""
-    return "seg_%05d.m4s" if options.fmp4 else "seg_%05d.ts"
 
 
 def chunk_ts_offset(chunk: TimeChunk) -> float:
@@ -375,7 +353,7 @@ def _hls_args(
     # only once complete, so a file the server can see is a file it may serve.
     args += ["-hls_flags", flags]
     # The segment name is a printf pattern: a "%" in the folder must not count as one.
-    pattern = str(folder).replace("%", "%%") + "/" + segment_pattern(options)
+    pattern = str(folder).replace("%", "%%") + "/" + layout.segment_pattern(fmp4=options.fmp4)
     args += ["-hls_segment_filename", pattern]
     # Room for the packets queued while the outputs of one run start up; running out aborts
     # with "Too many packets buffered for output stream".

@@ -6,17 +6,11 @@ started over."""
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from services.core import layout
 from services.core.settings import Settings
 from services.media.bounds import check_source
 from services.media.chunking import split_chunks
-from services.media.ffmpeg_args import (
-    AUDIO_DIR,
-    CODECS,
-    HEVC,
-    MAX_AUDIO_KBPS,
-    EncodeOptions,
-    audio_bitrate,
-)
+from services.media.ffmpeg_args import CODECS, HEVC, MAX_AUDIO_KBPS, EncodeOptions, audio_bitrate
 from services.media.ladder import Rendition, plan_ladder
 from services.media.probe import SourceInfo
 
@@ -63,7 +57,7 @@ class Plan:
     @property
     def qualities(self) -> list[str]:
         """What a finished video offers: its rungs, highest first, or "audio" alone."""
-        return [AUDIO_DIR] if self.audio_only else [r.name for r in self.renditions]
+        return [layout.AUDIO] if self.audio_only else [r.name for r in self.renditions]
 
     def to_dict(self) -> dict[str, Any]:
         return {

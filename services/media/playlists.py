@@ -25,13 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.core import layout
 from services.media import fmp4
 from services.media.demuxers import SEGMENT_FORMATS, input_args
-from services.media.ffmpeg_args import AUDIO_DIR
 from services.media.probe import ProbeError, ffprobe_json, frame_rate
 
-PLAYLIST_NAME = "playlist.m3u8"
-IFRAME_PLAYLIST_NAME = "iframes.m3u8"
 AUDIO_GROUP = "audio"
 # HLS audio object types (RFC 6381) by the AAC profile name ffprobe prints.
 AAC_CODECS = {"LC": "mp4a.40.2", "HE-AAC": "mp4a.40.5", "HE-AACv2": "mp4a.40.29"}
@@ -271,9 +269,9 @@ def _check_ranges(rung_dir: Path, iframes: Sequence[IFrame]) -> None:
 
 
 def _listed_segments(folder: Path) -> list[tuple[str, float]]:
-    segments = read_media_playlist(folder / PLAYLIST_NAME)
+    segments = read_media_playlist(folder / layout.PLAYLIST)
     if not segments:
-        raise MeasureError(f"{folder / PLAYLIST_NAME} lists no segments")
+        raise MeasureError(f"{folder / layout.PLAYLIST} lists no segments")
     return segments
 
 
@@ -396,12 +394,12 @@ def master_playlist(
     iframes = {rung.name: given[rung.name] for rung in rungs if rung.name in given}
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{4 if iframes else 3}", "#EXT-X-INDEPENDENT-SEGMENTS"]
     if not rungs and audio is not None:
-        lines += [_audio_stream_inf(audio), f"{AUDIO_DIR}/{PLAYLIST_NAME}"]
+        lines += [_audio_stream_inf(audio), f"{layout.AUDIO}/{layout.PLAYLIST}"]
         return "\n".join(lines) + "\n"
     if audio is not None:
         lines.append(_audio_media(audio))
     for rung in rungs:
-        lines += [_stream_inf(rung, audio), f"{rung.name}/{PLAYLIST_NAME}"]
+        lines += [_stream_inf(rung, audio), f"{rung.name}/{layout.PLAYLIST}"]
     lines += [
         _iframe_stream_inf(rung, iframes[rung.name]) for rung in rungs if rung.name in iframes
     ]
@@ -417,7 +415,7 @@ def _audio_media(audio: AudioStats) -> str:
         "DEFAULT=YES",
         "AUTOSELECT=YES",
         f'CHANNELS="{audio.channels}"',
-        f'URI="{AUDIO_DIR}/{PLAYLIST_NAME}"',
+        f'URI="{layout.AUDIO}/{layout.PLAYLIST}"',
     ]
     return "#EXT-X-MEDIA:" + ",".join(attributes)
 
@@ -455,6 +453,6 @@ def _iframe_stream_inf(rung: RenditionStats, bandwidth: int) -> str:
         f"BANDWIDTH={bandwidth}",
         f'CODECS="{rung.video_codec}"',
         f"RESOLUTION={rung.width}x{rung.height}",
-        f'URI="{rung.name}/{IFRAME_PLAYLIST_NAME}"',
+        f'URI="{rung.name}/{layout.IFRAMES}"',
     ]
     return "#EXT-X-I-FRAME-STREAM-INF:" + ",".join(attributes)

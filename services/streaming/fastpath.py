@@ -38,7 +38,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.responses import FileResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.core import ids, signing
+from services.core import ids, layout, signing
 from services.core.cors import RawHeaders, playback_policy, with_headers
 from services.core.metrics import BYTES_SENT, LATENCY, REQUESTS
 from services.core.settings import Settings, get_settings
@@ -53,9 +53,10 @@ from services.streaming.files import (
 PATHSEND = "http.response.pathsend"
 # Built from the validators' own patterns: a path matching it names a file by valid ids only.
 HLS_FILE = re.compile(
-    rf"/stream/(?P<video_id>{ids.VIDEO_ID_RE.pattern})/(?:master\.m3u8|"
-    rf"(?P<quality>{ids.QUALITY_RE.pattern})/(?P<name>playlist\.m3u8|{ids.SEGMENT_RE.pattern})|"
-    rf"captions/(?P<caption>{ids.CAPTION_ID_RE.pattern})/(?P<file>{ids.CAPTION_FILE_RE.pattern}))"
+    rf"/stream/(?P<video_id>{ids.VIDEO_ID_RE.pattern})/(?:{re.escape(layout.MASTER)}|"
+    rf"(?P<quality>{ids.QUALITY_RE.pattern})/"
+    rf"(?P<name>{re.escape(layout.PLAYLIST)}|{layout.SEGMENT_RE.pattern})|"
+    rf"captions/(?P<caption>{ids.CAPTION_ID_RE.pattern})/(?P<file>{layout.CAPTION_FILE_RE.pattern}))"
 )
 CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
 # File versions whose responses are kept (headers, and the bytes of a playlist), and at most
@@ -103,7 +104,7 @@ def locate(root: Path, request_path: str) -> Target | None:
         return Target(video_id, path, route, marker if path.suffix == ".m3u8" else None)
     if quality is None:
         return Target(video_id, storage.master_path(video_id), _route("master.m3u8"), marker)
-    if name == "playlist.m3u8":
+    if name == layout.PLAYLIST:
         path = storage.playlist_path(video_id, quality)
         return Target(video_id, path, _route("{quality}/playlist.m3u8"), marker)
     path = storage.segment_path(video_id, quality, name)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 from starlette.responses import FileResponse, Response
 
-from services.core import ids
+from services.core import ids, layout
 from services.core.deps import SessionDep, SettingsDep, StorageDep
 from services.core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from services.core.models import Job, Status, Video
@@ -25,7 +25,6 @@ from services.core.settings import Settings
 from services.core.storage import Storage
 from services.core.videos import get_video
 from services.media import derived
-from services.media.ffmpeg_args import AUDIO_DIR
 from services.media.plan import Plan
 from services.media.thumbnails import add_token_to_vtt
 from services.streaming.files import MEDIA_TYPES, serve
@@ -236,7 +235,7 @@ def download_rung(
     what = f"the {path.name} download of {video_id}"
     if not path.is_file():
         # A set: an audio-only video's one folder (its rung is the audio) counts once.
-        needed = _bytes_under(*{storage.rung_dir(video.id, r) for r in (rung, AUDIO_DIR)})
+        needed = _bytes_under(*{storage.rung_dir(video.id, r) for r in (rung, layout.AUDIO)})
         _make(what, settings, needed, derived.make_rung_mp4, settings, video.id, facts.plan, rung)
     response = serve(
         request,

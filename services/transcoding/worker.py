@@ -16,10 +16,11 @@ from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
-from services.core import captions, jobs
+from services.core import captions, jobs, layout
 from services.core.db import init_db, session_scope
 from services.core.errors import AppError
 from services.core.jobs import ClaimedChunk
+from services.core.layout import VideoLayout
 from services.core.metrics import CHUNK_SECONDS, FFMPEG_FAILURES, REALTIME
 from services.core.models import Video
 from services.core.settings import Settings, get_settings
@@ -28,15 +29,7 @@ from services.core.tasks import sleep_unless
 from services.media import derived
 from services.media.bounds import check_source
 from services.media.chunking import TimeChunk
-from services.media.ffmpeg_args import (
-    AUDIO_DIR,
-    AUDIO_INIT,
-    AUDIO_PLAYLIST,
-    audio_command,
-    chunk_init_name,
-    chunk_playlist_name,
-    video_chunk_command,
-)
+from services.media.ffmpeg_args import audio_command, video_chunk_command
 from services.media.plan import CAPTIONS, Plan, make_plan
 from services.media.playlists import read_media_playlist
 from services.media.probe import ProbeError, probe
@@ -44,6 +37,9 @@ from services.media.runner import FFmpegError, Stopped, run_ffmpeg
 from services.transcoding import embedded, stitch
 
 log = logging.getLogger(__name__)
+
+# A file a unit wrote: (rung, file name), both named by services.core.layout.
+UnitFile = tuple[str, str]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -269,7 +265,7 @@ class Worker:
         out_dir = self.storage.hls_dir(chunk.video_id)
         source = self.storage.source_path(chunk.video_id)
         if chunk.kind == "audio":
-            (out_dir / AUDIO_DIR).mkdir(parents=True, exist_ok=True)
+            self.storage.rung_dir(chunk.video_id, layout.AUDIO).mkdir(parents=True, exist_ok=True)
             assert plan.audio_kbps is not None
             return audio_command(
                 ffmpeg=self.settings.ffmpeg_bin,
@@ -280,7 +276,9 @@ class Worker:
             )
         out_dir = self._output_dir(chunk)
         for rendition in plan.renditions:
-            (out_dir / rendition.name).mkdir(parents=True, exist_ok=True)
+            # ffmpeg's HLS muxer creates no folder: the chunk's playlist names the rung's.
+            name = layout.chunk_playlist(chunk.index)
+            self._unit_file(chunk, rendition.name, name).parent.mkdir(parents=True, exist_ok=True)
         return video_chunk_command(
             ffmpeg=self.settings.ffmpeg_bin,
             source=source,
@@ -366,39 +364,52 @@ class Worker:
         if chunk.kind != "audio":
             remove_tree(self._output_dir(chunk))
 
-    def _verify(self, chunk: ClaimedChunk, plan: Plan) -> list[Path]:
+    def _unit_file(self, chunk: ClaimedChunk, rung: str, name: str) -> Path:
+        """Where the unit's ffmpeg wrote file `name` of rung `rung` (see _output_dir)."""
+        if chunk.kind == "audio":
+            return self.storage.rung_file(chunk.video_id, rung, name)
+        key = VideoLayout.of(chunk.video_id).attempt_file(chunk.index, chunk.attempt, rung, name)
+        return self.storage.path(key)
+
+    def _unit_playlists(self, chunk: ClaimedChunk, plan: Plan) -> list[UnitFile]:
+        if chunk.kind == "audio":
+            return [(layout.AUDIO, layout.AUDIO_RUN_PLAYLIST)]
+        return [(r.name, layout.chunk_playlist(chunk.index)) for r in plan.renditions]
+
+    def _verify(self, chunk: ClaimedChunk, plan: Plan) -> list[UnitFile]:
         """ffmpeg's exit code is not enough (a full disk can leave a truncated playlist and
         still exit 0): every playlist must parse and list segments that exist and are not empty.
-        Returns every file the unit wrote (playlists, segments, init segments).
+        Returns every file the unit wrote (playlists, segments, init segments), by rung.
         """
-        hls = self._output_dir(chunk)
-        if chunk.kind == "audio":
-            playlists = [hls / AUDIO_DIR / AUDIO_PLAYLIST]
-        else:
-            playlists = [hls / r.name / chunk_playlist_name(chunk.index) for r in plan.renditions]
+        out = self._output_dir(chunk)
+        playlists = self._unit_playlists(chunk, plan)
         files = list(playlists)
-        for playlist in playlists:
+        for rung, name in playlists:
             try:
-                segments = [playlist.parent / uri for uri, _ in read_media_playlist(playlist)]
-                sizes = [segment.stat().st_size for segment in segments]
+                listed = [
+                    (rung, uri)
+                    for uri, _ in read_media_playlist(self._unit_file(chunk, rung, name))
+                ]
+                sizes = [self._unit_file(chunk, *file).stat().st_size for file in listed]
             except (OSError, ValueError) as exc:
-                raise IncompleteOutput(_incomplete(f"{playlist.name}: {exc}", hls)) from exc
-            if not segments or min(sizes) == 0:
-                raise IncompleteOutput(_incomplete(f"{playlist.name} lists no segment", hls))
-            files += segments
+                raise IncompleteOutput(_incomplete(f"{name}: {exc}", out)) from exc
+            if not listed or min(sizes) == 0:
+                raise IncompleteOutput(_incomplete(f"{name} lists no segment", out))
+            files += listed
         if plan.options.fmp4:
-            files += self._verify_inits(chunk, plan, hls)
+            files += self._verify_inits(chunk, plan, out)
         return files
 
-    def _verify_inits(self, chunk: ClaimedChunk, plan: Plan, hls: Path) -> list[Path]:
+    def _verify_inits(self, chunk: ClaimedChunk, plan: Plan, out: Path) -> list[UnitFile]:
         """fMP4 segments are nothing without the init segment each run writes beside them."""
         if chunk.kind == "audio":
-            inits = [hls / AUDIO_DIR / AUDIO_INIT]
+            inits = [(layout.AUDIO, layout.AUDIO_RUN_INIT)]
         else:
-            inits = [hls / r.name / chunk_init_name(chunk.index) for r in plan.renditions]
-        for init in inits:
+            inits = [(r.name, layout.chunk_init(chunk.index)) for r in plan.renditions]
+        for rung, name in inits:
+            init = self._unit_file(chunk, rung, name)
             if not init.is_file() or init.stat().st_size == 0:
-                raise IncompleteOutput(_incomplete(f"{init.name} is missing or empty", hls))
+                raise IncompleteOutput(_incomplete(f"{name} is missing or empty", out))
         return inits
 
     def _make_durable(self, video_id: str, files: list[Path]) -> None:
@@ -408,17 +419,17 @@ class Worker:
         folders = sorted({file.parent for file in files})
         make_durable(files, folders=[*folders, hls, hls.parent])
 
-    def _move_into_place(self, chunk: ClaimedChunk, files: list[Path]) -> list[Path]:
+    def _move_into_place(self, chunk: ClaimedChunk, files: list[UnitFile]) -> list[Path]:
         """Move a checked video chunk's files from its claim's folder into the rung folders
         (a rename each; the chunk playlists last, so whoever reads one finds its segments).
         Returns the files at their new places."""
-        playlists = {chunk_playlist_name(chunk.index)}
-        ordered = sorted(files, key=lambda f: f.name in playlists)
+        playlists = {layout.chunk_playlist(chunk.index)}
+        ordered = sorted(files, key=lambda file: file[1] in playlists)
         moved = []
-        for file in ordered:
-            target = self.storage.rung_dir(chunk.video_id, file.parent.name) / file.name
+        for rung, name in ordered:
+            target = self.storage.rung_file(chunk.video_id, rung, name)
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(file, target)
+            os.replace(self._unit_file(chunk, rung, name), target)
             moved.append(target)
         remove_tree(self._output_dir(chunk))
         return moved
@@ -443,18 +454,20 @@ class Worker:
             return
         # I-frame playlists are made for MPEG-TS rungs only (not for the fMP4 HEVC ladder).
         if chunk.kind == "video" and not plan.options.fmp4:
-            hls = self._output_dir(chunk)
+            sidecars = [(r.name, layout.chunk_iframes(chunk.index)) for r in plan.renditions]
             with ThreadPoolExecutor(max_workers=4) as pool:
                 list(
                     pool.map(
-                        lambda r: stitch.index_chunk_iframes(
-                            hls / r.name, chunk.index, ffprobe=self.settings.ffprobe_bin
+                        lambda file: stitch.index_chunk_iframes(
+                            self._unit_file(chunk, file[0], layout.chunk_playlist(chunk.index)),
+                            self._unit_file(chunk, *file),
+                            ffprobe=self.settings.ffprobe_bin,
                         ),
-                        plan.renditions,
+                        sidecars,
                     )
                 )
             # Written with write_atomic (durable already); listed so the whole unit is here.
-            files += [hls / r.name / stitch.sidecar_name(chunk.index) for r in plan.renditions]
+            files += sidecars
         if chunk.kind == "video":
             if not self._still_ours(chunk):
                 # Another claim of the chunk took over; its files are the ones that count.
@@ -463,8 +476,10 @@ class Worker:
                 )
                 self._discard(chunk)
                 return
-            files = self._move_into_place(chunk, files)
-        self._make_durable(chunk.video_id, files)
+            placed = self._move_into_place(chunk, files)
+        else:
+            placed = [self._unit_file(chunk, *file) for file in files]
+        self._make_durable(chunk.video_id, placed)
         with session_scope(self.settings) as session:
             kept = jobs.finish_chunk(
                 session,

@@ -4,15 +4,14 @@ from pathlib import Path
 
 import pytest
 
+from services.core import layout
 from services.media.chunking import TimeChunk
 from services.media.ffmpeg_args import (
-    AUDIO_PLAYLIST,
     MAX_AUDIO_KBPS,
     TS_OFFSET_SECONDS,
     EncodeOptions,
     audio_bitrate,
     audio_command,
-    chunk_playlist_name,
     chunk_ts_offset,
     video_chunk_command,
 )
@@ -266,8 +265,8 @@ def test_a_chunk_needs_a_rendition() -> None:
 
 
 def test_chunk_playlist_names_are_zero_padded() -> None:
-    assert chunk_playlist_name(3) == "chunk_00003.m3u8"
-    assert chunk_playlist_name(12345) == "chunk_12345.m3u8"
+    assert layout.chunk_playlist(3) == "chunk_00003.m3u8"
+    assert layout.chunk_playlist(12345) == "chunk_12345.m3u8"
 
 
 # ---- audio -----------------------------------------------------------------------------
@@ -293,7 +292,7 @@ def test_audio_has_the_video_offset_and_its_own_hls_folder() -> None:
     assert values_of(argv, "-hls_playlist_type") == ["event"]
     assert values_of(argv, "-hls_flags") == ["temp_file"]
     assert values_of(argv, "-hls_segment_filename") == [f"{OUT}/audio/seg_%05d.ts"]
-    assert AUDIO_PLAYLIST == "chunk_audio.m3u8"
+    assert layout.AUDIO_RUN_PLAYLIST == "chunk_audio.m3u8"
     assert argv[-1] == f"{OUT}/audio/chunk_audio.m3u8"
 
 

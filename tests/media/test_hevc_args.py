@@ -5,17 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from services.core import layout
 from services.core.settings import Settings
 from services.media.chunking import TimeChunk
-from services.media.ffmpeg_args import (
-    AUDIO_INIT,
-    H264,
-    HEVC,
-    EncodeOptions,
-    audio_command,
-    chunk_init_name,
-    video_chunk_command,
-)
+from services.media.ffmpeg_args import H264, HEVC, EncodeOptions, audio_command, video_chunk_command
 from services.media.ladder import plan_ladder
 from services.media.plan import HEVC_BITRATE_SHARE, Plan, encode_options, make_plan
 from services.media.probe import SourceInfo
@@ -89,7 +82,7 @@ def test_hevc_segments_are_fmp4_with_an_init_segment_per_chunk() -> None:
     argv = command()
     assert values_of(argv, "-hls_segment_type") == ["fmp4"] * 4
     assert values_of(argv, "-hls_fmp4_init_filename") == ["init_00002.mp4"] * 4
-    assert chunk_init_name(2) == "init_00002.mp4"
+    assert layout.chunk_init(2) == "init_00002.mp4"
     assert values_of(argv, "-hls_segment_filename") == [f"{OUT}/{r}/seg_%05d.m4s" for r in RUNGS]
     # The fragments' decode times carry the chunk offset (instead of an edit list).
     assert values_of(argv, "-hls_segment_options") == ["movflags=+frag_discont"] * 4
@@ -119,7 +112,7 @@ def test_the_audio_of_an_hevc_ladder_is_fmp4_aac() -> None:
     argv = audio()
     assert values_of(argv, "-c:a") == ["aac"]
     assert values_of(argv, "-hls_segment_type") == ["fmp4"]
-    assert values_of(argv, "-hls_fmp4_init_filename") == [AUDIO_INIT]
+    assert values_of(argv, "-hls_fmp4_init_filename") == [layout.AUDIO_RUN_INIT]
     assert values_of(argv, "-hls_segment_filename") == [f"{OUT}/audio/seg_%05d.m4s"]
     assert values_of(argv, "-output_ts_offset") == values_of(
         audio(EncodeOptions(segment_seconds=6)), "-output_ts_offset"

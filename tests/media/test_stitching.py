@@ -1,4 +1,5 @@
-"""Chunked encoding end to end: chunks + audio with real ffmpeg, stitched the worker's way.
+"""Chunked encoding end to end: chunks + audio with real ffmpeg, stitched by the publisher's
+own `write_presentation` (no settings, no database).
 
 The clips are 10 s at 30, 25 and 30000/1001 fps, cut into chunks [0, 2), [2, 6), [6, end)
 of 2 s segments. superfast, unlike ultrafast, makes B-frames (as production's veryfast
@@ -17,23 +18,21 @@ from typing import Any
 import m3u8
 import pytest
 
+from services.core import layout
+from services.core.storage import Storage
 from services.media.chunking import TimeChunk, split_chunks
 from services.media.ffmpeg_args import (
-    AUDIO_DIR,
-    AUDIO_PLAYLIST,
     EncodeOptions,
     audio_bitrate,
     audio_command,
-    chunk_playlist_name,
     video_chunk_command,
 )
 from services.media.ladder import Rendition, plan_ladder
+from services.media.plan import Plan
 from services.media.playlists import (
     IFrame,
-    iframe_bandwidth,
     iframe_playlist,
     index_iframes,
-    master_playlist,
     measure_audio,
     measure_rendition,
     media_playlist,
@@ -41,6 +40,7 @@ from services.media.playlists import (
 )
 from services.media.probe import SourceInfo, probe
 from services.media.runner import run_ffmpeg
+from services.transcoding.stitch import index_chunk_iframes, write_presentation
 from tests.clips import make_clip
 
 SEGMENT_SECONDS = 2
@@ -51,6 +51,7 @@ TICKS = 90_000
 AAC_FRAME_TICKS = 1024 * TICKS // 48_000
 # H.264 profile_idc by the profile name ffprobe prints.
 PROFILE_IDC = {"Constrained Baseline": 0x42, "Baseline": 0x42, "Main": 0x4D, "High": 0x64}
+VIDEO_ID = "5717c4ed" * 4
 FRAME_RATES = {"30": Fraction(30), "25": Fraction(25), "29.97": Fraction(30000, 1001)}
 
 
@@ -69,36 +70,48 @@ class Stitched:
         return [r.name for r in self.renditions]
 
     def extinfs(self, name: str) -> list[tuple[str, float]]:
-        return read_media_playlist(self.out_dir / name / "playlist.m3u8")
+        return read_media_playlist(self.out_dir / name / layout.PLAYLIST)
 
     def segments(self, name: str) -> list[Path]:
         return [self.out_dir / name / uri for uri, _ in self.extinfs(name)]
 
     def chunk_segments(self, name: str, chunk: TimeChunk) -> list[Path]:
-        playlist = self.out_dir / name / chunk_playlist_name(chunk.index)
+        playlist = self.out_dir / name / layout.chunk_playlist(chunk.index)
         return [self.out_dir / name / uri for uri, _ in read_media_playlist(playlist)]
 
 
-def encode(source: Path, out_dir: Path, *, preset: str, keyframe_seconds: int = 2) -> Stitched:
-    """Encode `source` in chunks plus its audio, the way the worker does, then stitch it."""
+def encode(root: Path, source: Path, *, preset: str, keyframe_seconds: int = 2) -> Stitched:
+    """Encode `source` in chunks plus its audio, the way the worker does (each chunk's
+    keyframes indexed as it finishes), then stitch it with the publisher's own code."""
     info = probe(source)
     renditions = plan_ladder(info.width, info.height)
     chunks = split_chunks(info.duration, segment_seconds=SEGMENT_SECONDS, chunk_segments=2)
     options = EncodeOptions(
         preset=preset, segment_seconds=SEGMENT_SECONDS, keyframe_seconds=keyframe_seconds
     )
-    for folder in [r.name for r in renditions] + ([AUDIO_DIR] if info.has_audio else []):
-        (out_dir / folder).mkdir(parents=True)
+    storage = Storage(root)
+    out_dir = storage.hls_dir(VIDEO_ID)
+    folders = [r.name for r in renditions] + ([layout.AUDIO] if info.has_audio else [])
+    for folder in folders:
+        storage.rung_dir(VIDEO_ID, folder).mkdir(parents=True)
     common: dict[str, Any] = {"ffmpeg": "ffmpeg", "source": source, "out_dir": out_dir}
     commands = [
         video_chunk_command(**common, info=info, renditions=renditions, options=options, chunk=c)
         for c in chunks
     ]
-    if info.has_audio:
-        kbps = audio_bitrate(renditions)
-        commands.append(audio_command(**common, audio_kbps=kbps, options=options))
+    audio_kbps = audio_bitrate(renditions) if info.has_audio else None
+    if audio_kbps is not None:
+        commands.append(audio_command(**common, audio_kbps=audio_kbps, options=options))
     asyncio.run(run_all(commands))
-    master = stitch(out_dir, renditions, len(chunks), audio=info.has_audio)
+    for rendition, chunk in itertools.product(renditions, chunks):
+        index_chunk_iframes(
+            storage.rung_file(VIDEO_ID, rendition.name, layout.chunk_playlist(chunk.index)),
+            storage.rung_file(VIDEO_ID, rendition.name, layout.chunk_iframes(chunk.index)),
+            ffprobe="ffprobe",
+        )
+    plan = Plan(info=info, renditions=renditions, options=options, audio_kbps=audio_kbps)
+    write_presentation(storage, VIDEO_ID, plan, len(chunks), final=True)
+    master = storage.master_path(VIDEO_ID).read_text()
     return Stitched(info, renditions, chunks, out_dir, m3u8.loads(master))
 
 
@@ -106,27 +119,8 @@ async def run_all(commands: list[list[str]]) -> None:
     await asyncio.gather(*(run_ffmpeg(argv) for argv in commands))
 
 
-def stitch(out_dir: Path, renditions: list[Rendition], chunks: int, *, audio: bool) -> str:
-    """Write every rung's VOD and I-frame playlists and the audio playlist; return the master."""
-    iframe_rates = {}
-    for rendition in renditions:
-        rung = out_dir / rendition.name
-        segments = chunk_extinfs(rung, chunks)
-        write(rung / "playlist.m3u8", media_playlist(segments, target=2, ended=True))
-        iframes, end_time = rung_iframes(rung, segments)
-        write(rung / "iframes.m3u8", iframe_playlist(iframes, end_time=end_time, ended=True))
-        iframe_rates[rendition.name] = iframe_bandwidth(rung, iframes, end_time)
-    audio_stats = None
-    if audio:
-        segments = read_media_playlist(out_dir / AUDIO_DIR / AUDIO_PLAYLIST)
-        write(out_dir / AUDIO_DIR / "playlist.m3u8", media_playlist(segments, target=2, ended=True))
-        audio_stats = measure_audio(out_dir / AUDIO_DIR)
-    stats = [measure_rendition(out_dir / r.name) for r in renditions]
-    return master_playlist(stats, audio=audio_stats, iframe_bandwidths=iframe_rates)
-
-
 def chunk_extinfs(rung: Path, chunks: int) -> list[tuple[str, float]]:
-    return [s for i in range(chunks) for s in read_media_playlist(rung / chunk_playlist_name(i))]
+    return [s for i in range(chunks) for s in read_media_playlist(rung / layout.chunk_playlist(i))]
 
 
 def rung_iframes(rung: Path, segments: list[tuple[str, float]]) -> tuple[list[IFrame], float]:
@@ -135,26 +129,22 @@ def rung_iframes(rung: Path, segments: list[tuple[str, float]]) -> tuple[list[IF
     return iframes, iframes[0].time + sum(seconds for _, seconds in segments)
 
 
-def write(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
-
-
 @pytest.fixture(scope="module", params=list(FRAME_RATES), ids=lambda rate: f"{rate}fps")
 def stitched(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stitched:
     rate = FRAME_RATES[request.param]
     folder = tmp_path_factory.mktemp(f"chunked{request.param}")
     source = make_clip(folder / "source.mp4", width=854, height=480, seconds=10, fps=float(rate))
-    return encode(source, folder / "hls", preset="superfast")
+    return encode(folder / "storage", source, preset="superfast")
 
 
 @pytest.fixture(scope="module")
 def full(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Stitched:
-    return encode(clips["full"], tmp_path_factory.mktemp("full"), preset="ultrafast")
+    return encode(tmp_path_factory.mktemp("full"), clips["full"], preset="ultrafast")
 
 
 @pytest.fixture(scope="module")
 def silent(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Stitched:
-    return encode(clips["silent"], tmp_path_factory.mktemp("silent"), preset="ultrafast")
+    return encode(tmp_path_factory.mktemp("silent"), clips["silent"], preset="ultrafast")
 
 
 def ffprobe(path: Path, *args: str) -> dict[str, Any]:
@@ -263,7 +253,7 @@ def late(tmp_path_factory: pytest.TempPathFactory) -> Stitched:
     """
     folder = tmp_path_factory.mktemp("late")
     source = make_clip(folder / "source.mp4", width=320, height=180, seconds=20, fps=30000 / 1001)
-    return encode(source, folder / "hls", preset="superfast")
+    return encode(folder / "storage", source, preset="superfast")
 
 
 def assert_frames_one_apart(stitched: Stitched) -> None:
@@ -312,9 +302,9 @@ def test_a_chunk_starting_between_frames_keeps_its_frames_at_their_source_times(
 
 
 def test_audio_timestamps_are_continuous(stitched: Stitched) -> None:
-    audio = stitched.out_dir / AUDIO_DIR
+    audio = stitched.out_dir / layout.AUDIO
     joined = concatenated(
-        [audio / uri for uri, _ in read_media_playlist(audio / AUDIO_PLAYLIST)],
+        [audio / uri for uri, _ in read_media_playlist(audio / layout.AUDIO_RUN_PLAYLIST)],
         stitched.out_dir / "audio.ts",
     )
     pts = [int(p["pts"]) for p in packets(joined, "a:0")]
@@ -322,7 +312,7 @@ def test_audio_timestamps_are_continuous(stitched: Stitched) -> None:
 
 
 def test_audio_starts_with_the_video(stitched: Stitched) -> None:
-    (video, _), audio = stitched.extinfs(stitched.names[0])[0], stitched.out_dir / AUDIO_DIR
+    (video, _), audio = stitched.extinfs(stitched.names[0])[0], stitched.out_dir / layout.AUDIO
     video_start = int(packets(stitched.out_dir / stitched.names[0] / video)[0]["pts"])
     audio_start = int(packets(audio / "seg_00000.ts", "a:0")[0]["pts"])
     # The AAC encoder's one frame of priming comes first: the first real sample meets frame 0.
@@ -334,8 +324,8 @@ def test_audio_starts_with_the_video(stitched: Stitched) -> None:
 
 
 def test_stitched_playlists_parse_as_complete_vod_playlists(stitched: Stitched) -> None:
-    for folder in [*stitched.names, AUDIO_DIR]:
-        playlist = m3u8.load(str(stitched.out_dir / folder / "playlist.m3u8"))
+    for folder in [*stitched.names, layout.AUDIO]:
+        playlist = m3u8.load(str(stitched.out_dir / folder / layout.PLAYLIST))
         assert (playlist.playlist_type, playlist.is_endlist) == ("vod", True)
         assert playlist.version == 3 and playlist.media_sequence == 0
         assert playlist.target_duration == SEGMENT_SECONDS
@@ -358,7 +348,7 @@ def test_growing_playlists_are_events_that_start_at_the_beginning(full: Stitched
 
 def test_iframe_playlists_list_one_keyframe_per_segment(stitched: Stitched) -> None:
     for name in stitched.names:
-        playlist = m3u8.load(str(stitched.out_dir / name / "iframes.m3u8"))
+        playlist = m3u8.load(str(stitched.out_dir / name / layout.IFRAMES))
         assert playlist.is_i_frames_only and playlist.version == 4
         assert (playlist.playlist_type, playlist.is_endlist) == ("vod", True)
         assert [s.uri for s in playlist.segments] == [u for u, _ in stitched.extinfs(name)]
@@ -369,7 +359,7 @@ def test_iframe_playlists_list_one_keyframe_per_segment(stitched: Stitched) -> N
 
 
 def test_iframe_byte_ranges_hold_exactly_one_keyframe(stitched: Stitched, tmp_path: Path) -> None:
-    playlist = m3u8.load(str(stitched.out_dir / stitched.names[-1] / "iframes.m3u8"))
+    playlist = m3u8.load(str(stitched.out_dir / stitched.names[-1] / layout.IFRAMES))
     for index, segment in enumerate(playlist.segments):
         length, offset = (int(n) for n in segment.byterange.split("@"))
         data = (stitched.out_dir / stitched.names[-1] / segment.uri).read_bytes()
@@ -393,7 +383,7 @@ def test_master_offers_one_audio_rendition_to_every_rung(stitched: Stitched) -> 
 
 
 def test_master_bandwidth_covers_video_and_audio(stitched: Stitched) -> None:
-    audio = measure_audio(stitched.out_dir / AUDIO_DIR)
+    audio = measure_audio(stitched.out_dir / layout.AUDIO)
     infs = stream_infs(stitched)
     for name in stitched.names:
         video = measure_rendition(stitched.out_dir / name)
@@ -456,14 +446,14 @@ def test_codecs_declare_the_profile_x264_really_used(full: Stitched) -> None:
 
 
 def test_measured_bandwidths_match_ffprobe(full: Stitched) -> None:
-    folders = [*full.names, AUDIO_DIR]
+    folders = [*full.names, layout.AUDIO]
     for folder in folders:
         measured = [ffprobe(p, "-show_format")["format"] for p in full_segments(full, folder)]
         bits = [int(f["size"]) * 8 for f in measured]
         seconds = [float(f["duration"]) for f in measured]
         stats = (
             measure_audio(full.out_dir / folder)
-            if folder == AUDIO_DIR
+            if folder == layout.AUDIO
             else measure_rendition(full.out_dir / folder)
         )
         assert stats.average_bandwidth == pytest.approx(sum(bits) / sum(seconds), rel=0.10)
@@ -476,27 +466,27 @@ def test_measured_bandwidths_match_ffprobe(full: Stitched) -> None:
 def full_segments(stitched: Stitched, folder: str) -> list[Path]:
     return [
         stitched.out_dir / folder / uri
-        for uri, _ in read_media_playlist(stitched.out_dir / folder / "playlist.m3u8")
+        for uri, _ in read_media_playlist(stitched.out_dir / folder / layout.PLAYLIST)
     ]
 
 
 def test_audio_rendition_is_stereo_aac_within_the_spec(full: Stitched) -> None:
-    for segment in full_segments(full, AUDIO_DIR):
+    for segment in full_segments(full, layout.AUDIO):
         (audio,) = streams(segment, "audio")
         assert (audio["codec_name"], audio["profile"]) == ("aac", "LC")
         assert (audio["channels"], audio["sample_rate"]) == (2, "48000")
         assert streams(segment, "video") == []
-    stats = measure_audio(full.out_dir / AUDIO_DIR)
+    stats = measure_audio(full.out_dir / layout.AUDIO)
     assert (stats.codec, stats.channels) == ("mp4a.40.2", 2)
     # The spec's 160 kb/s is the AAC itself; the segments add MPEG-TS and PES headers.
-    joined = concatenated(full_segments(full, AUDIO_DIR), full.out_dir / "audio.ts")
+    joined = concatenated(full_segments(full, layout.AUDIO), full.out_dir / "audio.ts")
     sizes = ffprobe(joined, "-select_streams", "a:0", "-show_entries", "packet=size")["packets"]
     assert sum(int(p["size"]) for p in sizes) * 8 / full.info.duration <= 160_000 * 1.02
 
 
 def test_silent_clip_has_no_audio_rendition_and_declares_none(silent: Stitched) -> None:
     assert silent.names == ["720p", "480p", "360p"]
-    assert not (silent.out_dir / AUDIO_DIR).exists()
+    assert not (silent.out_dir / layout.AUDIO).exists()
     assert silent.master.media == []
     for variant in silent.master.playlists:
         assert variant.stream_info.audio is None
@@ -511,7 +501,7 @@ def test_silent_clip_has_no_audio_rendition_and_declares_none(silent: Stitched) 
 def two_keyframes(clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Stitched:
     """The 2 s clip with a keyframe every second: two keyframes in each 2 s segment."""
     out_dir = tmp_path_factory.mktemp("keyframes")
-    return encode(clips["tiny"], out_dir, preset="ultrafast", keyframe_seconds=1)
+    return encode(out_dir, clips["tiny"], preset="ultrafast", keyframe_seconds=1)
 
 
 def test_later_keyframes_of_a_segment_start_at_their_own_pes(

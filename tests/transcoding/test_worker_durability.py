@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 from unittest import mock
 
-from services.core import jobs
+from services.core import jobs, layout
 from services.core.db import session_scope
 from services.core.models import Job, Status, Video
 from services.core.settings import Settings
 from services.core.storage import Storage
-from services.media.ffmpeg_args import AUDIO_DIR, AUDIO_PLAYLIST, chunk_playlist_name
 from services.media.playlists import read_media_playlist
 from services.transcoding import stitch
 from services.transcoding.worker import Worker
@@ -78,14 +77,14 @@ def _unit_files(storage: Storage, rungs: list[str], index: int) -> set[Path]:
     files = set()
     for rung in rungs:
         folder = storage.rung_dir(VIDEO_ID, rung)
-        playlist = folder / chunk_playlist_name(index)
-        files |= {playlist, folder / stitch.sidecar_name(index)}
+        playlist = folder / layout.chunk_playlist(index)
+        files |= {playlist, folder / layout.chunk_iframes(index)}
         files |= {folder / uri for uri, _ in read_media_playlist(playlist)}
     return files
 
 
 def _audio_files(storage: Storage) -> set[Path]:
-    playlist = storage.hls_dir(VIDEO_ID) / AUDIO_DIR / AUDIO_PLAYLIST
+    playlist = storage.hls_dir(VIDEO_ID) / layout.AUDIO / layout.AUDIO_RUN_PLAYLIST
     return {playlist} | {playlist.parent / uri for uri, _ in read_media_playlist(playlist)}
 
 
@@ -111,7 +110,7 @@ def test_each_unit_is_on_the_disk_before_it_is_recorded_done(settings, tmp_path)
         missing = {str(p) for p in wanted} - synced
         assert not missing, f"chunk {index} recorded before these were fsynced: {missing}"
     audio = next(u.index for u in units if u.kind == "audio")
-    wanted = _audio_files(storage) | folders | {hls / AUDIO_DIR}
+    wanted = _audio_files(storage) | folders | {hls / layout.AUDIO}
     missing = {str(p) for p in wanted} - recorded.units[(VIDEO_ID, audio)]
     assert not missing, f"the audio was recorded before these were fsynced: {missing}"
 
@@ -128,8 +127,8 @@ def test_the_video_is_recorded_ok_only_after_its_playlists_master_and_marker(set
     assert recorded.ok is not None, "jobs.finish was called"
     published = [storage.master_path(VIDEO_ID), storage.complete_marker(VIDEO_ID)]
     published += [storage.playlist_path(VIDEO_ID, rung) for rung in rungs]
-    published += [storage.rung_dir(VIDEO_ID, rung) / stitch.IFRAMES for rung in rungs]
-    published += [storage.playlist_path(VIDEO_ID, AUDIO_DIR)]
+    published += [storage.rung_dir(VIDEO_ID, rung) / layout.IFRAMES for rung in rungs]
+    published += [storage.playlist_path(VIDEO_ID, layout.AUDIO)]
     # Each was written under a temporary name, fsynced, renamed, then its folder fsynced.
     folders = {str(p.parent) for p in published}
     missing = folders - recorded.ok

@@ -1,21 +1,10 @@
-"""Every path the platform reads or writes is built here, from validated ids only.
+"""The storage folder: every path the platform reads or writes is the path of a key that
+services.core.layout built from validated ids (that module draws the whole layout).
 
-Layout under the storage root:
-    originals/{video_id}/source       the uploaded bytes, written chunk by chunk in place
-    hls/{video_id}/master.m3u8        written last, atomically, from what was produced
-    hls/{video_id}/{rung}/playlist.m3u8, seg_00000.ts, ...
-    hls/{video_id}/poster.jpg, storyboard.jpg, storyboard.vtt   previews for the player
-    hls/{video_id}/downloads/{rung}.mp4   a rung remuxed to MP4, made on first request
-                                      (audio.m4a: the audio of an audio-only video)
-    originals/{video_id}/captions/{caption_id}.vtt   a caption as accepted (uploaded, or
-                                      extracted from the source), always WebVTT
-    hls/{video_id}/captions/{caption_id}/playlist.m3u8, seg_00000.vtt, ...   its HLS
-                                      rendition, made from that file when the master is
-                                      written (a caption added or deleted rewrites it)
-    incoming/                         the watch folder (claims in incoming/.claimed/,
-                                      refused files in incoming/failed/)
-(Everything derived from the encode lives below hls/{video_id}/: starting over or deleting
-the video removes it with the renditions.)
+    originals/{video_id}/...   the upload's bytes and the captions accepted for it
+    hls/{video_id}/...         everything derived from the encode
+    incoming/                  the watch folder (claims in incoming/.claimed/,
+                               refused files in incoming/failed/)
 """
 
 import os
@@ -27,14 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.core import ids
+from services.core import layout
 from services.core.errors import InsufficientStorage, NotFound
+from services.core.layout import VideoLayout
 
 # fsyncs waiting on the disk at once (make_durable); they cost no CPU.
 SYNC_THREADS = 8
-
-# An audio-only download is MP4 too, named as audio players expect.
-AUDIO_SUFFIX = ".m4a"
 
 
 @dataclass(frozen=True)
@@ -45,14 +32,19 @@ class DiskUsage:
 
 
 class Storage:
-    """Paths under one storage root; methods take ids, validate them and return paths."""
+    """Paths under one storage root; methods take ids, validate them (through the layout)
+    and return the path of the key the layout names."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
 
+    def path(self, key: str) -> Path:
+        """The file of a layout key (keys are built by services.core.layout only)."""
+        return self.root / key
+
     def ensure_layout(self) -> None:
         """Create the top-level folders (idempotent)."""
-        for sub in ("originals", "hls", "tmp", "incoming"):
+        for sub in (layout.ORIGINALS, layout.HLS, "tmp", "incoming"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def incoming_dir(self) -> Path:
@@ -60,11 +52,11 @@ class Storage:
         return self.root / "incoming"
 
     def original_dir(self, video_id: str) -> Path:
-        return self.root / "originals" / ids.video_id(video_id)
+        return self.path(VideoLayout.of(video_id).originals)
 
     def source_path(self, video_id: str) -> Path:
         """The original upload's bytes."""
-        return self.original_dir(video_id) / "source"
+        return self.path(VideoLayout.of(video_id).source)
 
     def create_source(self, video_id: str) -> Path:
         """Create the empty original of a new upload, its name already on the disk: a chunk's
@@ -76,11 +68,11 @@ class Storage:
         return source
 
     def hls_dir(self, video_id: str) -> Path:
-        return self.root / "hls" / ids.video_id(video_id)
+        return self.path(VideoLayout.of(video_id).hls)
 
     def work_dir(self, video_id: str) -> Path:
         """Where video chunks are encoded before they count (one folder per claim)."""
-        return self.hls_dir(video_id) / ".work"
+        return self.path(VideoLayout.of(video_id).work)
 
     def attempt_dir(self, video_id: str, index: int, attempt: int) -> Path:
         """The private output folder of one claim of chunk `index`: {rung}/ folders inside.
@@ -89,69 +81,70 @@ class Storage:
         took over); each writes only here, and only a finished, checked claim moves its files
         into the rung folders, so a late or stopped ffmpeg never rewrites what already counts.
         """
-        if index < 0 or attempt < 0:
-            raise ValueError(f"no attempt folder for chunk {index}, claim {attempt}")
-        return self.work_dir(video_id) / f"{index:05d}-{attempt}"
+        return self.path(VideoLayout.of(video_id).attempt(index, attempt))
 
     def rung_dir(self, video_id: str, rung: str) -> Path:
-        return self.hls_dir(video_id) / ids.quality(rung)
+        return self.path(VideoLayout.of(video_id).rung(rung))
+
+    def rung_file(self, video_id: str, rung: str, name: str) -> Path:
+        """A file of a rung folder, named by the layout (chunk playlists, init segments, ...)."""
+        return self.path(VideoLayout.of(video_id).rung_file(rung, name))
 
     def master_path(self, video_id: str) -> Path:
-        return self.hls_dir(video_id) / "master.m3u8"
+        return self.path(VideoLayout.of(video_id).master)
 
     def complete_marker(self, video_id: str) -> Path:
         """Exists once the presentation is final (VOD): its playlists may then be cached."""
-        return self.hls_dir(video_id) / ".complete"
+        return self.path(VideoLayout.of(video_id).complete)
 
     def playlist_path(self, video_id: str, rung: str) -> Path:
-        return self.rung_dir(video_id, rung) / "playlist.m3u8"
+        return self.path(VideoLayout.of(video_id).playlist(rung))
 
     def segment_path(self, video_id: str, rung: str, segment: str) -> Path:
-        return self.rung_dir(video_id, rung) / ids.segment(segment)
+        return self.path(VideoLayout.of(video_id).segment(rung, segment))
 
     def poster_path(self, video_id: str) -> Path:
         """A JPEG frame from about a tenth into the video."""
-        return self.hls_dir(video_id) / "poster.jpg"
+        return self.path(VideoLayout.of(video_id).poster)
 
     def storyboard_image_path(self, video_id: str) -> Path:
         """The storyboard sprite: small frames at a fixed interval, in a grid."""
-        return self.hls_dir(video_id) / "storyboard.jpg"
+        return self.path(VideoLayout.of(video_id).storyboard_image)
 
     def storyboard_vtt_path(self, video_id: str) -> Path:
         """The WebVTT map from time ranges to tiles of the storyboard sprite."""
-        return self.hls_dir(video_id) / "storyboard.vtt"
+        return self.path(VideoLayout.of(video_id).storyboard_vtt)
 
     def downloads_dir(self, video_id: str) -> Path:
-        return self.hls_dir(video_id) / "downloads"
+        return self.path(VideoLayout.of(video_id).downloads)
 
     def download_path(self, video_id: str, rung: str) -> Path:
         """Rung `rung` remuxed to one MP4 file (with the audio) for downloading; "audio" (an
         audio-only video's one rendition) is audio.m4a."""
-        name = ids.quality(rung)
-        return self.downloads_dir(video_id) / f"{name}{AUDIO_SUFFIX if name == 'audio' else '.mp4'}"
+        return self.path(VideoLayout.of(video_id).download(rung))
 
     def caption_sources_dir(self, video_id: str) -> Path:
         """The captions as accepted: beside the original, so a new encode keeps them."""
-        return self.original_dir(video_id) / "captions"
+        return self.path(VideoLayout.of(video_id).caption_sources)
 
     def caption_source_path(self, video_id: str, caption: str) -> Path:
         """One caption's WebVTT file as accepted (the source of its HLS rendition)."""
-        return self.caption_sources_dir(video_id) / f"{ids.caption_id(caption)}.vtt"
+        return self.path(VideoLayout.of(video_id).caption_source(caption))
 
     def captions_dir(self, video_id: str) -> Path:
         """The captions' HLS renditions, one folder each (made again after a new encode)."""
-        return self.hls_dir(video_id) / "captions"
+        return self.path(VideoLayout.of(video_id).captions)
 
     def caption_dir(self, video_id: str, caption: str) -> Path:
-        return self.captions_dir(video_id) / ids.caption_id(caption)
+        return self.path(VideoLayout.of(video_id).caption(caption))
 
     def caption_file_path(self, video_id: str, caption: str, name: str) -> Path:
         """A file of a caption's HLS rendition: its playlist or one of its WebVTT segments."""
-        return self.caption_dir(video_id, caption) / ids.caption_file(name)
+        return self.path(VideoLayout.of(video_id).caption_file(caption, name))
 
     def master_lock_path(self, video_id: str) -> Path:
         """Held while the master is rewritten (the publisher, a caption added or deleted)."""
-        return self.hls_dir(video_id) / ".master.lock"
+        return self.path(VideoLayout.of(video_id).master_lock)
 
     def asset_path(self, video_id: str, relative: str) -> Path:
         """A file below hls/{video_id}/ named by a client; must resolve inside that folder."""
