@@ -24,8 +24,8 @@ from services.core.models import (
     as_utc,
 )
 from services.core.schemas import Deleted, Resumed, TranscodeStatus, VideoOut, transcode_status
+from services.core.sweeps import sweep_totals
 from services.core.videos import delete_everywhere, get_video, list_videos
-from services.upload.sweep import sweep_totals
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=AdminOnly)
 
