@@ -22,13 +22,24 @@ from services.core import events, ids
 from services.core.errors import Conflict, NotFound
 from services.core.models import ChunkStatus, Job, JobChunk, Status, Video, utcnow
 from services.core.redact import public_text
-from services.media.plan import CAPTIONS, ChunkSpec
 
 log = logging.getLogger(__name__)
 
 RUNNABLE = (Status.QUEUED, Status.RUNNING)
 # Audio costs a few percent of a video chunk's work; it weighs that much in overall progress.
 AUDIO_WEIGHT = 0.05
+# The kind of the unit that extracts the source's text subtitle streams as captions.
+CAPTIONS = "captions"
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """A unit of work to create when a job is planned: a time chunk, or the whole audio."""
+
+    index: int
+    kind: str
+    start: float
+    end: float | None
 
 
 @dataclass(frozen=True)
