@@ -18,12 +18,13 @@ from pathlib import Path
 
 from sqlalchemy import exists, or_, select
 
-from services.core import captions, jobs
+from services.core import jobs
 from services.core.db import session_scope
 from services.core.models import ChunkStatus, Job, JobChunk, Status
 from services.core.settings import Settings
 from services.core.storage import Storage, remove_tree, write_atomic
 from services.media import fmp4
+from services.media import video_captions as captions
 from services.media.ffmpeg_args import (
     AUDIO_DIR,
     AUDIO_INIT,
