@@ -22,6 +22,7 @@ from services.core import events, ids
 from services.core.errors import Conflict, NotFound
 from services.core.models import ChunkStatus, Job, JobChunk, Status, Video, utcnow
 from services.core.redact import public_text
+from services.core.schemas import TranscodeStatus
 
 log = logging.getLogger(__name__)
 
@@ -698,6 +699,11 @@ def chunk_counts(session: Session, *, video_id: str) -> dict[str, int]:
         .group_by(JobChunk.status)
     ).all()
     return {status: int(count) for status, count in rows}
+
+
+def transcode_status(session: Session, job: Job) -> TranscodeStatus:
+    """A job's status with its chunk counts."""
+    return TranscodeStatus.of(job, chunk_counts(session, video_id=job.video_id))
 
 
 def reclaim_dead(session: Session, *, host: str, alive: Callable[[int], bool]) -> list[str]:
