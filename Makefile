@@ -18,6 +18,7 @@ lint: install-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy services gateway vp
+	$(VENV)/bin/lint-imports
 
 # The platform's tests run twice: on the embedded SQLite, then on PostgreSQL (a fresh database
 # per test platform on TEST_DATABASE_URL's server), with the worker's own tests. Media and

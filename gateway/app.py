@@ -5,8 +5,8 @@ uvicorn. Tests build their own app with `build_app`, handing it a client factory
 timeouts, another transport) and overriding `get_settings`.
 
 HLS playlists and segments are not relayed when the gateway shares the storage folder with the
-streaming service: `serving_app` puts the streaming service's own fast path
-(`services.streaming.fastpath`) in front, serving them with the same files, headers and access
+streaming service: `serving_app` puts the fast path the streaming service runs
+(`services.core.hls_fastpath`) in front, serving them with the same files, headers and access
 rules; a file it does not find there is relayed as before.
 
 `/watch/{id}` and `/embed/{id}` are the page and the embeddable player on one video
@@ -30,11 +30,11 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from gateway.frames import FrameGuard
 from gateway.pages import video_pages_router
 from gateway.proxy import METHODS, PREFIXES, forward, make_client
+from services.core import hls_fastpath
 from services.core.app import create_app
 from services.core.bodies import streamed_body
 from services.core.errors import AppError, NotFound
 from services.core.settings import PROJECT_ROOT, Settings, get_settings
-from services.streaming import fastpath
 
 FRONTEND_DIR = PROJECT_ROOT / "frontend"
 PAGE = "src"
@@ -161,10 +161,10 @@ def build_app(
     return app
 
 
-def serving_app(app: FastAPI) -> fastpath.HlsFastPath:
+def serving_app(app: FastAPI) -> hls_fastpath.HlsFastPath:
     """What the server runs: HLS playlists and segments served from the shared storage folder
-    by the streaming service's own fast path, everything else by `app` (relayed or local)."""
-    return fastpath.wrap(app, service="gateway")
+    by the fast path the streaming service runs, everything else by `app` (relayed or local)."""
+    return hls_fastpath.wrap(app, service="gateway")
 
 
 app = serving_app(build_app())

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from services.core import webhooks
+from services.admin import webhooks
+from services.core import outbox
 from services.core.db import init_db, session_scope
 from services.core.events import record
 from services.core.models import WebhookDelivery, utcnow
@@ -357,7 +358,7 @@ def test_a_delivery_whose_sender_died_is_claimed_again(database):
     video_id = "a" * 32
     with session_scope(database) as session:
         event = record(session, video_id=video_id, kind="video.failed", reason="test")
-        assert webhooks.enqueue(session, event, database) == 1
+        assert outbox.enqueue(session, event, database) == 1
     with session_scope(database) as session:
         first = webhooks.claim_due(session, worker_id="dead", lease_seconds=30)
     with session_scope(database) as session:

@@ -1,4 +1,4 @@
-"""The fast path of HLS delivery (services/streaming/fastpath.py), in the streaming service and
+"""The fast path of HLS delivery (services/core/hls_fastpath.py), in the streaming service and
 in the gateway: the same answers as the routes (types, caching, ETag/304, ranges, tokens),
 segments handed to the server whole, everything else left to the app; and the real servers
 (granian, as the launcher starts them) sending the files."""
@@ -18,12 +18,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.app import build_app, serving_app
 from services import launcher
-from services.core import ids, signing
+from services.core import hls_fastpath, ids, signing
 from services.core.app import create_app
 from services.core.db import init_db
 from services.core.settings import Settings, get_settings
 from services.core.storage import Storage
-from services.streaming import fastpath
 from services.streaming.routes import router
 from tests.harness import ROOT, Platform, free_ports
 
@@ -106,13 +105,13 @@ def settings_for(storage: Storage, **changes: object) -> Settings:
     return Settings().model_copy(update={"storage_dir": storage.root, **changes})
 
 
-def streaming(storage: Storage, **changes: object) -> tuple[fastpath.HlsFastPath, list[str]]:
+def streaming(storage: Storage, **changes: object) -> tuple[hls_fastpath.HlsFastPath, list[str]]:
     """The streaming service's app (routes + fast path) on `storage`; and what reached the API."""
     api = create_app("streaming", [router])
     seen: list[str] = []
     api.add_middleware(Reached, seen=seen)
     api.dependency_overrides[get_settings] = lambda: settings_for(storage, **changes)
-    return fastpath.wrap(api, service="streaming"), seen
+    return hls_fastpath.wrap(api, service="streaming"), seen
 
 
 async def call(
@@ -246,8 +245,8 @@ async def test_playlist_caching_follows_the_presentation_and_its_growth(tmp_path
 
 
 async def test_kept_responses_are_bounded(video: Video, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(fastpath, "RESPONSES_KEPT", 2)
-    monkeypatch.setattr(fastpath, "BODIES_KEPT_BYTES", 400)
+    monkeypatch.setattr(hls_fastpath, "RESPONSES_KEPT", 2)
+    monkeypatch.setattr(hls_fastpath, "BODIES_KEPT_BYTES", 400)
     app, _ = streaming(video.storage)
     relatives = ["360p/playlist.m3u8", "240p/playlist.m3u8", "master.m3u8", "360p/iframes.m3u8"]
 
@@ -403,7 +402,7 @@ async def test_metrics_count_what_the_fast_path_sent(video: Video):
     assert sent >= segment.stat().st_size
 
 
-def gateway_for(storage: Storage, streaming_url: str) -> tuple[fastpath.HlsFastPath, FastAPI]:
+def gateway_for(storage: Storage, streaming_url: str) -> tuple[hls_fastpath.HlsFastPath, FastAPI]:
     app = build_app()
     settings = settings_for(storage, streaming_url=streaming_url)
     app.dependency_overrides[get_settings] = lambda: settings

@@ -8,11 +8,11 @@ from functools import partial
 from fastapi import FastAPI
 
 from services.admin.routes import router
+from services.admin.webhooks import deliver_forever
 from services.core.app import create_app
 from services.core.db import init_db
 from services.core.settings import get_settings
 from services.core.tasks import in_background
-from services.core.webhooks import deliver_forever
 
 
 @asynccontextmanager

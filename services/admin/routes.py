@@ -15,6 +15,7 @@ from services.core.auth import AdminOnly
 from services.core.db import engine, session_scope
 from services.core.deps import SessionDep, SettingsDep, StorageDep
 from services.core.errors import Conflict
+from services.core.jobs import transcode_status
 from services.core.models import (
     DeliveryStatus,
     Job,
@@ -23,9 +24,9 @@ from services.core.models import (
     WebhookDelivery,
     as_utc,
 )
-from services.core.schemas import Deleted, Resumed, TranscodeStatus, VideoOut, transcode_status
+from services.core.schemas import Deleted, Resumed, TranscodeStatus, VideoOut
+from services.core.sweeps import sweep_totals
 from services.core.videos import delete_everywhere, get_video, list_videos
-from services.upload.sweep import sweep_totals
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=AdminOnly)
 

@@ -3,7 +3,7 @@
 An event is written in the same transaction as the change it records, by the one function
 that makes that change (`jobs`, `videos`, the upload's completion), so the trail can neither
 miss a change nor show one that was rolled back. Events of the webhook kinds also write their
-outbox rows in that transaction (see `webhooks`).
+outbox rows in that transaction (see `outbox`).
 
 Kinds (from -> to are video statuses; a kind without them is a step, not a change):
 
@@ -24,7 +24,7 @@ The trail is kept when a video is deleted: the delete is its last entry.
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.core import ids, webhooks
+from services.core import ids, outbox
 from services.core.errors import NotFound
 from services.core.models import Status, Upload, Video, VideoEvent, WebhookDelivery, utcnow
 from services.core.redact import public_text
@@ -68,8 +68,8 @@ def record(
     )
     session.add(event)
     session.flush()  # the id orders the trail and the outbox rows point at it
-    if kind in webhooks.TYPES:
-        webhooks.enqueue(session, event)
+    if kind in outbox.TYPES:
+        outbox.enqueue(session, event)
     return event
 
 

@@ -22,13 +22,25 @@ from services.core import events, ids
 from services.core.errors import Conflict, NotFound
 from services.core.models import ChunkStatus, Job, JobChunk, Status, Video, utcnow
 from services.core.redact import public_text
-from services.media.plan import CAPTIONS, ChunkSpec
+from services.core.schemas import TranscodeStatus
 
 log = logging.getLogger(__name__)
 
 RUNNABLE = (Status.QUEUED, Status.RUNNING)
 # Audio costs a few percent of a video chunk's work; it weighs that much in overall progress.
 AUDIO_WEIGHT = 0.05
+# The kind of the unit that extracts the source's text subtitle streams as captions.
+CAPTIONS = "captions"
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """A unit of work to create when a job is planned: a time chunk, or the whole audio."""
+
+    index: int
+    kind: str
+    start: float
+    end: float | None
 
 
 @dataclass(frozen=True)
@@ -687,6 +699,11 @@ def chunk_counts(session: Session, *, video_id: str) -> dict[str, int]:
         .group_by(JobChunk.status)
     ).all()
     return {status: int(count) for status, count in rows}
+
+
+def transcode_status(session: Session, job: Job) -> TranscodeStatus:
+    """A job's status with its chunk counts."""
+    return TranscodeStatus.of(job, chunk_counts(session, video_id=job.video_id))
 
 
 def reclaim_dead(session: Session, *, host: str, alive: Callable[[int], bool]) -> list[str]:

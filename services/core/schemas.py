@@ -4,7 +4,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 
 from services.core.models import Job, Video, as_utc
 from services.core.redact import public_text
@@ -114,10 +113,3 @@ class Resumed(BaseModel):
 
 class Deleted(BaseModel):
     deleted: str
-
-
-def transcode_status(session: Session, job: Job) -> TranscodeStatus:
-    """A job's status with its chunk counts."""
-    from services.core.jobs import chunk_counts
-
-    return TranscodeStatus.of(job, chunk_counts(session, video_id=job.video_id))

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from services.core import layout
+from services.core.jobs import CAPTIONS, ChunkSpec
 from services.core.settings import Settings
 from services.media.bounds import check_source
 from services.media.chunking import split_chunks
@@ -17,23 +18,12 @@ from services.media.probe import SourceInfo
 AUDIO_INDEX = -1
 # The unit that extracts the source's text subtitle streams as captions (kind "captions").
 CAPTIONS_INDEX = -2
-CAPTIONS = "captions"
 # HEVC needs about 60 % of H.264's bits for the same picture (the common rule of thumb for
 # x265 against x264 at web bit rates): its rungs keep the sizes and get 60 % of the rates.
 HEVC_BITRATE_SHARE = 0.6
 # An audio-only source gets the best audio any video's ladder gives (the HLS spec's ceiling):
 # with no picture the sound is all there is, and 160 kb/s is still a podcast's small change.
 AUDIO_ONLY_KBPS = MAX_AUDIO_KBPS
-
-
-@dataclass(frozen=True)
-class ChunkSpec:
-    """A unit of work to create when a job is planned: a time chunk, or the whole audio."""
-
-    index: int
-    kind: str
-    start: float
-    end: float | None
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """A video's captions: `POST /videos/{id}/captions` adds a WebVTT or SRT file, `GET` lists
-them, `DELETE /videos/{id}/captions/{caption_id}` removes one (services.core.captions)."""
+them, `DELETE /videos/{id}/captions/{caption_id}` removes one (services.media.video_captions)."""
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -8,13 +8,14 @@ from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from services.core import captions, ids
+from services.core import ids
 from services.core.auth import AdminOnly
 from services.core.bodies import streamed_body
 from services.core.deps import SessionDep, SettingsDep
 from services.core.errors import InvalidInput
 from services.core.models import Caption, as_utc
 from services.core.schemas import Deleted
+from services.media import video_captions
 from services.metadata import caption_body
 
 router = APIRouter(tags=["captions"])
@@ -124,7 +125,7 @@ async def add_caption(
             "'language' or ?language=..."
         )
     row = await run_in_threadpool(
-        lambda: captions.add(
+        lambda: video_captions.add(
             settings,
             video_id=hash,
             data=upload.data,
@@ -139,7 +140,7 @@ async def add_caption(
 @router.get("/videos/{hash}/captions", response_model=list[CaptionOut])
 def list_captions(hash: str, session: SessionDep) -> list[CaptionOut]:
     """The video's captions, in the order the master lists them."""
-    return [CaptionOut.of(row) for row in captions.list_captions(session, video_id=hash)]
+    return [CaptionOut.of(row) for row in video_captions.list_captions(session, video_id=hash)]
 
 
 @router.delete(
@@ -147,5 +148,5 @@ def list_captions(hash: str, session: SessionDep) -> list[CaptionOut]:
 )
 def delete_caption(hash: str, caption_id: str, settings: SettingsDep) -> Deleted:
     """Delete one caption: the master stops listing it, then its files go."""
-    captions.remove(settings, video_id=hash, caption_id=caption_id)
+    video_captions.remove(settings, video_id=hash, caption_id=caption_id)
     return Deleted(deleted=caption_id)

@@ -9,8 +9,9 @@ from services.core import ids, jobs
 from services.core.auth import AdminOnly
 from services.core.deps import SessionDep, SettingsDep
 from services.core.errors import Conflict
+from services.core.jobs import transcode_status
 from services.core.models import Status, Video
-from services.core.schemas import Deleted, TranscodeStatus, VideoOut, transcode_status
+from services.core.schemas import Deleted, TranscodeStatus, VideoOut
 from services.core.videos import delete_everywhere, get_video, list_videos
 
 router = APIRouter(tags=["metadata"])

@@ -20,6 +20,7 @@ from starlette.responses import FileResponse, Response
 from services.core import ids, layout
 from services.core.deps import SessionDep, SettingsDep, StorageDep
 from services.core.errors import Conflict, InvalidInput, NotFound, Unavailable
+from services.core.fileserve import MEDIA_TYPES, serve
 from services.core.models import Job, Status, Video
 from services.core.settings import Settings
 from services.core.storage import Storage
@@ -27,7 +28,6 @@ from services.core.videos import get_video
 from services.media import derived
 from services.media.plan import Plan
 from services.media.thumbnails import add_token_to_vtt
-from services.streaming.files import MEDIA_TYPES, serve
 from services.streaming.routes import PlaybackToken, download_name, original
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from starlette.responses import FileResponse, Response
 from services.core import ids, signing
 from services.core.deps import SessionDep, SettingsDep, StorageDep
 from services.core.errors import Forbidden, NotFound
+from services.core.fileserve import serve, serve_signed_playlist
 from services.core.models import Status
 from services.core.videos import get_video
-from services.streaming.files import serve, serve_signed_playlist
 
 router = APIRouter(tags=["streaming"])
 

@@ -18,13 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from services.core import ids
-from services.core.captions import (
-    NewCaption,
-    clean_label,
-    language_name,
-    language_tag,
-    store_file,
-)
 from services.core.errors import InvalidInput
 from services.core.models import CaptionOrigin
 from services.core.settings import Settings
@@ -32,6 +25,13 @@ from services.core.storage import Storage, remove_tree
 from services.media.captions import CaptionError, read_captions, shifted
 from services.media.probe import ProbeError
 from services.media.subtitles import SubtitleStream, extract_command, probe_subtitles
+from services.media.video_captions import (
+    NewCaption,
+    clean_label,
+    language_name,
+    language_tag,
+    store_file,
+)
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,9 @@ from services.core import ids, jobs
 from services.core.auth import AdminOnly
 from services.core.deps import SessionDep, StorageDep
 from services.core.errors import Conflict
+from services.core.jobs import transcode_status
 from services.core.models import Status
-from services.core.schemas import Resumed, TranscodeStatus, VideoIdBody, transcode_status
+from services.core.schemas import Resumed, TranscodeStatus, VideoIdBody
 from services.core.videos import get_video
 
 router = APIRouter(tags=["transcoding"])

@@ -22,12 +22,13 @@ from pathlib import Path
 
 from sqlalchemy import exists, or_, select
 
-from services.core import captions, jobs, layout
+from services.core import jobs, layout
 from services.core.db import session_scope
 from services.core.models import ChunkStatus, Job, JobChunk, Status
 from services.core.settings import Settings
 from services.core.storage import Storage, remove_tree, write_atomic
 from services.media import fmp4
+from services.media import video_captions as captions
 from services.media.plan import CAPTIONS, Plan
 from services.media.playlists import (
     IFrame,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
-from services.core import captions, jobs, layout
+from services.core import jobs, layout
 from services.core.db import init_db, session_scope
 from services.core.errors import AppError
 from services.core.jobs import ClaimedChunk
@@ -27,6 +27,7 @@ from services.core.settings import Settings, get_settings
 from services.core.storage import Storage, make_durable, remove_tree
 from services.core.tasks import sleep_unless
 from services.media import derived
+from services.media import video_captions as captions
 from services.media.bounds import check_source
 from services.media.chunking import TimeChunk
 from services.media.ffmpeg_args import audio_command, video_chunk_command

@@ -1,17 +1,17 @@
 """The abandoned-upload sweep: uploads that received no chunk for UPLOAD_EXPIRY_SECONDS are
 removed with their files (and direct upload URLs expired that long ago), and every run is
-recorded for the admin status."""
+recorded for the admin status (`services.core.sweeps`)."""
 
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from services.core.db import session_scope
-from services.core.models import DirectUpload, Sweep, Upload, UploadChunk, as_utc, utcnow
+from services.core.models import DirectUpload, Sweep, Upload, UploadChunk, utcnow
 from services.core.settings import Settings
 from services.core.storage import Storage
 from services.core.tasks import sleep_unless
@@ -56,26 +56,6 @@ def sweep_abandoned(settings: Settings) -> SweepResult:
     if stale:
         log.info("sweep removed %d abandoned uploads, %d bytes", len(stale), reclaimed)
     return SweepResult(len(stale), reclaimed)
-
-
-def sweep_totals(settings: Settings) -> dict[str, object]:
-    """What every sweep so far reclaimed, and when the last one ran."""
-    with session_scope(settings) as session:
-        runs, uploads, size, last = session.execute(
-            select(
-                func.count(Sweep.id),
-                func.coalesce(func.sum(Sweep.uploads_removed), 0),
-                func.coalesce(func.sum(Sweep.bytes_reclaimed), 0),
-                func.max(Sweep.ran_at),
-            )
-        ).one()
-    last_run = as_utc(last) if isinstance(last, datetime) else None
-    return {
-        "runs": runs,
-        "uploads_removed": uploads,
-        "bytes_reclaimed": size,
-        "last_run_at": last_run,
-    }
 
 
 async def sweep_forever(settings: Settings, shutdown: asyncio.Event) -> None:

@@ -17,7 +17,6 @@ from services.core.models import Job, Status, Video
 from services.core.settings import Settings
 from services.core.storage import Storage
 from services.media.playlists import read_media_playlist
-from services.transcoding import stitch
 from services.transcoding.worker import Worker
 from tests.clips import make_clip
 from tests.disk import DiskCalls

@@ -1,5 +1,6 @@
 """How a file of the platform is served: MIME type and caching by kind; ranges, ETags and 304
-from Starlette's FileResponse and StaticFiles."""
+from Starlette's FileResponse and StaticFiles. The streaming service's routes and the HLS fast
+path (`hls_fastpath`, which the gateway runs too) answer with these, so both agree."""
 
 import os
 import stat as stat_module

@@ -1,9 +1,9 @@
 """Webhooks: signed JSON sent to the URLs of WEBHOOK_URLS when a video is ready or failed, or an
 upload completed; an outbox in the database, sent at least once, retried with backoff.
 
-The outbox row is written in the transaction of the event (`enqueue`, called by
+The outbox row is written in the transaction of the event (`services.core.outbox`, called by
 `events.record`), so a change that commits always gets its webhook and a rolled-back one never
-does. A sender (the admin service runs one) claims due rows with a lease, POSTs them and
+does. This sender (the admin service runs it) claims due rows with a lease, POSTs them and
 records the outcome; a sender that dies mid-request leaves the lease to expire and the row is
 sent again. Receivers drop repeats by the `Webhook-Id` header (also the body's `id`).
 
@@ -25,14 +25,12 @@ WEBHOOK_MAX_ATTEMPTS, then the delivery is `failed`.
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import os
 import socket
 import time
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -40,24 +38,17 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.core.db import session_scope
-from services.core.models import DeliveryStatus, Video, VideoEvent, WebhookDelivery, utcnow
-from services.core.schemas import VideoOut
-from services.core.settings import Settings, get_settings
+from services.core.models import DeliveryStatus, WebhookDelivery, utcnow
+from services.core.settings import Settings
 from services.core.tasks import sleep_unless
 
 log = logging.getLogger(__name__)
 
-TYPES = ("upload.completed", "video.ready", "video.failed")
 ID_HEADER = "Webhook-Id"
 SIGNATURE_HEADER = "Webhook-Signature"
 # However many attempts are configured, a retry is never put off by more than an hour.
 MAX_BACKOFF_SECONDS = 3600.0
 BATCH = 10
-
-
-def rfc3339(value: datetime) -> str:
-    """A UTC time as RFC 3339 with a `Z`, the way the APIs write times."""
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
@@ -66,45 +57,7 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
-def _body(delivery_id: str, event: VideoEvent, video: Video | None) -> str:
-    data = VideoOut.of(video).model_dump(mode="json") if video else {"id": event.video_id}
-    payload: dict[str, Any] = {
-        "type": event.kind,
-        "id": delivery_id,
-        "event_id": event.id,
-        "created_at": rfc3339(event.at),
-        "reason": event.reason,
-        "data": data,
-    }
-    return json.dumps(payload, separators=(",", ":"))
-
-
-def enqueue(session: Session, event: VideoEvent, settings: Settings | None = None) -> int:
-    """Write one outbox row per configured URL for `event`; return how many."""
-    urls = (settings or get_settings()).webhook_url_list()
-    if not urls:
-        return 0
-    # The video as it is after the change (the change may have been a bulk UPDATE).
-    video = session.get(Video, event.video_id, populate_existing=True)
-    for url in urls:
-        delivery_id = uuid.uuid4().hex
-        session.add(
-            WebhookDelivery(
-                id=delivery_id,
-                event_id=event.id,
-                video_id=event.video_id,
-                type=event.kind,
-                url=url,
-                body=_body(delivery_id, event, video),
-                status=DeliveryStatus.PENDING,
-                attempts=0,
-                next_attempt_at=event.at,
-            )
-        )
-    return len(urls)
-
-
-# --- the outbox -------------------------------------------------------------------------------
+# --- claiming due rows, recording attempts ----------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 A player asks for a segment or a playlist every few seconds, so these requests are most of the
 traffic. FastAPI's routing, dependency injection and middleware cost more than serving the
 file itself, so `HlsFastPath` answers them first, with the very same files, headers and access
-rules as the routes (`files.file_response`, `Storage`, `signing.verify`). A segment is handed
+rules as the routes (`fileserve.file_response`, `Storage`, `signing.verify`). A segment is handed
 to the server to send (`http.response.pathsend`: granian sends it without Python); a playlist,
 small and asked for far more often, is sent from memory, read once per version of the file.
 
@@ -40,15 +40,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core import ids, layout, signing
 from services.core.cors import RawHeaders, playback_policy, with_headers
-from services.core.metrics import BYTES_SENT, LATENCY, REQUESTS
-from services.core.settings import Settings, get_settings
-from services.core.storage import Storage
-from services.streaming.files import (
+from services.core.fileserve import (
     file_response,
     not_modified,
     regular_file_stat,
     serve_signed_playlist,
 )
+from services.core.metrics import BYTES_SENT, LATENCY, REQUESTS
+from services.core.settings import Settings, get_settings
+from services.core.storage import Storage
 
 PATHSEND = "http.response.pathsend"
 # Built from the validators' own patterns: a path matching it names a file by valid ids only.
