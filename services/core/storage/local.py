@@ -1,9 +1,9 @@
 """The local folder backend: each key is a file below one root folder (the embedded default, and
 every machine of a deployment that shares a file system).
 
-Multipart objects are written as one file per part in `{root}/.multipart/{upload_id}/`
-(named `{number:05d}-{md5}`, so a resent part replaces the earlier one and its ETag is in its
-name) and joined into the object by `finish_multipart`.
+Multipart objects are written as one file per part in `{root}/.multipart/{upload_id}/`, named
+`{number:05d}-{md5}` (the ETag is in the name: a part resent with other bytes never overwrites
+the one a caller may still name), and joined into the object by `finish_multipart`.
 """
 
 import errno
@@ -156,10 +156,9 @@ class LocalStore:
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-            # A resent part replaces the one before it, as on S3.
-            for older in folder.glob(f"{number:05d}-*"):
-                if older != final:
-                    older.unlink(missing_ok=True)
+            # A part resent with other bytes sits beside the earlier one until the upload ends
+            # (deleting that here could race with a concurrent resend): finish joins the one
+            # whose ETag it is given.
             make_durable([], folders=[folder])
         return Part(number=number, etag=digest, size=size)
 
