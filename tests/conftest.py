@@ -6,6 +6,7 @@ import pytest
 
 from tests.clips import make_clip
 from tests.harness import Platform, upload, wait_status
+from tests.s3server import S3Server, on_ci, start_s3_server
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +69,17 @@ def transcoded(client: httpx.Client, clips: dict[str, Path]) -> dict[str, str]:
         status = wait_status(client, video_id)
         assert status["overall"] == "ok", (name, status)
     return ids
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A SeaweedFS S3 server of the test run's own (tests/s3server.py); skipped only off CI,
+    and only when weed cannot start here."""
+    try:
+        server = start_s3_server(tmp_path_factory.mktemp("s3"))
+    except RuntimeError as exc:
+        if on_ci():
+            raise
+        pytest.skip(f"no S3 server: {exc}")
+    yield server
+    server.stop()

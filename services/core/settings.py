@@ -196,6 +196,34 @@ class Settings(BaseSettings):
         "json", pattern="^(json|text)$", description="json: one object a line; text: plain"
     )
 
+    storage_url: str = Field(
+        "",
+        description="Where media is stored: empty = the local folder STORAGE_DIR; "
+        "s3://bucket/prefix = an S3-compatible bucket (AWS_* settings below)",
+    )
+    aws_endpoint_url: str = Field(
+        "", description="S3 endpoint (MinIO, SeaweedFS, R2, ...); empty = AWS S3 itself"
+    )
+    aws_access_key_id: str = Field(
+        "", description="S3 access key; empty = boto3's usual sources (profile, instance role)"
+    )
+    aws_secret_access_key: str = Field("", description="S3 secret key, with the access key")
+    aws_region: str = Field("us-east-1", description="S3 region the requests are signed for")
+    media_public_url: str = Field(
+        "",
+        description="Public base URL of the stored media (a CDN or public bucket), for "
+        "segment URLs; empty = media is served through the streaming service",
+    )
+    s3_connect_timeout_seconds: float = Field(
+        5.0, gt=0, description="Longest wait for a connection to the S3 endpoint"
+    )
+    s3_read_timeout_seconds: float = Field(
+        60.0, gt=0, description="Longest wait for the S3 endpoint to send the next bytes"
+    )
+    s3_max_attempts: int = Field(
+        3, ge=1, description="Tries of one S3 request (throttling, 5xx, dropped connections)"
+    )
+
     def service_url(self, name: str) -> str:
         """Base URL of a service by name (`upload`, `transcoding`, ...), explicit URL first."""
         explicit: str = getattr(self, f"{name}_url")
