@@ -13,9 +13,12 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from tests.s3server import S3Server
 
 ROOT = Path(__file__).resolve().parents[1]
 PORT_NAMES = ("gateway", "upload", "transcoding", "metadata", "streaming", "admin")
@@ -66,11 +69,47 @@ def drop_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
 
 
+def storage_under_test() -> str:
+    """TEST_STORAGE: "s3" runs every platform on the test run's S3 server, each on a prefix
+    of its own, its storage folder then only its scratch; else ("local") on the folder."""
+    return os.environ.get("TEST_STORAGE", "local")
+
+
+_shared_s3: list["S3Server"] = []
+
+
+def shared_s3_server() -> "S3Server":
+    """The test run's S3 server (SeaweedFS), started at first use, stopped at exit."""
+    if not _shared_s3:
+        import atexit
+        import tempfile
+
+        from tests.s3server import start_s3_server
+
+        folder = Path(tempfile.mkdtemp(prefix="vp-s3-"))
+        server = start_s3_server(folder)
+        atexit.register(server.stop)
+        _shared_s3.append(server)
+    return _shared_s3[0]
+
+
+def s3_env(server: "S3Server", prefix: str | None = None) -> dict[str, str]:
+    """The settings that put a platform on `server`, under a prefix of its own."""
+    return {
+        "STORAGE_URL": f"s3://{server.bucket}/{prefix or 'vp-' + uuid.uuid4().hex[:12]}",
+        "AWS_ENDPOINT_URL": server.endpoint,
+        "AWS_ACCESS_KEY_ID": server.access_key,
+        "AWS_SECRET_ACCESS_KEY": server.secret_key,
+        "AWS_REGION": server.region,
+    }
+
+
 class Platform:
     """The five services, the gateway and a worker, as `make run` starts them.
 
     With TEST_DATABASE_URL set, it runs on a fresh PostgreSQL database of its own; otherwise
-    on the embedded SQLite file in its storage folder.
+    on the embedded SQLite file in its storage folder. With TEST_STORAGE=s3 (or STORAGE_URL
+    given), its media go to an S3 bucket and the storage folder is only its scratch.
     """
 
     def __init__(self, storage: Path, **env: str) -> None:
@@ -81,6 +120,8 @@ class Platform:
         # ADMIN_TOKEN="" starts it without one: the platform then generates and stores its own.
         given = env.pop("ADMIN_TOKEN", None)
         self.admin_token = uuid.uuid4().hex if given is None else given
+        if storage_under_test() == "s3" and "STORAGE_URL" not in env:
+            env = {**s3_env(shared_s3_server()), **env}
         self.env = {
             **os.environ,
             "DATABASE_URL": self.database_url,

@@ -3,6 +3,7 @@
 
 import ipaddress
 import re
+import threading
 from urllib.parse import urlsplit
 
 from services.core.settings import Settings
@@ -100,3 +101,29 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+_opened: dict[tuple[object, ...], Store] = {}
+_opening = threading.Lock()
+
+
+def store_of(settings: Settings) -> Store:
+    """The process's one store for these settings (opened once: a boto3 client is costly to
+    make and safe to share between threads)."""
+    key = (
+        settings.storage_url,
+        str(settings.storage_dir),
+        settings.aws_endpoint_url,
+        settings.aws_access_key_id,
+        settings.aws_region,
+        settings.media_public_url,
+    )
+    with _opening:
+        if key not in _opened:
+            _opened[key] = open_store(settings)
+        return _opened[key]
+
+
+def uses_object_storage(settings: Settings) -> bool:
+    """True when media live in a bucket (STORAGE_URL set): STORAGE_DIR is then scratch only."""
+    return parse_storage_url(settings.storage_url) is not None
