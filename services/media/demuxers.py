@@ -16,6 +16,8 @@ such as HLS's segment readers, inherit the list) and the one protocol, `file`.
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 UPLOAD_FORMATS: tuple[str, ...] = (
     # MP4/MOV/3GP/M4A (phones, cameras, editors, screen recorders); enable_drefs, the one
@@ -84,11 +86,65 @@ _SUBTITLES = frozenset((
 _REFERENCES = frozenset(("hls", "dash", "webm_dash_manifest", "concat", "imf"))
 
 
-def input_args(formats: Sequence[str]) -> list[str]:
-    """Input options (they go before `-i`): only `formats` demux, only local files open."""
+# A source in object storage is read over HTTP(S) from a presigned URL of the platform's own
+# bucket: those protocols only, and a dropped connection is reopened where it broke (a chunk's
+# encode reads for minutes).
+REMOTE_PROTOCOLS = "https,http,tls,tcp"
+RECONNECT_ARGS = [
+    "-reconnect",
+    "1",
+    "-reconnect_streamed",
+    "1",
+    "-reconnect_on_network_error",
+    "1",
+    "-reconnect_delay_max",
+    "10",
+]
+
+
+@dataclass(frozen=True)
+class RemoteSource:
+    """A file read over HTTP(S): a presigned URL the platform made for its own bucket. Its
+    URL carries a signature: it is never logged whole nor shown to a client (`name` is)."""
+
+    url: str
+    name: str = "source"
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("https://", "http://")):
+            raise ValueError("a remote source is an http(s) URL")
+
+
+# What an ffmpeg input can be: a file on this machine, or an object read over HTTP(S).
+Source = Path | RemoteSource
+
+
+def input_args(formats: Sequence[str], *, remote: bool = False) -> list[str]:
+    """Input options (they go before `-i`): only `formats` demux; only local files open, or
+    (`remote`) only HTTP(S), reconnecting."""
     if not formats:
         raise ValueError("an input needs at least one allowed format")
-    return ["-protocol_whitelist", "file", "-format_whitelist", ",".join(formats)]
+    if remote:
+        protocols = ["-protocol_whitelist", REMOTE_PROTOCOLS, *RECONNECT_ARGS]
+    else:
+        protocols = ["-protocol_whitelist", "file"]
+    return [*protocols, "-format_whitelist", ",".join(formats)]
+
+
+def source_input_args(source: Source, formats: Sequence[str]) -> list[str]:
+    """input_args for reading `source` (a local file, or a remote one)."""
+    return input_args(formats, remote=isinstance(source, RemoteSource))
+
+
+def source_arg(source: Source) -> str:
+    """What follows `-i`: an absolute path (so a name like "http:x" is never read as a
+    protocol, nor "-x" as an option), or the URL."""
+    return source.url if isinstance(source, RemoteSource) else str(source.absolute())
+
+
+def source_name(source: Source) -> str:
+    """The source as messages may show it: a file's last name, never a path or a URL."""
+    return source.name
 
 
 def is_allowed(format_name: str, formats: Sequence[str] = UPLOAD_FORMATS) -> bool:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from services.core import layout
 from services.media.chunking import TimeChunk
-from services.media.demuxers import UPLOAD_FORMATS, input_args
+from services.media.demuxers import UPLOAD_FORMATS, Source, source_arg, source_input_args
 from services.media.ladder import Rendition
 from services.media.probe import SourceInfo
 
@@ -84,7 +84,7 @@ class EncodeOptions:
 def video_chunk_command(
     *,
     ffmpeg: str,
-    source: Path,
+    source: Source,
     info: SourceInfo,
     renditions: Sequence[Rendition],
     out_dir: Path,
@@ -98,13 +98,13 @@ def video_chunk_command(
     # naming other files is never opened: see demuxers.py); seek (decoding from the keyframe
     # before, dropping frames up to `start`) and read only the chunk's range, so each frame
     # lands in exactly one chunk.
-    argv = [ffmpeg, *_global_args(options), *input_args(UPLOAD_FORMATS)]
+    argv = [ffmpeg, *_global_args(options), *source_input_args(source, UPLOAD_FORMATS)]
     argv += ["-ss", _seconds(chunk.start)]
     if chunk.end is not None:
         argv += ["-t", _seconds(chunk.end - chunk.start)]
     # -i before the path so a name starting with "-" is never read as an option; absolute so
     # a name like "http:x" is never read as a protocol.
-    argv += ["-i", str(source.absolute())]
+    argv += ["-i", source_arg(source)]
     length = chunk.end - chunk.start if chunk.end is not None else None
     argv += ["-filter_complex", filter_graph(info, renditions, length=length)]
     offset = chunk_ts_offset(chunk)
@@ -134,11 +134,11 @@ def video_chunk_command(
 
 
 def audio_command(
-    *, ffmpeg: str, source: Path, audio_kbps: int, out_dir: Path, options: EncodeOptions
+    *, ffmpeg: str, source: Source, audio_kbps: int, out_dir: Path, options: EncodeOptions
 ) -> list[str]:
     """One ffmpeg run that encodes the source's first audio stream as an HLS rendition."""
-    argv = [ffmpeg, *_global_args(options), *input_args(UPLOAD_FORMATS)]
-    argv += ["-i", str(source.absolute()), "-map", "0:a:0", "-vn"]
+    argv = [ffmpeg, *_global_args(options), *source_input_args(source, UPLOAD_FORMATS)]
+    argv += ["-i", source_arg(source), "-map", "0:a:0", "-vn"]
     argv += ["-c:a", "aac", "-b:a", f"{audio_kbps}k"]
     argv += ["-ac", "2", "-ar", "48000"]
     if options.threads > 0:

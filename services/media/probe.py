@@ -9,12 +9,20 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 from services.core.errors import NotAVideo
 from services.core.redact import public_text
-from services.media.demuxers import UPLOAD_FORMATS, input_args, is_allowed, refusal
+from services.media.demuxers import (
+    UPLOAD_FORMATS,
+    RemoteSource,
+    Source,
+    is_allowed,
+    refusal,
+    source_arg,
+    source_input_args,
+    source_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +108,9 @@ class SourceInfo:
         return self.field_order in INTERLACED_FIELD_ORDERS
 
 
-def probe(path: Path, *, ffprobe: str = "ffprobe", timeout: float = 60) -> SourceInfo:
-    """Describe the video at `path`, or raise ProbeError saying why it is not one."""
+def probe(path: Source, *, ffprobe: str = "ffprobe", timeout: float = 60) -> SourceInfo:
+    """Describe the video at `path` (a file, or a remote object), or raise ProbeError saying
+    why it is not one."""
     data = ffprobe_json(path, ["-show_format", "-show_streams"], ffprobe=ffprobe, timeout=timeout)
     _check_format(data)
     timing = None
@@ -116,17 +125,17 @@ def probe(path: Path, *, ffprobe: str = "ffprobe", timeout: float = 60) -> Sourc
 
 
 def ffprobe_command(
-    path: Path, show: Sequence[str], *, ffprobe: str = "ffprobe", formats: Sequence[str]
+    path: Source, show: Sequence[str], *, ffprobe: str = "ffprobe", formats: Sequence[str]
 ) -> list[str]:
     """The ffprobe argv reporting `show` on `path` as JSON, read only as one of `formats`."""
     # -i keeps a name such as "-x.mp4" from being read as an option; an absolute path
     # keeps a name such as "http:x" from being read as a protocol.
-    argv = [ffprobe, "-v", "error", "-print_format", "json", *show, *input_args(formats)]
-    return [*argv, "-i", str(path.absolute())]
+    argv = [ffprobe, "-v", "error", "-print_format", "json", *show]
+    return [*argv, *source_input_args(path, formats), "-i", source_arg(path)]
 
 
 def ffprobe_json(
-    path: Path,
+    path: Source,
     show: list[str],
     *,
     ffprobe: str = "ffprobe",
@@ -145,7 +154,12 @@ def ffprobe_json(
         raise ProbeError(f"ffprobe gave no answer within {timeout:g} s") from exc
     if done.returncode != 0:
         # The whole text, paths and all, stays in the service log; the client gets `_reason`.
-        log.info("ffprobe refused %s: %s", path, done.stderr.decode("utf-8", "replace").strip())
+        # (A remote source's URL carries a signature: its name stands for it.)
+        log.info(
+            "ffprobe refused %s: %s",
+            source_name(path) if isinstance(path, RemoteSource) else path,
+            _hidden(done.stderr, path),
+        )
         raise ProbeError(
             _refused_format(done.stderr)
             or _reason(done.stderr, path)
@@ -174,9 +188,14 @@ def _check_format(data: dict[str, Any]) -> None:
         raise ProbeError(refusal(name or None))
 
 
-def _reason(stderr: bytes, path: Path) -> str:
+def _hidden(stderr: bytes, path: Source) -> str:
+    """ffprobe's output with the source named by its name (never its path or signed URL)."""
+    return stderr.decode("utf-8", errors="replace").replace(source_arg(path), source_name(path))
+
+
+def _reason(stderr: bytes, path: Source) -> str:
     """ffprobe's complaint as one line, without paths (ours or any other) or addresses."""
-    text = stderr.decode("utf-8", errors="replace").replace(str(path.absolute()), path.name)
+    text = _hidden(stderr, path)
     lines = [_ADDRESS.sub("", line).strip() for line in text.splitlines() if line.strip()]
     return without_paths("; ".join(lines))[-_MAX_REASON_CHARS:]
 
@@ -374,14 +393,14 @@ class StreamTiming:
 
 
 def scan_packets(
-    path: Path, *, select: str = "v:0", ffprobe: str = "ffprobe", timeout: float = 60
+    path: Source, *, select: str = "v:0", ffprobe: str = "ffprobe", timeout: float = 60
 ) -> StreamTiming:
     """The timing of the packets of stream `select`, read one by one (demuxing only, nothing
     is decoded); ProbeError when that takes over `timeout` s."""
     argv = [ffprobe, "-v", "error", "-select_streams", select]
     argv += ["-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0"]
     # The same demuxers and protocol as the probe itself: only the file named is read.
-    argv += [*input_args(UPLOAD_FORMATS), "-i", str(path.absolute())]
+    argv += [*source_input_args(path, UPLOAD_FORMATS), "-i", source_arg(path)]
     timing = StreamTiming()
     # Read line by line: a long file has millions of packets, and only the sums are kept.
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as process:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.media.demuxers import UPLOAD_FORMATS, input_args
+from services.media.demuxers import UPLOAD_FORMATS, Source, source_arg, source_input_args
 from services.media.probe import TEXT_SUBTITLE_CODECS, ffprobe_json
 
 BITMAP_CODECS = frozenset(
@@ -88,7 +88,7 @@ def probe_subtitles(
 
 
 def extract_command(
-    *, ffmpeg: str, source: Path, streams: list[SubtitleStream], out_dir: Path, max_bytes: int
+    *, ffmpeg: str, source: Source, streams: list[SubtitleStream], out_dir: Path, max_bytes: int
 ) -> list[str]:
     """One ffmpeg run writing each stream as `out_dir/{index}.vtt` (WebVTT): the file is
     read once whatever the number of tracks. Cue times stay the file's own (-copyts): the
@@ -99,7 +99,7 @@ def extract_command(
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-copyts"]
     # Only the upload's own bytes, read as an upload format (see demuxers.py); -i before an
     # absolute path, so no name is read as an option or a protocol.
-    argv += [*input_args(UPLOAD_FORMATS), "-i", str(source.absolute())]
+    argv += [*source_input_args(source, UPLOAD_FORMATS), "-i", source_arg(source)]
     for stream in streams:
         argv += ["-map", f"0:{stream.index}", "-c:s", "webvtt", "-fs", str(max_bytes)]
         argv += ["-f", "webvtt", str(out_dir.absolute() / f"{stream.index}.vtt")]

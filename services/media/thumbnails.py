@@ -17,7 +17,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.media.demuxers import HLS_FORMATS, UPLOAD_FORMATS, input_args
+from services.media.demuxers import (
+    HLS_FORMATS,
+    UPLOAD_FORMATS,
+    Source,
+    input_args,
+    source_arg,
+    source_input_args,
+)
 from services.media.ffmpeg_args import DEINTERLACE, converts_to_bt709, to_bt709_filters
 from services.media.probe import SourceInfo
 
@@ -58,7 +65,7 @@ def poster_time(duration: float) -> float:
 def poster_command(
     *,
     ffmpeg: str,
-    source: Path,
+    source: Source,
     at: float,
     width: int,
     height: int,
@@ -78,8 +85,8 @@ def poster_command(
         argv += ["-skip_frame", "nokey"]
     # Only the upload's own bytes, as one of the upload formats (see demuxers.py). Input seek
     # to the keyframe at or before `at` (-noaccurate_seek: no decoding up to `at`).
-    argv += [*input_args(UPLOAD_FORMATS), "-ss", f"{at:.3f}", "-noaccurate_seek"]
-    argv += ["-i", str(source.absolute())]
+    argv += [*source_input_args(source, UPLOAD_FORMATS), "-ss", f"{at:.3f}", "-noaccurate_seek"]
+    argv += ["-i", source_arg(source)]
     filters = ",".join(poster_filters(info, width, height))
     argv += ["-map", "0:v:0", "-an", "-sn", "-dn", "-vf", filters]
     argv += ["-frames:v", "1", "-q:v", str(POSTER_QUALITY)]

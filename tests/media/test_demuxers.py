@@ -13,10 +13,14 @@ from services.media.demuxers import (
     HLS_FORMATS,
     SEGMENT_FORMATS,
     UPLOAD_FORMATS,
+    RemoteSource,
     describe,
     input_args,
     is_allowed,
     refusal,
+    source_arg,
+    source_input_args,
+    source_name,
 )
 from services.media.ffmpeg_args import EncodeOptions, audio_command, video_chunk_command
 from services.media.ladder import plan_ladder
@@ -266,3 +270,23 @@ def test_a_reason_keeps_no_absolute_path_of_any_file(tmp_path: Path) -> None:
         "[concat] Unsafe file name 'secret.mp4'; source: Operation not permitted; "
         "rate 30000/1001, N/A, ../../hls/x/720p/playlist.m3u8"
     )
+
+
+def test_a_remote_source_opens_over_http_only_and_reconnects() -> None:
+    source = RemoteSource("https://bucket.example/originals/x/source?X-Amz-Signature=s3cr3t")
+    argv = source_input_args(source, UPLOAD_FORMATS)
+    assert argv[argv.index("-protocol_whitelist") + 1] == "https,http,tls,tcp"
+    assert "file" not in argv[argv.index("-protocol_whitelist") + 1].split(",")
+    assert argv[argv.index("-reconnect") + 1] == "1"
+    assert source_arg(source) == source.url and source_name(source) == "source"
+
+
+def test_a_local_source_opens_as_a_file_only() -> None:
+    argv = source_input_args(Path("/srv/media/source"), UPLOAD_FORMATS)
+    assert argv[argv.index("-protocol_whitelist") + 1] == "file"
+    assert "-reconnect" not in argv
+
+
+def test_a_remote_source_must_be_an_http_url() -> None:
+    with pytest.raises(ValueError):
+        RemoteSource("file:///etc/passwd")
