@@ -92,6 +92,14 @@ def part_bytes_for(bound: int) -> int:
     return size
 
 
+def staged_bytes(settings: Settings, size: int, bound: int) -> int:
+    """The disk an upload of `size` bytes (at most `bound`) needs here at first: all of it on
+    the local folder; in a bucket, a part (each chunk is checked again as it comes)."""
+    if not active(settings):
+        return size
+    return min(size, part_bytes_for(bound))
+
+
 def start(settings: Settings, upload: Upload, bound: int) -> None:
     """Give a new upload (not yet stored) its part size and multipart object, in a bucket."""
     if not active(settings):

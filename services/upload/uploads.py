@@ -167,7 +167,8 @@ def init_upload(
     label = video_label(settings, filename)
     _check_declaration(settings, total_chunks, total_size, chunk_size)
     codec = check_codec(codec)
-    check_free_space(settings, storage, total_size or 0)
+    largest = _largest(settings, total_chunks, total_size, chunk_size)
+    check_free_space(settings, storage, remote.staged_bytes(settings, total_size or 0, largest))
     if total_chunks == 1 and total_size is not None:
         chunk_size = total_size
     if sha256 is not None:
@@ -183,7 +184,7 @@ def init_upload(
         sha256=sha256,
         codec=codec,
     )
-    remote.start(settings, upload, _largest(settings, total_chunks, total_size, chunk_size))
+    remote.start(settings, upload, largest)
     storage.create_source(upload.id)
     session.add(upload)
     events.upload_created(session, upload)

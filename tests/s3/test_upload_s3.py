@@ -17,11 +17,13 @@ import httpx
 import pytest
 
 from services.core.db import engine
+from services.core.errors import TooLarge
 from services.core.layout import VideoLayout
 from services.core.settings import Settings
 from services.core.storage import Storage
+from services.core.storage.interface import MAX_PARTS, MIN_PART_BYTES
 from services.core.storage.s3 import S3Store
-from services.upload.remote import PART_FLOOR
+from services.upload.remote import PART_FLOOR, part_bytes_for, punch_hole
 from services.upload.sweep import sweep_abandoned
 from tests.clips import make_clip
 from tests.harness import Platform, free_ports, s3_env, upload
@@ -104,6 +106,28 @@ def settings_of(platform: Platform, **extra: object) -> Settings:
         aws_region=env["AWS_REGION"],
         **extra,  # type: ignore[arg-type]
     )
+
+
+# --- the rules ------------------------------------------------------------------------------
+
+
+def test_parts_keep_s3_rules_for_the_largest_upload_and_refuse_what_cannot():
+    for bound in (1, PART_FLOOR, 64 * 1024**3, 5 * 1024**4):
+        size = part_bytes_for(bound)
+        assert size >= MIN_PART_BYTES and -(-bound // size) <= MAX_PARTS
+    with pytest.raises(TooLarge):
+        part_bytes_for(60 * 1024**4)
+
+
+def test_a_punched_range_frees_its_blocks_and_keeps_the_size(tmp_path):
+    staged = tmp_path / "staged"
+    with staged.open("wb") as handle:
+        handle.write(os.urandom(3 * MIB))
+        os.fsync(handle.fileno())
+    assert punch_hole(staged, 0, 2 * MIB)
+    assert staged.stat().st_size == 3 * MIB
+    assert allocated(staged) <= MIB + 64 * 1024
+    assert staged.read_bytes()[: 2 * MIB] == bytes(2 * MIB)
 
 
 # --- chunked ----------------------------------------------------------------------------------
