@@ -85,6 +85,23 @@ class Upload(Base):
     tus_concat: Mapped[str | None] = mapped_column(Text)  # Upload-Concat, as received
     # The ladder codec chosen at init; NULL = DEFAULT_CODEC when the upload completes.
     codec: Mapped[str | None] = mapped_column(String(8))
+    # STORAGE_URL on a bucket only (services/upload/remote.py): the source's multipart upload
+    # and the size of each of its parts but the last; NULL on the local folder.
+    multipart_id: Mapped[str | None] = mapped_column(Text)
+    part_bytes: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class UploadPart(Base):
+    """A part of an upload's source sent to the bucket (its local bytes are freed)."""
+
+    __tablename__ = "upload_parts"
+
+    upload_id: Mapped[str] = mapped_column(
+        ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    etag: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
 
 
 class DirectUpload(Base):

@@ -68,6 +68,9 @@ class PrefixHasher:
         self._lock = threading.Lock()
         self._drain_lock = threading.Lock()
         self._scheduled = False
+        # Set when bytes it has not hashed left this machine (uploads into a bucket, remote.py):
+        # it then reads nothing more, and its digest is never used.
+        self.lost = False
 
     def begin(self, offset: int) -> Digest | None:
         """A digest to feed the chunk starting at `offset` into, if the prefix ends there."""
@@ -79,12 +82,25 @@ class PrefixHasher:
         with self._lock:
             if fed is not None and self.position == offset:
                 self.digest, self.position = fed, offset + size
-            elif offset >= self.position:
+            elif offset >= self.position and not self.lost:
                 self.pending[offset] = size
             if self.position not in self.pending or self._scheduled:
                 return
             self._scheduled = True
         _DRAINER.submit(self._drain_in_background)
+
+    def lose(self) -> None:
+        """Give up: bytes this hasher still needs are no longer in the file."""
+        with self._lock:
+            self.lost = True
+            self.pending.clear()
+
+    def catch_up(self) -> int:
+        """Hash the recorded chunks that continue the prefix now; where the prefix ends."""
+        with self._drain_lock:
+            self._drain()
+            with self._lock:
+                return self.position
 
     def finish(self, size: int) -> str:
         """The sha256 of the file's first `size` bytes: the prefix plus what is left."""
@@ -110,7 +126,7 @@ class PrefixHasher:
         """Read back recorded chunks that continue the prefix (caller holds `_drain_lock`)."""
         while True:
             with self._lock:
-                size = self.pending.pop(self.position, None)
+                size = None if self.lost else self.pending.pop(self.position, None)
                 if size is None:
                     return
                 start, digest = self.position, self.digest.copy()

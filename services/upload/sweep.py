@@ -14,8 +14,9 @@ from services.core.db import session_scope
 from services.core.models import DirectUpload, Sweep, Upload, UploadChunk, utcnow
 from services.core.settings import Settings
 from services.core.storage import Storage
+from services.core.storage.interface import StorageUnavailable
 from services.core.tasks import sleep_unless
-from services.upload import tus
+from services.upload import remote, tus
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,15 @@ def sweep_abandoned(settings: Settings) -> SweepResult:
     # A tus upload (partial ones too) idles like a chunked one, unless a PATCH is writing it.
     stale = [upload_id for upload_id in stale if not tus.busy(storage, upload_id)]
     reclaimed = 0
+    removed = 0
     for upload_id in stale:
+        try:
+            remote.discard(settings, upload_id)
+        except StorageUnavailable:
+            # Its multipart object stays in the bucket: the next run tries again.
+            log.warning("sweep: the bucket is unreachable; upload %s is kept for now", upload_id)
+            continue
+        removed += 1
         folder = storage.original_dir(upload_id)
         reclaimed += _bytes_under(folder) if folder.is_dir() else 0
         with session_scope(settings) as session:
@@ -52,10 +61,10 @@ def sweep_abandoned(settings: Settings) -> SweepResult:
         # Direct upload URLs expired for as long as an idle upload is kept: no one can use
         # them, and their creator has had that long to ask what became of them.
         session.execute(delete(DirectUpload).where(DirectUpload.expires_at < cutoff))
-        session.add(Sweep(uploads_removed=len(stale), bytes_reclaimed=reclaimed))
-    if stale:
-        log.info("sweep removed %d abandoned uploads, %d bytes", len(stale), reclaimed)
-    return SweepResult(len(stale), reclaimed)
+        session.add(Sweep(uploads_removed=removed, bytes_reclaimed=reclaimed))
+    if removed:
+        log.info("sweep removed %d abandoned uploads, %d bytes", removed, reclaimed)
+    return SweepResult(removed, reclaimed)
 
 
 async def sweep_forever(settings: Settings, shutdown: asyncio.Event) -> None:

@@ -53,7 +53,8 @@ from services.core.metrics import BYTES_UPLOADED
 from services.core.models import Upload, UploadChunk, as_utc, utcnow
 from services.core.settings import Settings
 from services.core.storage import Storage
-from services.upload import uploads
+from services.core.storage.interface import StorageUnavailable
+from services.upload import remote, uploads
 from services.upload.hashing import HASHERS
 
 TUS_VERSION = "1.0.0"
@@ -595,6 +596,10 @@ class PatchWriter:
                 )
         if self.written or self.new_length is not None:
             self._record()
+            try:
+                remote.drain(self.settings, self.storage, self.upload.id)
+            except StorageUnavailable as exc:
+                raise remote.unavailable(f"upload {self.upload.id} up to its offset", exc) from exc
         upload = _load(self.settings, self.upload.id)
         if _stranded(upload):
             _finish(self.settings, self.storage, upload.id)
@@ -752,6 +757,7 @@ def terminate(settings: Settings, storage: Storage, *, upload_id: str) -> None:
 
 def _remove(settings: Settings, storage: Storage, upload_id: str) -> None:
     """The upload's rows and files, gone (the caller holds its lock)."""
+    remote.discard(settings, upload_id)
     with session_scope(settings) as session:
         session.execute(delete(UploadChunk).where(UploadChunk.upload_id == upload_id))
         session.execute(delete(Upload).where(Upload.id == upload_id))

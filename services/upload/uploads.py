@@ -45,10 +45,13 @@ from services.core.models import Job, Status, Upload, UploadChunk, Video, utcnow
 from services.core.redact import public_text
 from services.core.settings import Settings
 from services.core.storage import Storage
+from services.core.storage.interface import StorageUnavailable
 from services.media.bounds import BeyondLimits, check_source
+from services.media.demuxers import Source
 from services.media.ffmpeg_args import CODECS
 from services.media.plan import make_plan
 from services.media.probe import ProbeError, SourceInfo, probe
+from services.upload import remote
 from services.upload.chunkfile import Buffer, ChunkLock, ChunkWriter
 from services.upload.hashing import HASHERS, PrefixHasher
 
@@ -164,7 +167,8 @@ def init_upload(
     label = video_label(settings, filename)
     _check_declaration(settings, total_chunks, total_size, chunk_size)
     codec = check_codec(codec)
-    check_free_space(settings, storage, total_size or 0)
+    largest = _largest(settings, total_chunks, total_size, chunk_size)
+    check_free_space(settings, storage, remote.staged_bytes(settings, total_size or 0, largest))
     if total_chunks == 1 and total_size is not None:
         chunk_size = total_size
     if sha256 is not None:
@@ -180,10 +184,22 @@ def init_upload(
         sha256=sha256,
         codec=codec,
     )
+    remote.start(settings, upload, largest)
     storage.create_source(upload.id)
     session.add(upload)
     events.upload_created(session, upload)
     return upload
+
+
+def _largest(
+    settings: Settings, total_chunks: int, total_size: int | None, chunk_size: int | None
+) -> int:
+    """The most bytes the declared upload may hold."""
+    if total_size is not None:
+        return total_size
+    if chunk_size is not None:
+        return total_chunks * chunk_size
+    return settings.max_upload_bytes
 
 
 def get_upload(session: Session, *, upload_id: str) -> Upload:
@@ -455,7 +471,7 @@ class ChunkIntake:
             )
         _check_chunk_size(self.upload, self.index, size, self.settings)
         if self.existing is not None:
-            return _compare_resent(self.existing, digest)
+            return self._drained(_compare_resent(self.existing, digest))
         try:
             self.writer.sync()
         except OSError as exc:
@@ -470,7 +486,15 @@ class ChunkIntake:
         _place_parked_last(
             self.settings, self.storage, self.upload.id, held=self.lock if last else None
         )
-        return ChunkReceipt(self.upload.id, self.index, size, digest, duplicate=False)
+        return self._drained(ChunkReceipt(self.upload.id, self.index, size, digest, False))
+
+    def _drained(self, receipt: ChunkReceipt) -> ChunkReceipt:
+        """`receipt`, once the parts this chunk made whole are in the bucket (if any)."""
+        try:
+            remote.drain(self.settings, self.storage, self.upload.id)
+        except StorageUnavailable as exc:
+            raise remote.unavailable(f"chunk {self.index}", exc) from exc
+        return receipt
 
     def close(self) -> None:
         """Let go of the chunk (its lock and any file this intake opened)."""
@@ -758,23 +782,26 @@ def complete_upload(settings: Settings, storage: Storage, *, upload_id: str) -> 
         if upload.completed:
             return get_video_or_conflict(session, upload.id)
     upload, size = _assemble(settings, storage, upload_id)
-    # Most of the file was hashed while its chunks arrived: only the rest is read here.
-    digest = HASHERS.get(upload.id, storage.source_path(upload.id)).finish(size)
-    if upload.sha256 and digest != upload.sha256:
-        raise Conflict(
-            f"the assembled file's sha256 is {digest}, not the declared {upload.sha256}; "
-            "the chunks are kept: check the file and resend the chunks that differ",
-            code="checksum_mismatch",
-        )
+    source: Source = storage.source_path(upload.id)
+    if upload.multipart_id:
+        # In a bucket: the parts are joined there and the probe reads the object.
+        digest = remote.complete(settings, storage, upload, size, upload.sha256)
+        source = remote.probe_source(settings, upload.id)
+    else:
+        # Most of the file was hashed while its chunks arrived: only the rest is read here.
+        digest = HASHERS.get(upload.id, storage.source_path(upload.id)).finish(size)
+        remote.check_digest(digest, upload.sha256, kept=True)
     info: SourceInfo | ProbeError
     try:
-        info = probe(storage.source_path(upload.id), ffprobe=settings.ffprobe_bin)
+        info = probe(source, ffprobe=settings.ffprobe_bin)
         # Before the transaction that plans it: planning cuts the claimed duration into rows.
         check_source(info, settings, size=size)
     except ProbeError as exc:
         info = exc
     video = _register(settings, upload, size, digest, info)
     HASHERS.discard(upload.id)
+    if upload.multipart_id:
+        remote.finished(settings, storage, upload.id)
     if isinstance(info, ProbeError):
         verdict = "is not accepted" if isinstance(info, BeyondLimits) else "is not a playable video"
         raise NotAVideo(f"'{upload.filename}' {verdict}: {info.detail}", code=info.code)
