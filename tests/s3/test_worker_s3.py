@@ -1,0 +1,159 @@
+"""The transcoding worker on object storage: with STORAGE_URL=s3://bucket/prefix it needs only
+the database and the bucket. Real workers (in this process), real ffmpeg, a real S3 server
+(SeaweedFS) and a real database (PostgreSQL with TEST_DATABASE_URL)."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from services.core import jobs, layout
+from services.core.db import init_db, session_scope
+from services.core.layout import VideoLayout
+from services.core.models import Job, Status, Video
+from services.core.settings import Settings
+from services.core.storage.factory import store_of
+from services.core.storage.interface import Store
+from services.media.playlists import parse_media_playlist
+from services.transcoding.worker import Worker
+from tests.clips import make_clip
+from tests.harness import create_database, database_server_under_test, drop_database
+from tests.s3server import S3Server
+
+VIDEO_ID = "e" * 32
+MEDIA_SUFFIXES = {".ts", ".m4s", ".mp4", ".m4a", ".m3u8", ".jpg", ".vtt", ".json"}
+MakeSettings = Callable[[str], Settings]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, s3_server: S3Server) -> Iterator[MakeSettings]:
+    """Settings of one worker process: its own scratch folder, the shared database and bucket
+    prefix."""
+    server = database_server_under_test()
+    url = create_database(server) if server else f"sqlite:///{tmp_path / 'videos.db'}"
+    prefix = f"w-{uuid.uuid4().hex[:12]}"
+
+    def make(scratch: str) -> Settings:
+        return Settings(
+            storage_dir=tmp_path / scratch,
+            database_url=url,
+            storage_url=f"s3://{s3_server.bucket}/{prefix}",
+            aws_endpoint_url=s3_server.endpoint,
+            aws_access_key_id=s3_server.access_key,
+            aws_secret_access_key=s3_server.secret_key,
+            aws_region=s3_server.region,
+            x264_preset="ultrafast",
+            segment_seconds=1,
+            keyframe_seconds=1,
+            chunk_segments=1,
+            poll_seconds=0.05,
+        )
+
+    init_db(make("scratch-a"))
+    yield make
+    if server:
+        drop_database(url)
+
+
+def queue_video(settings: Settings, clip: Path) -> Store:
+    """The source in the bucket, and a job waiting for a worker to plan it."""
+    store = store_of(settings)
+    store.put_file(VideoLayout.of(VIDEO_ID).source, clip)
+    with session_scope(settings) as session:
+        if session.get(Video, VIDEO_ID) is None:
+            session.add(
+                Video(id=VIDEO_ID, filename="clip.mp4", status=Status.UPLOADING, qualities=[])
+            )
+            session.flush()
+        jobs.enqueue(session, video_id=VIDEO_ID)
+    return store
+
+
+def _status(settings: Settings) -> Job:
+    with session_scope(settings) as session:
+        job = session.get(Job, VIDEO_ID)
+        assert job is not None
+        session.expunge(job)
+        return job
+
+
+async def _work_until_ok(workers: list[Worker], settings: Settings, timeout: float = 240) -> None:
+    """Each worker in turn does one unit until the video is ok."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for worker in workers:
+            await worker.run_once()
+            await worker.settle()
+        job = _status(settings)
+        assert job.status != Status.FAILED, job.error
+        if job.status == Status.OK:
+            # The poster and storyboard the workers started beside: let them finish.
+            others = asyncio.all_tasks() - {asyncio.current_task()}
+            await asyncio.gather(*others)
+            return
+    raise AssertionError(f"video {VIDEO_ID} not ok within {timeout:g} s")
+
+
+def _media_in(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and p.suffix in MEDIA_SUFFIXES]
+
+
+def _keys(store: Store, prefix: str) -> set[str]:
+    return {info.key for info in store.list_prefix(prefix)}
+
+
+def test_two_workers_with_empty_scratch_folders_encode_one_video_into_the_bucket(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    first, second = make_settings("scratch-a"), make_settings("scratch-b")
+    clip = make_clip(tmp_path / "clip.mp4", width=640, height=360, seconds=4)
+    store = queue_video(first, clip)
+    workers = [Worker(first, name="a"), Worker(second, name="b")]
+    asyncio.run(_work_until_ok(workers, first))
+
+    names = VideoLayout.of(VIDEO_ID)
+    stored = _keys(store, names.hls)
+    with session_scope(first) as session:
+        units = jobs.chunks_of(session, video_id=VIDEO_ID)
+        rungs = list(session.get(Video, VIDEO_ID).qualities)  # type: ignore[union-attr]
+    assert {names.master, names.complete} <= stored
+    master = store.get_bytes(names.master, limit=1 << 20).decode()
+    assert master.startswith("#EXTM3U") and "#EXT-X-STREAM-INF" in master
+    for rung in [*rungs, layout.AUDIO]:
+        text = store.get_bytes(names.playlist(rung), limit=1 << 20).decode()
+        assert "#EXT-X-ENDLIST" in text
+        segments = parse_media_playlist(text, name=rung)
+        assert segments
+        assert {names.rung_file(rung, uri) for uri, _ in segments} <= stored
+    # Both workers encoded some chunks of the same video.
+    done_by = {unit.done_by.split("/")[1].split(":")[0] for unit in units if unit.done_by}
+    assert done_by == {"a", "b"}, done_by
+    # Nothing of the video's media stays in either scratch folder.
+    for settings in (first, second):
+        assert not _media_in(settings.storage_dir), _media_in(settings.storage_dir)
+    # Nothing of the claims' private work reached the bucket.
+    assert not any(f"/{layout.WORK}/" in key for key in stored)
+    assert names.poster in stored and names.storyboard_vtt in stored
+
+
+def test_a_new_plan_deletes_the_renditions_of_the_earlier_encode(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    settings = make_settings("scratch-a")
+    clip = make_clip(tmp_path / "clip.mp4", width=320, height=240, seconds=2)
+    store = queue_video(settings, clip)
+    asyncio.run(_work_until_ok([Worker(settings)], settings))
+    names = VideoLayout.of(VIDEO_ID)
+    rung = _status(settings).plan["renditions"][0]["name"]  # type: ignore[index]
+    stale = names.rung_file(rung, "seg_09999.ts")
+    store.put_bytes(stale, b"an earlier encode's segment")
+
+    queue_video(settings, clip)  # start over
+    asyncio.run(_work_until_ok([Worker(settings)], settings))
+    stored = _keys(store, names.hls)
+    assert stale not in stored
+    assert {names.master, names.complete, names.playlist(rung)} <= stored
+    assert not _media_in(settings.storage_dir)
