@@ -3,24 +3,35 @@ the database and the bucket. Real workers (in this process), real ffmpeg, a real
 (SeaweedFS) and a real database (PostgreSQL with TEST_DATABASE_URL)."""
 
 import asyncio
+import contextlib
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import m3u8
 import pytest
+from sqlalchemy import select
 
 from services.core import jobs, layout
 from services.core.db import init_db, session_scope
 from services.core.layout import VideoLayout
-from services.core.models import Job, Status, Video
+from services.core.models import Caption, Job, Status, Video
 from services.core.settings import Settings
 from services.core.storage.factory import store_of
 from services.core.storage.interface import Store
 from services.media.playlists import parse_media_playlist
 from services.transcoding.worker import Worker
-from tests.clips import make_clip
-from tests.harness import create_database, database_server_under_test, drop_database
+from tests.clips import make_clip, make_subtitled_clip, write_srt
+from tests.harness import (
+    create_database,
+    database_server_under_test,
+    drop_database,
+    free_ports,
+)
 from tests.s3server import S3Server
 
 VIDEO_ID = "e" * 32
@@ -156,4 +167,124 @@ def test_a_new_plan_deletes_the_renditions_of_the_earlier_encode(
     stored = _keys(store, names.hls)
     assert stale not in stored
     assert {names.master, names.complete, names.playlist(rung)} <= stored
+    assert not _media_in(settings.storage_dir)
+
+
+def test_embedded_captions_are_extracted_into_the_bucket_and_listed_by_the_master(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    settings = make_settings("scratch-a")
+    english = write_srt(tmp_path / "en.srt", [(0.2, 0.8, "Hello"), (1.2, 1.8, "Bye")])
+    clip = make_subtitled_clip(
+        tmp_path / "clip.mkv", seconds=2, tracks=[(english, "subrip", "eng", "English")]
+    )
+    store = queue_video(settings, clip)
+    asyncio.run(_work_until_ok([Worker(settings)], settings))
+    names = VideoLayout.of(VIDEO_ID)
+    with session_scope(settings) as session:
+        captions = list(session.scalars(select(Caption).where(Caption.video_id == VIDEO_ID)))
+    assert [(c.language, c.label) for c in captions] == [("en", "English")]
+    caption = captions[0].id
+    stored = _keys(store, names.originals) | _keys(store, names.hls)
+    assert names.caption_source(caption) in stored
+    assert names.caption_file(caption, layout.PLAYLIST) in stored
+    master = m3u8.loads(store.get_bytes(names.master, limit=1 << 20).decode())
+    assert [(m.language, m.name) for m in master.media if m.type == "SUBTITLES"] == [
+        ("en", "English")
+    ]
+    assert not _media_in(settings.storage_dir)
+
+
+class Outage:
+    """A TCP relay in front of the S3 server that can be cut (connections refused and the
+    open ones closed) and restored: the bucket unreachable, then back, as a worker sees it."""
+
+    def __init__(self, target: str) -> None:
+        parts = urlsplit(target)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.port = free_ports(1)[0]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._listener: socket.socket | None = None
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def up(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=True)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed: down
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+
+def test_units_wait_while_the_bucket_is_unreachable_and_finish_when_it_returns(
+    make_settings: MakeSettings, tmp_path: Path, s3_server: S3Server
+) -> None:
+    outage = Outage(s3_server.endpoint)
+    outage.up()
+    settings = make_settings("scratch-a").model_copy(
+        update={
+            "aws_endpoint_url": outage.endpoint,
+            "s3_max_attempts": 1,
+            "s3_connect_timeout_seconds": 1.0,
+            "max_attempts": 1,
+        }
+    )
+    clip = make_clip(tmp_path / "clip.mp4", width=320, height=240, seconds=2)
+    queue_video(settings, clip)
+    worker = Worker(settings)
+    try:
+        asyncio.run(worker.run_once())  # planned while the bucket answers
+        assert _status(settings).plan is not None
+        outage.down()
+
+        async def units_without_the_bucket() -> None:
+            for _ in range(3):
+                await worker.run_once()
+                await worker.settle()
+
+        asyncio.run(units_without_the_bucket())
+        job = _status(settings)
+        # One attempt is all a failing unit gets here (MAX_ATTEMPTS=1): none was failed.
+        assert job.status != Status.FAILED, job.error
+        with session_scope(settings) as session:
+            units = jobs.chunks_of(session, video_id=VIDEO_ID)
+            assert all(unit.status != "failed" for unit in units), [u.error for u in units]
+            assert not any(unit.status == "done" for unit in units)
+        outage.up()
+        asyncio.run(_work_until_ok([worker], settings))
+    finally:
+        outage.down()
     assert not _media_in(settings.storage_dir)
