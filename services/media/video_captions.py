@@ -36,7 +36,7 @@ from services.core.models import Caption, CaptionOrigin, Job
 from services.core.settings import Settings
 from services.core.storage import Storage, fsync_folder, make_durable, remove_tree, write_atomic
 from services.core.storage.factory import store_of, uses_object_storage
-from services.core.storage.interface import ObjectMissing
+from services.core.storage.interface import ObjectMissing, StorageUnavailable
 from services.core.videos import get_video
 from services.media import caption_hls
 from services.media.captions import CaptionError, Cue, read_captions, to_webvtt
@@ -165,11 +165,15 @@ def add(
     )
     with session_scope(settings) as session:
         get_video(session, video_id=video_id)  # before anything is written for it
-    store_file(storage, video_id, new.id, read.cues, make_video_folder=True)
+    if uses_object_storage(settings):
+        names = VideoLayout.of(video_id)
+        put_bytes(store_of(settings), names.caption_source(new.id), to_webvtt(read.cues))
+    else:
+        store_file(storage, video_id, new.id, read.cues, make_video_folder=True)
     try:
         row = _record(settings, video_id, new)
     except BaseException:
-        _unstore(storage, video_id, new.id)
+        _unstore_any(settings, video_id, new.id)
         raise
     _publish_or_undo(settings, video_id, new.id)
     return row
@@ -193,6 +197,16 @@ def store_file(
     if created:
         make_durable([], folders=[path.parent.parent, path.parent.parent.parent])
     return path
+
+
+def _unstore_any(settings: Settings, video_id: str, caption_id: str) -> None:
+    """Remove a caption's file (and in a bucket its rendition) wherever it is kept."""
+    if not uses_object_storage(settings):
+        _unstore(Storage(settings.storage_dir), video_id, caption_id)
+        return
+    store, names = store_of(settings), VideoLayout.of(video_id)
+    store.delete_prefix(names.caption(caption_id))
+    store.delete(names.caption_source(caption_id))
 
 
 def _unstore(storage: Storage, video_id: str, caption_id: str) -> None:
@@ -231,11 +245,11 @@ def _publish_or_undo(settings: Settings, video_id: str, caption_id: str) -> None
     """Put the new caption in the master; if that cannot be done, take it back out."""
     try:
         refresh_master(settings, video_id)
-    except (OSError, ValueError, RuntimeError, Unavailable) as exc:
+    except (OSError, ValueError, RuntimeError, Unavailable, StorageUnavailable) as exc:
         log.warning("video %s: caption %s not published: %s", video_id, caption_id, exc)
         with session_scope(settings) as session:
             session.execute(delete(Caption).where(Caption.id == caption_id))
-        _unstore(Storage(settings.storage_dir), video_id, caption_id)
+        _unstore_any(settings, video_id, caption_id)
         raise Unavailable(
             "the caption could not be added to the video's playlists right now: try again later"
         ) from exc
@@ -269,6 +283,9 @@ def remove(settings: Settings, *, video_id: str, caption_id: str) -> None:
         # The row is gone: the next rewrite of the master leaves the caption out. Until
         # then its files stay, so what the master lists still plays.
         log.exception("video %s: master not rewritten after deleting %s", video_id, caption_id)
+        return
+    if uses_object_storage(settings):
+        _unstore_any(settings, video_id, caption_id)
         return
     remove_tree(storage.caption_dir(video_id, caption_id))
     storage.caption_source_path(video_id, caption_id).unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from services.core.models import Caption, Job, Status, Video
 from services.core.settings import Settings
 from services.core.storage.factory import store_of
 from services.core.storage.interface import Store
+from services.media import video_captions
 from services.media.playlists import parse_media_playlist
 from services.transcoding.worker import Worker
 from tests.clips import make_clip, make_subtitled_clip, write_srt
@@ -192,6 +193,23 @@ def test_embedded_captions_are_extracted_into_the_bucket_and_listed_by_the_maste
     assert [(m.language, m.name) for m in master.media if m.type == "SUBTITLES"] == [
         ("en", "English")
     ]
+    assert not _media_in(settings.storage_dir)
+
+    # A caption added to the finished video, then the embedded one deleted: the master in
+    # the bucket follows, and the deleted caption's objects go.
+    added = video_captions.add(
+        settings,
+        video_id=VIDEO_ID,
+        data=b"WEBVTT\n\n00:00.100 --> 00:01.000\nHallo\n",
+        language="de",
+        label=None,
+    )
+    video_captions.remove(settings, video_id=VIDEO_ID, caption_id=caption)
+    master = m3u8.loads(store.get_bytes(names.master, limit=1 << 20).decode())
+    assert [m.language for m in master.media if m.type == "SUBTITLES"] == ["de"]
+    stored = _keys(store, names.originals) | _keys(store, names.hls)
+    assert names.caption_file(added.id, layout.PLAYLIST) in stored
+    assert not any(caption in key for key in stored)
     assert not _media_in(settings.storage_dir)
 
 
