@@ -26,7 +26,11 @@ from services.core import layout
 from services.core.redact import public_text
 from services.core.settings import Settings
 from services.core.storage import Storage, fsync_file, fsync_folder
+from services.core.storage.factory import store_of, uses_object_storage
+from services.core.storage.interface import StorageUnavailable
+from services.media.demuxers import RemoteSource, Source
 from services.media.plan import Plan
+from services.media.playlists import parse_media_playlist
 from services.media.remux import rung_mp4_command
 from services.media.runner import FFmpegError, run_ffmpeg
 from services.media.thumbnails import (
@@ -37,6 +41,7 @@ from services.media.thumbnails import (
     storyboard_command,
     storyboard_vtt,
 )
+from services.media.video_files import SOURCE_URL_SECONDS, StoreFiles, put_bytes, put_file
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +134,15 @@ async def _ffmpeg(argv: list[str], timeout: float) -> None:
 async def make_poster(settings: Settings, video_id: str, plan: Plan) -> Path:
     """The poster: the keyframe a tenth into the source, at the top rung's size (capped)."""
     storage = Storage(settings.storage_dir)
+    build = _poster_build(settings, plan, storage.source_path(video_id))
+    return await make_once(storage.poster_path(video_id), build)
+
+
+def _poster_build(settings: Settings, plan: Plan, source: Source) -> Build:
+    """What writes the poster of `source` to a file."""
     top = plan.renditions[0]
     width, height = poster_size(top.width, top.height)
     at = poster_time(plan.duration)
-    source = storage.source_path(video_id)
 
     def command(out: Path, *, keyframes_only: bool) -> list[str]:
         return poster_command(
@@ -152,7 +162,7 @@ async def make_poster(settings: Settings, video_id: str, plan: Plan) -> Path:
             # No flagged keyframe to show (intra refresh): decode every frame instead.
             await _ffmpeg(command(out, keyframes_only=False), PICTURE_TIMEOUT_SECONDS)
 
-    return await make_once(storage.poster_path(video_id), build)
+    return build
 
 
 # --- storyboard -----------------------------------------------------------------------------
@@ -236,6 +246,9 @@ async def make_previews(settings: Settings, video_id: str, plan: Plan) -> None:
     file that cannot be made (the streaming service tries again when it is asked for)."""
     if plan.audio_only:
         return  # no picture: nothing to show before playback or over the seek bar
+    if uses_object_storage(settings):
+        await _make_stored_previews(settings, video_id, plan)
+        return
     storage = Storage(settings.storage_dir)
     wanted: list[tuple[Path, Callable[[], Awaitable[Path]]]] = []
     if storage.master_path(video_id).is_file():
@@ -261,3 +274,94 @@ async def make_previews(settings: Settings, video_id: str, plan: Plan) -> None:
         # Made here, or by another process this waited for: either way, there now.
         elapsed = time.monotonic() - started
         log.info("video %s: %s ready after %.2f s", video_id, path.name, elapsed)
+
+
+# --- with object storage ----------------------------------------------------------------------
+# Made in this process's scratch folder and uploaded. A bucket has no lock across machines:
+# two workers may both make one (the same picture, put twice); readers see one whole object.
+
+StoredBuild = Callable[[StoreFiles, Path], Awaitable[None]]
+
+
+async def _make_stored_previews(settings: Settings, video_id: str, plan: Plan) -> None:
+    """make_previews for a bucket: the poster once there is a master, the storyboard once
+    the video is final; each skipped when stored already, logged when it cannot be made."""
+    files = StoreFiles(store_of(settings), video_id, Storage(settings.storage_dir))
+    names = files.layout
+    wanted: list[tuple[str, str, StoredBuild]] = []
+    try:
+        if await asyncio.to_thread(files.has_master):
+            wanted.append((names.poster, layout.POSTER, _stored_poster(settings, plan)))
+        if await asyncio.to_thread(files.store.stat, names.complete) is not None:
+            wanted.append(
+                (names.storyboard_vtt, layout.STORYBOARD_VTT, _stored_storyboard(settings, plan))
+            )
+        for key, name, build in wanted:
+            if await asyncio.to_thread(files.store.stat, key) is not None:
+                continue
+            started = time.monotonic()
+            try:
+                with files.scratch_folder() as folder:
+                    await build(files, folder)
+            except (NotMade, OSError, ValueError) as exc:
+                log.warning("video %s: %s not made: %s", video_id, name, exc)
+                continue
+            elapsed = time.monotonic() - started
+            log.info("video %s: %s ready after %.2f s", video_id, name, elapsed)
+    except StorageUnavailable as exc:
+        log.warning("video %s: previews not made now: %s", video_id, exc.detail)
+
+
+def _stored_poster(settings: Settings, plan: Plan) -> StoredBuild:
+    async def build(files: StoreFiles, folder: Path) -> None:
+        url = files.store.reader_url(files.layout.source, expires_seconds=SOURCE_URL_SECONDS)
+        if url is None:
+            raise NotMade("the storage gives no URL to read the upload with")
+        out = folder / layout.POSTER
+        await _poster_build(settings, plan, RemoteSource(url))(out)
+        _check_made(out)
+        await asyncio.to_thread(put_file, files.store, files.layout.poster, out)
+
+    return build
+
+
+def _stored_storyboard(settings: Settings, plan: Plan) -> StoredBuild:
+    async def build(files: StoreFiles, folder: Path) -> None:
+        lowest = plan.renditions[-1]
+        board = plan_storyboard(
+            plan.duration,
+            lowest.width,
+            lowest.height,
+            keyframe_seconds=plan.options.keyframe_seconds,
+        )
+        rung = folder / lowest.name
+        init = layout.INIT if plan.options.fmp4 else None
+        await asyncio.to_thread(_download_rung, files, lowest.name, rung, init)
+        image = folder / layout.STORYBOARD_IMAGE
+        argv = storyboard_command(
+            ffmpeg=settings.ffmpeg_bin, playlist=rung / layout.PLAYLIST, board=board, out=image
+        )
+        await _ffmpeg(argv, PICTURE_TIMEOUT_SECONDS)
+        _check_made(image)
+        # The map after the sprite: whoever finds the map finds the sprite too.
+        await asyncio.to_thread(put_file, files.store, files.layout.storyboard_image, image)
+        text = storyboard_vtt(board, plan.duration, image.name)
+        await asyncio.to_thread(put_bytes, files.store, files.layout.storyboard_vtt, text)
+
+    return build
+
+
+def _download_rung(files: StoreFiles, rung: str, folder: Path, init: str | None) -> None:
+    """A rung's published playlist and every segment it lists (and its init segment) into
+    `folder` (the lowest rung: the smallest)."""
+    folder.mkdir()
+    playlist = files.read_bytes(rung, layout.PLAYLIST)
+    (folder / layout.PLAYLIST).write_bytes(playlist)
+    listed = parse_media_playlist(playlist.decode("utf-8"), name=f"{rung}/{layout.PLAYLIST}")
+    for name in [*([init] if init else []), *(uri for uri, _ in listed)]:
+        files.download(files.layout.rung_file(rung, name), folder / name)
+
+
+def _check_made(path: Path) -> None:
+    if not path.is_file() or path.stat().st_size == 0:
+        raise NotMade(f"ffmpeg wrote no {path.name}")

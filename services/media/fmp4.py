@@ -12,7 +12,7 @@ checks that and publishes the first as the rung's `init.mp4`.
 
 import struct
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,21 +141,55 @@ def publish_init(folder: Path, sources: Sequence[str], *, name: str, check: bool
     """Publish `folder/sources[0]` as `folder/name` (once); with `check`, first make sure
     every init segment in `sources` is interchangeable with it (Fmp4Error names the one
     that is not)."""
-    if not sources:
-        raise Fmp4Error(f"{folder}: no init segment to publish")
     target = folder / name
-    if not target.exists():
-        data = _read(folder / sources[0])
-        essentials(data)  # refuse to publish a truncated one
-        write_atomic(target, data)
+
+    def published() -> bytes | None:
+        return _read(target) if target.exists() else None
+
+    publish_init_with(
+        InitFiles(
+            read=lambda source: _read(folder / source),
+            published=published,
+            write=lambda data: write_atomic(target, data),
+            where=str(folder),
+        ),
+        sources,
+        name=name,
+        check=check,
+    )
+
+
+@dataclass(frozen=True)
+class InitFiles:
+    """How `publish_init_with` reads a rung's init segments and writes the published one
+    (files of a folder, or objects of a bucket)."""
+
+    read: Callable[[str], bytes]  # a chunk's init segment by name (Fmp4Error if unreadable)
+    published: Callable[[], bytes | None]  # the published one, None when there is none yet
+    write: Callable[[bytes], None]  # publish it, atomically
+    where: str  # the rung, as errors name it
+
+
+def publish_init_with(
+    files: InitFiles, sources: Sequence[str], *, name: str, check: bool = True
+) -> None:
+    """`publish_init` on `files`: publish `sources[0]` as `name` (once), checking with
+    `check` that every one of `sources` is interchangeable with it."""
+    if not sources:
+        raise Fmp4Error(f"{files.where}: no init segment to publish")
+    expected_data = files.published()
+    if expected_data is None:
+        expected_data = files.read(sources[0])
+        essentials(expected_data)  # refuse to publish a truncated one
+        files.write(expected_data)
     if not check:
         return
-    expected = essentials(_read(target))
+    expected = essentials(expected_data)
     for source in sources:
-        if essentials(_read(folder / source)) != expected:
+        if essentials(files.read(source)) != expected:
             raise Fmp4Error(
-                f"{folder / source} differs from {target}: the chunks were encoded with "
-                "different encoder settings or ffmpeg versions; start the video over"
+                f"{files.where}/{source} differs from {files.where}/{name}: the chunks were "
+                "encoded with different encoder settings or ffmpeg versions; start the video over"
             )
 
 

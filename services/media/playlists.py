@@ -20,7 +20,7 @@ by `init`, that its segments are measured and played with.
 
 import math
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,9 +90,15 @@ class IFrame:
 
 def read_media_playlist(path: Path) -> list[tuple[str, float]]:
     """The (segment uri, EXTINF duration) pairs of a media playlist, in order."""
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return parse_media_playlist(path.read_text(encoding="utf-8"), name=str(path))
+
+
+def parse_media_playlist(text: str, *, name: str) -> list[tuple[str, float]]:
+    """The (segment uri, EXTINF duration) pairs of the media playlist `text` (called `name`
+    in errors), in order."""
+    lines = [line.strip() for line in text.splitlines()]
     if not lines or lines[0] != "#EXTM3U":
-        raise ValueError(f"{path} is not an m3u8 playlist")
+        raise ValueError(f"{name} is not an m3u8 playlist")
     segments = []
     duration: float | None = None
     for line in lines:
@@ -199,12 +205,22 @@ def _iframe_target(durations: Sequence[float]) -> int:
 
 # ---- measuring -------------------------------------------------------------------------
 
+# The size in bytes of a file of the folder measured, by name (KeyError or OSError: none).
+# Given when the folder holds only what ffprobe reads (a mirror of a rung kept in a bucket).
+Sizes = Callable[[str], int]
+
 
 def measure_rendition(
-    rung_dir: Path, *, ffprobe: str = "ffprobe", ffmpeg: str = "ffmpeg", init: str | None = None
+    rung_dir: Path,
+    *,
+    ffprobe: str = "ffprobe",
+    ffmpeg: str = "ffmpeg",
+    init: str | None = None,
+    sizes: Sizes | None = None,
 ) -> RenditionStats:
     """Measure the rung in `rung_dir` from its playlist and segments (H.264 in MPEG-TS, or
-    HEVC in fMP4 with the init segment `init`)."""
+    HEVC in fMP4 with the init segment `init`); segment sizes from `sizes` when given (the
+    folder then needs only the playlist, the first segment and the init segment)."""
     segments = _listed_segments(rung_dir)
     first = rung_dir / segments[0][0]
     streams = _segment_streams(first, ffprobe, init)
@@ -213,7 +229,7 @@ def measure_rendition(
     expected = _TS_VIDEO if init is None else _FMP4_VIDEO
     if video is None or video.get("codec_name") != expected:
         raise MeasureError(f"{first} has no {expected} video stream")
-    peak, average = _bandwidths(rung_dir, segments)
+    peak, average = _bandwidths(rung_dir, segments, sizes)
     return RenditionStats(
         name=rung_dir.name,
         width=int(video["width"]),
@@ -227,17 +243,21 @@ def measure_rendition(
 
 
 def measure_audio(
-    audio_dir: Path, *, ffprobe: str = "ffprobe", init: str | None = None
+    audio_dir: Path,
+    *,
+    ffprobe: str = "ffprobe",
+    init: str | None = None,
+    sizes: Sizes | None = None,
 ) -> AudioStats:
     """Measure the audio rendition in `audio_dir` from its playlist and segments (with the
-    init segment `init` for fMP4)."""
+    init segment `init` for fMP4); segment sizes from `sizes` when given."""
     segments = _listed_segments(audio_dir)
     first = audio_dir / segments[0][0]
     streams = _segment_streams(first, ffprobe, init)
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     if audio is None:
         raise MeasureError(f"{first} has no audio stream")
-    peak, average = _bandwidths(audio_dir, segments)
+    peak, average = _bandwidths(audio_dir, segments, sizes)
     return AudioStats(
         codec=_audio_codec(audio),
         bandwidth=peak,
@@ -246,23 +266,32 @@ def measure_audio(
     )
 
 
-def iframe_bandwidth(rung_dir: Path, iframes: Sequence[IFrame], end_time: float) -> int:
-    """The peak bit rate of a rung's I-frame playlist (its BANDWIDTH), in bits per second."""
+def iframe_bandwidth(
+    rung_dir: Path, iframes: Sequence[IFrame], end_time: float, *, sizes: Sizes | None = None
+) -> int:
+    """The peak bit rate of a rung's I-frame playlist (its BANDWIDTH), in bits per second;
+    segment sizes from `sizes` when given, else from the files in `rung_dir`."""
     if not iframes:
         raise MeasureError(f"{rung_dir} has no keyframes to measure")
-    _check_ranges(rung_dir, iframes)
+    _check_ranges(rung_dir, iframes, sizes or _file_sizes(rung_dir))
     durations = _iframe_durations(iframes, end_time)
-    sizes = [iframe.length for iframe in iframes]
-    return _peak_rate(sizes, durations, target=_iframe_target(durations))
+    lengths = [iframe.length for iframe in iframes]
+    return _peak_rate(lengths, durations, target=_iframe_target(durations))
 
 
-def _check_ranges(rung_dir: Path, iframes: Sequence[IFrame]) -> None:
+def _file_sizes(folder: Path) -> Sizes:
+    return lambda name: (folder / name).stat().st_size
+
+
+def _check_ranges(rung_dir: Path, iframes: Sequence[IFrame], size_of: Sizes) -> None:
     """Every byte range lies inside its segment: a wrong range would be served as a 416."""
     sizes: dict[str, int] = {}
     for iframe in iframes:
         try:
-            size = sizes.setdefault(iframe.uri, (rung_dir / iframe.uri).stat().st_size)
-        except OSError as exc:
+            if iframe.uri not in sizes:
+                sizes[iframe.uri] = size_of(iframe.uri)
+            size = sizes[iframe.uri]
+        except (OSError, KeyError) as exc:
             raise MeasureError(f"{rung_dir}: a keyframe's segment is unreadable: {exc}") from exc
         if iframe.offset < 0 or iframe.length <= 0 or iframe.offset + iframe.length > size:
             raise MeasureError(f"{rung_dir / iframe.uri}: range {iframe} is outside the file")
@@ -275,11 +304,14 @@ def _listed_segments(folder: Path) -> list[tuple[str, float]]:
     return segments
 
 
-def _bandwidths(folder: Path, segments: list[tuple[str, float]]) -> tuple[int, int]:
+def _bandwidths(
+    folder: Path, segments: list[tuple[str, float]], size_of: Sizes | None
+) -> tuple[int, int]:
     """(peak, average) bits per second of the segments listed in `folder`'s playlist."""
+    size = size_of or _file_sizes(folder)
     try:
-        sizes = [(folder / uri).stat().st_size for uri, _ in segments]
-    except OSError as exc:
+        sizes = [size(uri) for uri, _ in segments]
+    except (OSError, KeyError) as exc:
         raise MeasureError(f"{folder}: a listed segment is unreadable: {exc}") from exc
     durations = [seconds for _, seconds in segments]
     total_seconds = sum(durations)

@@ -79,7 +79,7 @@ def timeline_start(report: dict[str, Any]) -> float:
 
 
 def probe_subtitles(
-    source: Path, *, ffprobe: str = "ffprobe"
+    source: Source, *, ffprobe: str = "ffprobe"
 ) -> tuple[list[SubtitleStream], float]:
     """The subtitle streams of `source` and its `timeline_start` (read as an upload:
     allowlisted demuxers only)."""

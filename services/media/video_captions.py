@@ -31,14 +31,18 @@ from sqlalchemy.orm import Session
 from services.core import ids, layout
 from services.core.db import session_scope
 from services.core.errors import Conflict, InvalidInput, NotFound, Unavailable
+from services.core.layout import VideoLayout
 from services.core.models import Caption, CaptionOrigin, Job
 from services.core.settings import Settings
 from services.core.storage import Storage, fsync_folder, make_durable, remove_tree, write_atomic
+from services.core.storage.factory import store_of, uses_object_storage
+from services.core.storage.interface import ObjectMissing, StorageUnavailable
 from services.core.videos import get_video
 from services.media import caption_hls
 from services.media.captions import CaptionError, Cue, read_captions, to_webvtt
 from services.media.plan import Plan
 from services.media.playlists import read_media_playlist
+from services.media.video_files import SMALL_OBJECT_LIMIT, StoreFiles, put_bytes
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +165,15 @@ def add(
     )
     with session_scope(settings) as session:
         get_video(session, video_id=video_id)  # before anything is written for it
-    store_file(storage, video_id, new.id, read.cues, make_video_folder=True)
+    if uses_object_storage(settings):
+        names = VideoLayout.of(video_id)
+        put_bytes(store_of(settings), names.caption_source(new.id), to_webvtt(read.cues))
+    else:
+        store_file(storage, video_id, new.id, read.cues, make_video_folder=True)
     try:
         row = _record(settings, video_id, new)
     except BaseException:
-        _unstore(storage, video_id, new.id)
+        _unstore_any(settings, video_id, new.id)
         raise
     _publish_or_undo(settings, video_id, new.id)
     return row
@@ -189,6 +197,16 @@ def store_file(
     if created:
         make_durable([], folders=[path.parent.parent, path.parent.parent.parent])
     return path
+
+
+def _unstore_any(settings: Settings, video_id: str, caption_id: str) -> None:
+    """Remove a caption's file (and in a bucket its rendition) wherever it is kept."""
+    if not uses_object_storage(settings):
+        _unstore(Storage(settings.storage_dir), video_id, caption_id)
+        return
+    store, names = store_of(settings), VideoLayout.of(video_id)
+    store.delete_prefix(names.caption(caption_id))
+    store.delete(names.caption_source(caption_id))
 
 
 def _unstore(storage: Storage, video_id: str, caption_id: str) -> None:
@@ -227,11 +245,11 @@ def _publish_or_undo(settings: Settings, video_id: str, caption_id: str) -> None
     """Put the new caption in the master; if that cannot be done, take it back out."""
     try:
         refresh_master(settings, video_id)
-    except (OSError, ValueError, RuntimeError, Unavailable) as exc:
+    except (OSError, ValueError, RuntimeError, Unavailable, StorageUnavailable) as exc:
         log.warning("video %s: caption %s not published: %s", video_id, caption_id, exc)
         with session_scope(settings) as session:
             session.execute(delete(Caption).where(Caption.id == caption_id))
-        _unstore(Storage(settings.storage_dir), video_id, caption_id)
+        _unstore_any(settings, video_id, caption_id)
         raise Unavailable(
             "the caption could not be added to the video's playlists right now: try again later"
         ) from exc
@@ -266,6 +284,9 @@ def remove(settings: Settings, *, video_id: str, caption_id: str) -> None:
         # then its files stay, so what the master lists still plays.
         log.exception("video %s: master not rewritten after deleting %s", video_id, caption_id)
         return
+    if uses_object_storage(settings):
+        _unstore_any(settings, video_id, caption_id)
+        return
     remove_tree(storage.caption_dir(video_id, caption_id))
     storage.caption_source_path(video_id, caption_id).unlink(missing_ok=True)
 
@@ -296,6 +317,9 @@ def replace_embedded(
 def write_master(settings: Settings, video_id: str, plan: Plan, master: str) -> None:
     """The publisher's master (`master`, with no subtitles) written with the video's
     captions as SUBTITLES renditions, each rendition made if it is missing."""
+    if uses_object_storage(settings):
+        _publish_stored(settings, video_id, plan, master)
+        return
     storage = Storage(settings.storage_dir)
     with _master_lock(storage, video_id) as held:
         if not held:
@@ -306,6 +330,8 @@ def write_master(settings: Settings, video_id: str, plan: Plan, master: str) -> 
 def refresh_master(settings: Settings, video_id: str) -> bool:
     """Rewrite the master for the captions as they are now; False when there is no master
     yet (the publisher lists the captions when it writes one)."""
+    if uses_object_storage(settings):
+        return _refresh_stored(settings, video_id)
     storage = Storage(settings.storage_dir)
     master = storage.master_path(video_id)
     with _master_lock(storage, video_id) as held:
@@ -406,6 +432,89 @@ def _remove_stale(storage: Storage, video_id: str, wanted: set[str]) -> None:
     for entry in parent.iterdir():
         if entry.name not in wanted:
             remove_tree(entry)
+
+
+# ---- the master in object storage -----------------------------------------------------------
+# A bucket has no flock: the master is rewritten whole with put_bytes from the rows read just
+# before, so the last writer lists every caption committed before it read them.
+
+
+def _refresh_stored(settings: Settings, video_id: str) -> bool:
+    store = store_of(settings)
+    try:
+        master = store.get_bytes(VideoLayout.of(video_id).master, limit=SMALL_OBJECT_LIMIT)
+    except ObjectMissing:
+        return False
+    plan = _plan(settings, video_id)
+    if plan is None:
+        return False
+    _publish_stored(settings, video_id, plan, master.decode("utf-8"))
+    return True
+
+
+def _publish_stored(settings: Settings, video_id: str, plan: Plan, master: str) -> None:
+    """_publish for a bucket: the captions' renditions made where missing, stale ones
+    deleted, then the master put."""
+    files = StoreFiles(store_of(settings), video_id, Storage(settings.storage_dir))
+    with session_scope(settings) as session:
+        rows = _captions_of(session, video_id)
+    zero: list[int] = []
+    tracks = []
+    for row in rows:
+        if _ensure_stored_rendition(settings, files, row.id, plan, zero):
+            tracks.append(caption_hls.Track(row.id, row.language, row.label, row.is_default))
+    _remove_stale_stored(files, {row.id for row in rows})
+    files.write_master(caption_hls.with_subtitles(master, tracks))
+
+
+def _ensure_stored_rendition(
+    settings: Settings, files: StoreFiles, caption_id: str, plan: Plan, zero: list[int]
+) -> bool:
+    """Make the caption's rendition in the bucket unless it is there; False if its file
+    has gone."""
+    names = files.layout
+    if files.store.stat(names.caption_file(caption_id, layout.PLAYLIST)) is not None:
+        return True
+    try:
+        data = files.store.get_bytes(names.caption_source(caption_id), limit=STORED_LIMIT)
+    except ObjectMissing:
+        log.warning("video %s: caption %s has no file; left out", files.video_id, caption_id)
+        return False
+    cues = read_captions(data, max_bytes=STORED_LIMIT, max_cues=STORED_LIMIT).cues
+    if not zero:
+        zero.append(_stored_media_zero(settings, files, plan))
+    rendition = caption_hls.rendition_files(
+        cues,
+        duration=plan.duration,
+        segment_seconds=plan.options.segment_seconds,
+        mpegts=zero[0],
+    )
+    # The segments first, the playlist last: whoever finds the playlist finds its segments.
+    for name in sorted(rendition, key=lambda name: name == layout.PLAYLIST):
+        put_bytes(files.store, names.caption_file(caption_id, name), rendition[name])
+    return True
+
+
+def _stored_media_zero(settings: Settings, files: StoreFiles, plan: Plan) -> int:
+    """_media_zero from the main variant's first segment, downloaded to scratch."""
+    rung = plan.renditions[0].name if plan.renditions else layout.AUDIO
+    first = files.read_playlist(rung, layout.PLAYLIST)[0][0]
+    with files.scratch_folder() as folder:
+        segment = folder / first
+        files.download(files.layout.rung_file(rung, first), segment)
+        init = None
+        if plan.options.fmp4:
+            init = folder / layout.INIT
+            files.download(files.layout.rung_file(rung, layout.INIT), init)
+        return caption_hls.media_zero(segment, init=init, ffprobe=settings.ffprobe_bin)
+
+
+def _remove_stale_stored(files: StoreFiles, wanted: set[str]) -> None:
+    """Delete the renditions of captions that are no longer there."""
+    prefix = files.layout.captions
+    found = {info.key[len(prefix) :].split("/", 1)[0] for info in files.store.list_prefix(prefix)}
+    for caption_id in found - wanted:
+        files.store.delete_prefix(f"{prefix}{caption_id}/")
 
 
 @contextlib.contextmanager

@@ -19,10 +19,13 @@ from pathlib import Path
 
 from services.core import ids
 from services.core.errors import InvalidInput
+from services.core.layout import VideoLayout
 from services.core.models import CaptionOrigin
 from services.core.settings import Settings
 from services.core.storage import Storage, remove_tree
-from services.media.captions import CaptionError, read_captions, shifted
+from services.core.storage.factory import store_of, uses_object_storage
+from services.media.captions import CaptionError, read_captions, shifted, to_webvtt
+from services.media.demuxers import RemoteSource, Source, source_name
 from services.media.probe import ProbeError
 from services.media.subtitles import SubtitleStream, extract_command, probe_subtitles
 from services.media.video_captions import (
@@ -32,6 +35,7 @@ from services.media.video_captions import (
     language_tag,
     store_file,
 )
+from services.media.video_files import SOURCE_URL_SECONDS, put_bytes
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,9 @@ def extract(
     settings: Settings, storage: Storage, video_id: str, *, keep_lease: KeepLease
 ) -> list[NewCaption]:
     """The source's text subtitle streams as captions, their files stored (not recorded)."""
-    streams, start = _text_streams(settings, storage, video_id)
+    if uses_object_storage(settings):
+        return _extract_stored(settings, storage, video_id, keep_lease)
+    streams, start = _text_streams(settings, storage.source_path(video_id), video_id)
     if not streams:
         return []
     work = storage.caption_sources_dir(video_id) / f".extract-{os.getpid()}"
@@ -59,17 +65,60 @@ def extract(
     started = time.monotonic()
     try:
         _run_all(settings, storage.source_path(video_id), streams, work, keep_lease)
-        found = [
-            new
-            for number, stream in enumerate(streams, start=1)
-            if (new := _caption(settings, storage, video_id, stream, work, number, start))
-            is not None
-        ]
+        found = _captions(settings, storage, video_id, streams, work, start)
     except FileNotFoundError:
         log.info("video %s: its folder went while extracting captions", video_id)
         return []
     finally:
         remove_tree(work)
+    _log_found(video_id, found, streams, started)
+    return found
+
+
+def _extract_stored(
+    settings: Settings, storage: Storage, video_id: str, keep_lease: KeepLease
+) -> list[NewCaption]:
+    """extract() with object storage: ffmpeg reads the source through a presigned URL and
+    writes into a scratch folder; each caption's file is put in the bucket."""
+    store = store_of(settings)
+    url = store.reader_url(VideoLayout.of(video_id).source, expires_seconds=SOURCE_URL_SECONDS)
+    if url is None:
+        return []
+    source = RemoteSource(url)
+    streams, start = _text_streams(settings, source, video_id)
+    if not streams:
+        return []
+    work = storage.root / "tmp" / f".extract-{video_id}-{os.getpid()}"
+    remove_tree(work)
+    work.mkdir(parents=True)
+    started = time.monotonic()
+    try:
+        _run_all(settings, source, streams, work, keep_lease)
+        found = _captions(settings, storage, video_id, streams, work, start)
+    finally:
+        remove_tree(work)
+    _log_found(video_id, found, streams, started)
+    return found
+
+
+def _captions(
+    settings: Settings,
+    storage: Storage,
+    video_id: str,
+    streams: list[SubtitleStream],
+    work: Path,
+    start: float,
+) -> list[NewCaption]:
+    return [
+        new
+        for number, stream in enumerate(streams, start=1)
+        if (new := _caption(settings, storage, video_id, stream, work, number, start)) is not None
+    ]
+
+
+def _log_found(
+    video_id: str, found: list[NewCaption], streams: list[SubtitleStream], started: float
+) -> None:
     log.info(
         "video %s: %d of %d subtitle streams extracted as captions in %.1f s",
         video_id,
@@ -77,18 +126,15 @@ def extract(
         len(streams),
         time.monotonic() - started,
     )
-    return found
 
 
 def _text_streams(
-    settings: Settings, storage: Storage, video_id: str
+    settings: Settings, source: Source, video_id: str
 ) -> tuple[list[SubtitleStream], float]:
     """The streams to extract (text ones, at most CAPTIONS_PER_VIDEO; the rest logged) and
     where the presentation starts on the file's timeline (seconds)."""
     try:
-        streams, start = probe_subtitles(
-            storage.source_path(video_id), ffprobe=settings.ffprobe_bin
-        )
+        streams, start = probe_subtitles(source, ffprobe=settings.ffprobe_bin)
     except ProbeError as exc:
         log.warning("video %s: subtitle streams not read: %s", video_id, exc.detail)
         return [], 0.0
@@ -112,7 +158,7 @@ def _text_streams(
 
 def _run_all(
     settings: Settings,
-    source: Path,
+    source: Source,
     streams: list[SubtitleStream],
     work: Path,
     keep_lease: KeepLease,
@@ -127,7 +173,7 @@ def _run_all(
 
 def _run(
     settings: Settings,
-    source: Path,
+    source: Source,
     streams: list[SubtitleStream],
     work: Path,
     keep_lease: KeepLease,
@@ -154,12 +200,20 @@ def _run(
                     process.kill()
                     process.communicate()
                     log.warning(
-                        "subtitle extraction from %s stopped (lease lost or too long)", source
+                        "subtitle extraction from %s stopped (lease lost or too long)",
+                        source_name(source),
                     )
                     return False
     if process.returncode != 0:
-        tail = stderr.decode("utf-8", "replace").strip()[-500:]
-        log.warning("subtitle extraction from %s failed (%s): %s", source, process.returncode, tail)
+        tail = stderr.decode("utf-8", "replace")
+        if isinstance(source, RemoteSource):
+            tail = tail.replace(source.url, source.name)  # a signature is never logged
+        log.warning(
+            "subtitle extraction from %s failed (%s): %s",
+            source_name(source),
+            process.returncode,
+            tail.strip()[-500:],
+        )
         return False
     return True
 
@@ -199,7 +253,11 @@ def _caption(
         cues=len(cues),
         stream_index=stream.index,
     )
-    store_file(storage, video_id, new.id, cues)
+    if uses_object_storage(settings):
+        key = VideoLayout.of(video_id).caption_source(new.id)
+        put_bytes(store_of(settings), key, to_webvtt(cues))
+    else:
+        store_file(storage, video_id, new.id, cues)
     return new
 
 

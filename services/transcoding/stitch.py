@@ -26,21 +26,18 @@ from services.core import jobs, layout
 from services.core.db import session_scope
 from services.core.models import ChunkStatus, Job, JobChunk, Status
 from services.core.settings import Settings
-from services.core.storage import Storage, remove_tree, write_atomic
-from services.media import fmp4
+from services.core.storage import Storage, write_atomic
+from services.core.storage.factory import store_of, uses_object_storage
 from services.media import video_captions as captions
 from services.media.plan import CAPTIONS, Plan
 from services.media.playlists import (
-    IFrame,
-    iframe_bandwidth,
     iframe_playlist,
     index_iframes,
     master_playlist,
-    measure_audio,
-    measure_rendition,
     media_playlist,
     read_media_playlist,
 )
+from services.media.video_files import LocalFiles, StoreFiles, VideoFiles, read_sidecar
 
 
 def index_chunk_iframes(playlist: Path, sidecar: Path, *, ffprobe: str) -> None:
@@ -64,7 +61,7 @@ def _leading_done(chunks: list[JobChunk]) -> int:
 
 def publish(settings: Settings, video_id: str) -> bool:
     """Publish every chunk done in order from the start; True when the video became `ok`."""
-    storage = Storage(settings.storage_dir)
+    files = video_files(settings, video_id)
     with session_scope(settings) as session:
         # Row lock on PostgreSQL; on SQLite the UPDATE in advance_published takes the lock.
         job = session.get(Job, video_id, with_for_update=True, populate_existing=True)
@@ -81,9 +78,7 @@ def publish(settings: Settings, video_id: str) -> bool:
             # The audio is the whole presentation: published once, whole, when it is done.
             if audio is None or audio.status != ChunkStatus.DONE:
                 return False
-        elif ready == 0 or not _audio_covers(
-            storage, video_id, audio, _video_seconds(storage, video_id, plan, ready)
-        ):
+        elif ready == 0 or not _audio_covers(files, audio, _video_seconds(files, plan, ready)):
             return False
         final = (
             ready == len(video)
@@ -96,7 +91,7 @@ def publish(settings: Settings, video_id: str) -> bool:
         elif not jobs.advance_published(session, video_id=video_id, count=ready):
             return False
         write_presentation(
-            storage,
+            files,
             video_id,
             plan,
             ready,
@@ -109,22 +104,30 @@ def publish(settings: Settings, video_id: str) -> bool:
         return final
 
 
-def _video_seconds(storage: Storage, video_id: str, plan: Plan, chunks: int) -> float:
-    rung = storage.rung_dir(video_id, plan.renditions[0].name)
+def video_files(settings: Settings, video_id: str) -> VideoFiles:
+    """The video's rendition files where the settings keep them: the local folder's rung
+    folders, or the bucket (STORAGE_URL) with this process's scratch folder beside."""
+    storage = Storage(settings.storage_dir)
+    if uses_object_storage(settings):
+        return StoreFiles(store_of(settings), video_id, storage)
+    return LocalFiles(storage, video_id)
+
+
+def _video_seconds(files: VideoFiles, plan: Plan, chunks: int) -> float:
+    rung = plan.renditions[0].name
     return sum(
-        d for i in range(chunks) for _, d in read_media_playlist(rung / layout.chunk_playlist(i))
+        d for i in range(chunks) for _, d in files.read_playlist(rung, layout.chunk_playlist(i))
     )
 
 
-def _audio_covers(storage: Storage, video_id: str, audio: JobChunk | None, seconds: float) -> bool:
+def _audio_covers(files: VideoFiles, audio: JobChunk | None, seconds: float) -> bool:
     """Whether the audio (encoded whole, in one growing playlist) reaches `seconds` yet."""
     if audio is None or audio.status == ChunkStatus.DONE:
         return True
-    playlist = storage.rung_file(video_id, layout.AUDIO, layout.AUDIO_RUN_PLAYLIST)
     if audio.status != ChunkStatus.RUNNING:
         return False
     try:
-        covered = sum(d for _, d in read_media_playlist(playlist))
+        covered = sum(d for _, d in files.read_playlist(layout.AUDIO, layout.AUDIO_RUN_PLAYLIST))
     except (OSError, ValueError):
         # Missing, or caught mid-rewrite (or left truncated by a full disk): not ready yet.
         # If the audio encode really failed, its own failure says why.
@@ -141,7 +144,7 @@ class Tools:
 
 
 def write_presentation(
-    storage: Storage,
+    storage: Storage | VideoFiles,
     video_id: str,
     plan: Plan,
     chunks: int,
@@ -152,77 +155,68 @@ def write_presentation(
 ) -> None:
     """Write every media, I-frame and audio playlist for the first `chunks` chunks, and the
     master at the first publish and at the end: measured here, handed to `write_master`
-    (the publisher's adds the video's captions) or else written as it is."""
+    (the publisher's adds the video's captions) or else written as it is.
+
+    `storage` is the local storage folder, or the video's files wherever they are kept."""
+    files = LocalFiles(storage, video_id) if isinstance(storage, Storage) else storage
     iframe_rates: dict[str, int] = {}
     video_end = 0.0
     for rendition in plan.renditions:
-        rung = storage.rung_dir(video_id, rendition.name)
-        video_end, iframe_rate = _write_rung(rung, plan, chunks, final=final)
+        video_end, iframe_rate = _write_rung(files, rendition.name, plan, chunks, final=final)
         if iframe_rate is not None:
             iframe_rates[rendition.name] = iframe_rate
     if plan.audio_kbps is not None:
-        _write_audio(storage.rung_dir(video_id, layout.AUDIO), plan, video_end, final)
-    master = storage.master_path(video_id)
-    if final or not master.exists():
-        text = _measure_master(storage, video_id, plan, iframe_rates, tools)
+        _write_audio(files, plan, video_end, final)
+    if final or not files.has_master():
+        text = _measure_master(files, plan, iframe_rates, tools)
         if write_master is None:
-            write_atomic(master, text)
+            files.write_master(text)
         else:
             write_master(text)
     if final:
-        # Last, and durably like every playlist before it: the job is recorded ok after this.
-        write_atomic(storage.complete_marker(video_id), "")
-        # Every chunk counts now: what claims left in their work folders never will.
-        remove_tree(storage.work_dir(video_id))
+        files.finish()
 
 
-def _write_rung(rung: Path, plan: Plan, chunks: int, *, final: bool) -> tuple[float, int | None]:
+def _write_rung(
+    files: VideoFiles, rung: str, plan: Plan, chunks: int, *, final: bool
+) -> tuple[float, int | None]:
     """Write a rung's media (and I-frame) playlists for its first `chunks` chunks; return
     where its video ends (seconds) and its I-frame playlist's bit rate (None: it has none).
 
     An fMP4 rung gets the init segment its chunks share, and no I-frame playlist.
     """
     segments = [
-        s for i in range(chunks) for s in read_media_playlist(rung / layout.chunk_playlist(i))
+        s for i in range(chunks) for s in files.read_playlist(rung, layout.chunk_playlist(i))
     ]
-    init = _publish_init(rung, [layout.chunk_init(i) for i in range(chunks)], plan)
+    init = _publish_init(files, rung, [layout.chunk_init(i) for i in range(chunks)], plan)
     target = plan.options.segment_seconds
-    write_atomic(
-        rung / layout.PLAYLIST, media_playlist(segments, target=target, ended=final, init=init)
+    files.write(
+        rung, layout.PLAYLIST, media_playlist(segments, target=target, ended=final, init=init)
     )
     video_end = sum(seconds for _, seconds in segments)
     if plan.options.fmp4:
         return video_end, None
-    frames = _iframes(rung, chunks)
+    frames = [f for i in range(chunks) for f in read_sidecar(files, rung, layout.chunk_iframes(i))]
     end_time = (frames[0].time if frames else 0.0) + video_end
-    write_atomic(rung / layout.IFRAMES, iframe_playlist(frames, end_time=end_time, ended=final))
-    return video_end, iframe_bandwidth(rung, frames, end_time)
+    files.write(rung, layout.IFRAMES, iframe_playlist(frames, end_time=end_time, ended=final))
+    return video_end, files.iframe_bandwidth(rung, frames, end_time)
 
 
 def _publish_init(
-    folder: Path, sources: list[str], plan: Plan, *, check: bool = True
+    files: VideoFiles, rung: str, sources: list[str], plan: Plan, *, check: bool = True
 ) -> str | None:
     """For fMP4, publish the init segment `sources` share; its name (None for MPEG-TS)."""
     if not plan.options.fmp4:
         return None
-    fmp4.publish_init(folder, sources, name=layout.INIT, check=check)
+    files.publish_init(rung, sources, check=check)
     return layout.INIT
 
 
-def _iframes(rung: Path, chunks: int) -> list[IFrame]:
-    frames: list[IFrame] = []
-    for index in range(chunks):
-        frames += [
-            IFrame(**f) for f in json.loads((rung / layout.chunk_iframes(index)).read_text())
-        ]
-    return frames
-
-
-def _write_audio(audio: Path, plan: Plan, video_end: float, final: bool) -> None:
-    segments = read_media_playlist(audio / layout.AUDIO_RUN_PLAYLIST)
+def _write_audio(files: VideoFiles, plan: Plan, video_end: float, final: bool) -> None:
+    segments = files.read_playlist(layout.AUDIO, layout.AUDIO_RUN_PLAYLIST)
     # The audio is one run, which a retry may be rewriting until `final`: its init segment
     # is compared with the published one only then.
-    init = _publish_init(audio, [layout.AUDIO_RUN_INIT], plan, check=final)
+    init = _publish_init(files, layout.AUDIO, [layout.AUDIO_RUN_INIT], plan, check=final)
     if not final:
         # While growing, the audio covers what the video covers (it was encoded whole, ahead).
         kept, start = [], 0.0
@@ -233,13 +227,15 @@ def _write_audio(audio: Path, plan: Plan, video_end: float, final: bool) -> None
             start += seconds
         segments = kept
     target = plan.options.segment_seconds
-    write_atomic(
-        audio / layout.PLAYLIST, media_playlist(segments, target=target, ended=final, init=init)
+    files.write(
+        layout.AUDIO,
+        layout.PLAYLIST,
+        media_playlist(segments, target=target, ended=final, init=init),
     )
 
 
 def _measure_master(
-    storage: Storage, video_id: str, plan: Plan, iframe_rates: dict[str, int], tools: Tools
+    files: VideoFiles, plan: Plan, iframe_rates: dict[str, int], tools: Tools
 ) -> str:
     """Measure every rendition: the master playlist (without captions) that lists them."""
     init = layout.INIT if plan.options.fmp4 else None
@@ -247,19 +243,15 @@ def _measure_master(
     with ThreadPoolExecutor(max_workers=4) as pool:
         stats = list(
             pool.map(
-                lambda r: measure_rendition(
-                    storage.rung_dir(video_id, r.name),
-                    ffprobe=tools.ffprobe,
-                    ffmpeg=tools.ffmpeg,
-                    init=init,
+                lambda r: files.measure_rendition(
+                    r.name, ffprobe=tools.ffprobe, ffmpeg=tools.ffmpeg, init=init
                 ),
                 plan.renditions,
             )
         )
     audio = None
     if plan.audio_kbps is not None:
-        audio_dir = storage.rung_dir(video_id, layout.AUDIO)
-        audio = measure_audio(audio_dir, ffprobe=tools.ffprobe, init=init)
+        audio = files.measure_audio(ffprobe=tools.ffprobe, init=init)
     return master_playlist(stats, audio=audio, iframe_bandwidths=iframe_rates)
 
 

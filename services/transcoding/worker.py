@@ -3,6 +3,13 @@
 Units are a job's planning (probe, cut into chunks), its audio, and its time chunks. Run
 standalone with `python -m services.transcoding.worker` on any machine that shares the
 database and the storage folder, or in-process inside the transcoding service (the default).
+
+With object storage (STORAGE_URL=s3://...) a worker needs only the database and the bucket:
+ffmpeg reads the source through a presigned URL, writes into this process's own scratch
+folder (STORAGE_DIR, same layout), and each checked unit is uploaded to its rung keys and
+removed from the scratch before it is recorded done; the growing audio is uploaded while it
+runs. A bucket that cannot be reached releases the unit (not failed): it is done again once
+the bucket answers, and nothing already stored is lost.
 """
 
 import asyncio
@@ -25,22 +32,30 @@ from services.core.metrics import CHUNK_SECONDS, FFMPEG_FAILURES, REALTIME
 from services.core.models import Video
 from services.core.settings import Settings, get_settings
 from services.core.storage import Storage, make_durable, remove_tree
+from services.core.storage.factory import store_of, uses_object_storage
+from services.core.storage.interface import StorageUnavailable
 from services.core.tasks import sleep_unless
 from services.media import derived
 from services.media import video_captions as captions
 from services.media.bounds import check_source
 from services.media.chunking import TimeChunk
+from services.media.demuxers import RemoteSource, Source
 from services.media.ffmpeg_args import audio_command, video_chunk_command
 from services.media.plan import CAPTIONS, Plan, make_plan
-from services.media.playlists import read_media_playlist
+from services.media.playlists import parse_media_playlist, read_media_playlist
 from services.media.probe import ProbeError, probe
 from services.media.runner import FFmpegError, Stopped, run_ffmpeg
+from services.media.video_files import SOURCE_URL_SECONDS, put_bytes, put_file
 from services.transcoding import embedded, stitch
 
 log = logging.getLogger(__name__)
 
 # A file a unit wrote: (rung, file name), both named by services.core.layout.
 UnitFile = tuple[str, str]
+# Uploads of one unit's files side by side: they mostly wait on the network.
+UPLOAD_THREADS = 8
+# How often the growing audio's new segments and playlist go to the bucket while it encodes.
+AUDIO_UPLOAD_SECONDS = 1.0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -75,7 +90,10 @@ class Worker:
         kinds: tuple[str, ...] = ("audio", "video", CAPTIONS),
     ) -> None:
         self.settings = settings
+        # With object storage, only this process's scratch (the same layout, nothing shared).
         self.storage = Storage(settings.storage_dir)
+        self.remote = uses_object_storage(settings)
+        self.store = store_of(settings)
         self.kinds = kinds
         self.worker_id = f"{socket.gethostname()}/{name}:{os.getpid()}"
         # The previous unit's check-index-publish step, running beside the next encode.
@@ -135,18 +153,27 @@ class Worker:
 
     def plan(self, video_id: str) -> None:
         """Probe the source and cut the job into units of work (or fail it with the reason)."""
-        source = self.storage.source_path(video_id)
         try:
+            source = self._source(video_id)
             info = probe(source, ffprobe=self.settings.ffprobe_bin)
             # The bounds of today's settings, checked before the plan cuts the duration.
-            check_source(info, self.settings, size=source.stat().st_size)
+            check_source(info, self.settings, size=self._source_size(video_id, source))
             plan, specs = make_plan(info, self.settings, codec=self._codec(video_id))
         except ProbeError as exc:
+            if self._storage_down(video_id):
+                return  # the bucket, not the file: planned again once its lease lapses
             with session_scope(self.settings) as session:
                 jobs.fail(session, video_id=video_id, error=exc.detail)
             return
+        except StorageUnavailable as exc:
+            log.warning("job %s: not planned, storage unavailable: %s", video_id, exc.detail)
+            return
         # A new plan starts from nothing: segments of an earlier encode must not be served.
-        self.storage.delete_renditions(video_id)
+        try:
+            self._delete_renditions(video_id)
+        except StorageUnavailable as exc:
+            log.warning("job %s: not planned, storage unavailable: %s", video_id, exc.detail)
+            return
         with session_scope(self.settings) as session:
             saved = jobs.save_plan(
                 session,
@@ -158,6 +185,41 @@ class Worker:
         log.info(
             "job %s planned: %d units (%s)", video_id, len(specs), "saved" if saved else "lost"
         )
+
+    def _source(self, video_id: str) -> Source:
+        """What ffmpeg reads the upload from: its file, or a presigned URL of its object."""
+        if not self.remote:
+            return self.storage.source_path(video_id)
+        key = VideoLayout.of(video_id).source
+        url = self.store.reader_url(key, expires_seconds=SOURCE_URL_SECONDS)
+        if url is None:
+            raise StorageUnavailable("the storage gives no URL to read the upload with")
+        return RemoteSource(url)
+
+    def _source_size(self, video_id: str, source: Source) -> int:
+        if isinstance(source, Path):
+            return source.stat().st_size
+        found = self.store.stat(VideoLayout.of(video_id).source)
+        if found is None:
+            raise ProbeError("the uploaded file is missing from the storage")
+        return found.size
+
+    def _storage_down(self, video_id: str) -> bool:
+        """Whether a failure reading from the bucket was the bucket's (logged): the work is
+        then left to be retried, not failed."""
+        if not self.remote:
+            return False
+        problem = self.store.check()
+        if problem is not None:
+            log.warning("job %s: storage unavailable, retried later: %s", video_id, problem)
+        return problem is not None
+
+    def _delete_renditions(self, video_id: str) -> None:
+        if not self.remote:
+            self.storage.delete_renditions(video_id)
+            return
+        self.store.delete_prefix(VideoLayout.of(video_id).hls)
+        remove_tree(self.storage.hls_dir(video_id))
 
     def _codec(self, video_id: str) -> str | None:
         """The ladder codec the video was uploaded with (a start-over keeps it)."""
@@ -172,6 +234,10 @@ class Worker:
         out_time = [0.0]
         stop = asyncio.Event()
         beat = asyncio.create_task(self._heartbeat(chunk, out_time, stop, shutdown))
+        encoded = asyncio.Event()
+        mirror = None
+        if self.remote and chunk.kind == "audio":
+            mirror = asyncio.create_task(self._upload_growing_audio(chunk, encoded))
         started = time.monotonic()
         try:
             await run_ffmpeg(
@@ -186,13 +252,18 @@ class Worker:
             return
         except FFmpegError as exc:
             log.warning("job %s unit %d: ffmpeg failed: %s", chunk.video_id, chunk.index, exc)
-            FFMPEG_FAILURES.labels(chunk.kind).inc()
             await asyncio.to_thread(self._discard, chunk)
+            if await asyncio.to_thread(self._storage_down, chunk.video_id):
+                # It could not read the source: retried when the bucket answers, not failed.
+                await asyncio.to_thread(self._release, chunk)
+                return
+            FFMPEG_FAILURES.labels(chunk.kind).inc()
             await asyncio.to_thread(self._fail, chunk, str(exc))
             return
         finally:
             beat.cancel()
-            await asyncio.gather(beat, return_exceptions=True)
+            encoded.set()
+            await asyncio.gather(beat, *([mirror] if mirror else []), return_exceptions=True)
         seconds = time.monotonic() - started
         # Checking the output, indexing its keyframes and publishing take a second or so of
         # ffprobe and I/O: done beside the next unit's encode, the CPUs never idle between
@@ -248,7 +319,10 @@ class Worker:
                 else [new.id for new in found]
             )
         for caption_id in unused:
-            self.storage.caption_source_path(chunk.video_id, caption_id).unlink(missing_ok=True)
+            if self.remote:
+                self.store.delete(VideoLayout.of(chunk.video_id).caption_source(caption_id))
+            else:
+                self.storage.caption_source_path(chunk.video_id, caption_id).unlink(missing_ok=True)
         if kept:
             self._list_captions(chunk.video_id)
             # The final publish waits for this unit: it may be the last one.
@@ -264,9 +338,12 @@ class Worker:
 
     def _command(self, chunk: ClaimedChunk, plan: Plan) -> list[str]:
         out_dir = self.storage.hls_dir(chunk.video_id)
-        source = self.storage.source_path(chunk.video_id)
+        source = self._source(chunk.video_id)
         if chunk.kind == "audio":
-            self.storage.rung_dir(chunk.video_id, layout.AUDIO).mkdir(parents=True, exist_ok=True)
+            audio_dir = self.storage.rung_dir(chunk.video_id, layout.AUDIO)
+            if self.remote:
+                remove_tree(audio_dir)  # scratch: a run of an earlier claim on this machine
+            audio_dir.mkdir(parents=True, exist_ok=True)
             assert plan.audio_kbps is not None
             return audio_command(
                 ffmpeg=self.settings.ffmpeg_bin,
@@ -361,9 +438,12 @@ class Worker:
         return self.storage.attempt_dir(chunk.video_id, chunk.index, chunk.attempt)
 
     def _discard(self, chunk: ClaimedChunk) -> None:
-        """Remove what a claim that will not count wrote (a stopped or failed video chunk)."""
+        """Remove what a claim that will not count wrote (a stopped or failed video chunk;
+        with object storage the audio's scratch too: what was uploaded of it stays)."""
         if chunk.kind != "audio":
             remove_tree(self._output_dir(chunk))
+        elif self.remote:
+            remove_tree(self.storage.rung_dir(chunk.video_id, layout.AUDIO))
 
     def _unit_file(self, chunk: ClaimedChunk, rung: str, name: str) -> Path:
         """Where the unit's ffmpeg wrote file `name` of rung `rung` (see _output_dir)."""
@@ -435,6 +515,54 @@ class Worker:
         remove_tree(self._output_dir(chunk))
         return moved
 
+    def _upload_unit(self, chunk: ClaimedChunk, files: list[UnitFile]) -> None:
+        """Put a checked unit's files from the scratch folder to their rung keys (segments
+        and init segments first, then the playlists and sidecars that name them), then
+        remove them from the scratch."""
+        names = VideoLayout.of(chunk.video_id)
+        last = {
+            layout.chunk_playlist(chunk.index),
+            layout.chunk_iframes(chunk.index),
+            layout.AUDIO_RUN_PLAYLIST,
+        }
+
+        def upload(file: UnitFile) -> None:
+            put_file(self.store, names.rung_file(*file), self._unit_file(chunk, *file))
+
+        with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
+            list(pool.map(upload, [f for f in files if f[1] not in last]))
+            list(pool.map(upload, [f for f in files if f[1] in last]))
+        self._discard(chunk)
+
+    async def _upload_growing_audio(self, chunk: ClaimedChunk, encoded: asyncio.Event) -> None:
+        """While the audio encodes, upload its new segments, then its playlist, so the
+        publisher (on any machine) sees it grow. Failures wait for the next round."""
+        uploaded: set[str] = set()
+        while not encoded.is_set():
+            try:
+                await asyncio.to_thread(self._upload_audio_so_far, chunk, uploaded)
+            except (StorageUnavailable, OSError) as exc:
+                log.info("job %s: the growing audio waits for the storage: %s", chunk.video_id, exc)
+            await sleep_unless(encoded, AUDIO_UPLOAD_SECONDS)
+
+    def _upload_audio_so_far(self, chunk: ClaimedChunk, uploaded: set[str]) -> None:
+        folder = self.storage.rung_dir(chunk.video_id, layout.AUDIO)
+        try:
+            text = (folder / layout.AUDIO_RUN_PLAYLIST).read_text(encoding="utf-8")
+            listed = parse_media_playlist(text, name=layout.AUDIO_RUN_PLAYLIST)
+        except (OSError, ValueError):
+            return  # not written yet (ffmpeg replaces it whole: never half a playlist)
+        names = VideoLayout.of(chunk.video_id)
+        new = [uri for uri, _ in listed if uri not in uploaded]
+        if not new:
+            return
+        if layout.AUDIO_RUN_INIT not in uploaded and (folder / layout.AUDIO_RUN_INIT).is_file():
+            new.insert(0, layout.AUDIO_RUN_INIT)
+        for name in new:
+            put_file(self.store, names.rung_file(layout.AUDIO, name), folder / name)
+            uploaded.add(name)
+        put_bytes(self.store, names.rung_file(layout.AUDIO, layout.AUDIO_RUN_PLAYLIST), text)
+
     def _still_ours(self, chunk: ClaimedChunk) -> bool:
         with session_scope(self.settings) as session:
             return jobs.holds_chunk(
@@ -469,18 +597,13 @@ class Worker:
                 )
             # Written with write_atomic (durable already); listed so the whole unit is here.
             files += sidecars
-        if chunk.kind == "video":
-            if not self._still_ours(chunk):
-                # Another claim of the chunk took over; its files are the ones that count.
-                log.info(
-                    "job %s unit %d: claim lost, output discarded", chunk.video_id, chunk.index
-                )
-                self._discard(chunk)
-                return
-            placed = self._move_into_place(chunk, files)
-        else:
-            placed = [self._unit_file(chunk, *file) for file in files]
-        self._make_durable(chunk.video_id, placed)
+        if chunk.kind == "video" and not self._still_ours(chunk):
+            # Another claim of the chunk took over; its files are the ones that count.
+            log.info("job %s unit %d: claim lost, output discarded", chunk.video_id, chunk.index)
+            self._discard(chunk)
+            return
+        if not self._store_unit(chunk, files):
+            return
         with session_scope(self.settings) as session:
             kept = jobs.finish_chunk(
                 session,
@@ -497,10 +620,35 @@ class Worker:
         if kept:
             self._publish(chunk.video_id)
 
+    def _store_unit(self, chunk: ClaimedChunk, files: list[UnitFile]) -> bool:
+        """Put a checked unit where it counts, durably: moved into the rung folders (the
+        local folder) or uploaded (a bucket). False when the bucket cannot be reached: the
+        unit is then released, to be encoded again once it answers."""
+        if not self.remote:
+            if chunk.kind == "video":
+                placed = self._move_into_place(chunk, files)
+            else:
+                placed = [self._unit_file(chunk, *file) for file in files]
+            self._make_durable(chunk.video_id, placed)
+            return True
+        try:
+            self._upload_unit(chunk, files)
+        except StorageUnavailable as exc:
+            log.warning(
+                "job %s unit %d: not uploaded, released: %s", chunk.video_id, chunk.index, exc
+            )
+            self._discard(chunk)
+            self._release(chunk)
+            return False
+        return True
+
     def _publish(self, video_id: str) -> None:
         try:
             if stitch.publish(self.settings, video_id):
                 log.info("job %s ok", video_id)
+        except StorageUnavailable as exc:
+            # Nothing is lost: what is left to publish is picked up once the bucket answers.
+            log.warning("job %s: publishing deferred: %s", video_id, exc.detail)
         except OperationalError:
             # Another publisher held the job (SQLite refuses a stale snapshot's write): what
             # is left to publish is picked up by the next idle pass.
