@@ -27,6 +27,7 @@ from tests.s3server import S3Server
 from tests.test_serving_fast import render_rung
 
 KEY = "k" * 32
+CAPTION = "0123456789abcdef"
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 IMMUTABLE = "public, max-age=31536000, immutable"
 SOURCE = b"the original upload, as sent\n" * 400
@@ -56,6 +57,10 @@ def ladder(tmp_path_factory: pytest.TempPathFactory) -> Ladder:
         b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=300000,RESOLUTION=320x240\n360p/playlist.m3u8\n"
         b"#EXT-X-STREAM-INF:BANDWIDTH=200000,RESOLUTION=320x240\n240p/playlist.m3u8\n"
     )
+    files[f"captions/{CAPTION}/playlist.m3u8"] = (
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg_00000.vtt\n#EXT-X-ENDLIST\n"
+    )
+    files[f"captions/{CAPTION}/seg_00000.vtt"] = b"WEBVTT\n\n00:00.000 --> 00:01.000\nhello\n"
     files["poster.jpg"] = b"\xff\xd8\xff\xe0 not really a jpeg"
     files["downloads/360p.mp4"] = b"an mp4 of the 360p rung" * 100
     return Ladder(files)
@@ -109,6 +114,8 @@ def video(s3_platform: Platform, platform_store: S3Store, ladder: Ladder) -> str
         ("360p/seg_00001.ts", "video/mp2t", IMMUTABLE),
         ("240p/init.mp4", "video/mp4", IMMUTABLE),
         ("240p/seg_00000.m4s", "video/iso.segment", IMMUTABLE),
+        (f"captions/{CAPTION}/playlist.m3u8", PLAYLIST_TYPE, "public, max-age=60"),
+        (f"captions/{CAPTION}/seg_00000.vtt", "text/vtt; charset=utf-8", IMMUTABLE),
     ],
 )
 def test_playlists_and_segments_are_the_objects_bytes(
@@ -151,6 +158,7 @@ def test_byte_ranges_are_206_and_past_the_end_416(
     part = s3_client.get(url, headers={"Range": "bytes=10-99"})
     tail = s3_client.get(url, headers={"Range": "bytes=-7"})
     past = s3_client.get(url, headers={"Range": f"bytes={len(whole)}-"})
+    several = s3_client.get(url, headers={"Range": "bytes=0-3,40-49"})
 
     assert part.status_code == 206
     assert part.headers["content-range"] == f"bytes 10-99/{len(whole)}"
@@ -158,6 +166,9 @@ def test_byte_ranges_are_206_and_past_the_end_416(
     assert (tail.status_code, tail.content) == (206, whole[-7:])
     assert past.status_code == 416
     assert past.headers["content-range"] == f"bytes */{len(whole)}"
+    assert several.status_code == 206
+    assert several.headers["content-type"].startswith("multipart/byteranges")
+    assert whole[0:4] in several.content and whole[40:50] in several.content
 
 
 @pytest.mark.parametrize("name", ["360p/seg_00000.ts", "master.m3u8"])
