@@ -347,14 +347,26 @@ def dead_platform(
     running.drop()
 
 
+def add_row(platform: Platform, video_id: str) -> None:
+    settings = Settings(storage_dir=platform.storage, database_url=platform.database_url)
+    with session_scope(settings) as session:
+        session.add(Video(id=video_id, filename="clip.mp4", status=Status.OK, qualities=["360p"]))
+
+
 def test_an_unreachable_bucket_is_a_503_that_says_so(dead_platform: Platform):
     video = ids.new_video_id()
+    add_row(dead_platform, video)
     with dead_platform.client() as client:
         segment = client.get(f"/stream/{video}/360p/seg_00000.ts")
         playlist = client.get(f"/stream/{video}/master.m3u8")
+        original = client.get(f"/stream/{video}/original")
+        deleted = client.delete(f"/admin/videos/{video}")
+        kept = client.get(f"/stream/{video}/qualities")
         status = client.get("/admin/status")
 
-    for answer in (segment, playlist):
+    # The record stays when its objects could not be removed: the delete can be asked again.
+    assert kept.status_code == 200
+    for answer in (segment, playlist, original, deleted):
         assert answer.status_code == 503, answer.text
         assert answer.json()["error"] == "storage_unavailable"
         assert "cannot be reached" in answer.json()["detail"]
