@@ -281,12 +281,9 @@ def _object_caption(
     if name.endswith(".m3u8"):
 
         def key_of(uri: str) -> str | None:
-            is_playlist = uri == layout.PLAYLIST
-            return (
-                None
-                if is_playlist or not layout.CAPTION_FILE_RE.fullmatch(uri)
-                else (lay.caption_file(caption_id, uri))
-            )
+            if uri == layout.PLAYLIST or not layout.CAPTION_FILE_RE.fullmatch(uri):
+                return None
+            return lay.caption_file(caption_id, uri)
 
         public = _public_segments(settings, store, token, key_of)
         return _object_playlist(
