@@ -13,9 +13,10 @@ from services.admin.health import ServiceHealth, services_health
 from services.core import events, ids, jobs, layout, signing
 from services.core.auth import AdminOnly
 from services.core.db import engine, session_scope
-from services.core.deps import SessionDep, SettingsDep, StorageDep
+from services.core.deps import ObjectsDep, SessionDep, SettingsDep, StorageDep
 from services.core.errors import Conflict
 from services.core.jobs import transcode_status
+from services.core.layout import VideoLayout
 from services.core.models import (
     DeliveryStatus,
     Job,
@@ -25,6 +26,9 @@ from services.core.models import (
     as_utc,
 )
 from services.core.schemas import Deleted, Resumed, TranscodeStatus, VideoOut
+from services.core.settings import Settings
+from services.core.storage.factory import parse_storage_url, store_of
+from services.core.storage.interface import Store
 from services.core.sweeps import sweep_totals
 from services.core.videos import delete_everywhere, get_video, list_videos
 
@@ -35,6 +39,17 @@ class Disk(BaseModel):
     total: int
     used: int
     free: int
+
+
+class StorageStatus(BaseModel):
+    """Where media are stored and whether that answers (never a credential)."""
+
+    backend: str = Field(description="local (the storage folder) or s3 (a bucket)")
+    bucket: str | None = Field(description="The bucket (s3 only)")
+    prefix: str | None = Field(description="The prefix in the bucket (s3 only)")
+    endpoint: str | None = Field(description="The S3 endpoint; null: AWS S3 (s3 only)")
+    reachable: bool
+    problem: str | None = Field(description="What is wrong when it is not reachable")
 
 
 class Reclaimed(BaseModel):
@@ -49,7 +64,11 @@ class Reclaimed(BaseModel):
 class SystemStatus(BaseModel):
     database: str = Field(description="The database backend: sqlite or postgresql")
     services: dict[str, ServiceHealth]
-    disk: Disk
+    storage: StorageStatus
+    disk: Disk = Field(
+        description="The storage folder's disk (with STORAGE_URL set: only the scratch folder "
+        "where bytes are staged; the bucket has no free space to report)"
+    )
     queue_depth: int = Field(description="Jobs waiting for a worker")
     running_jobs: list[TranscodeStatus]
     videos_by_status: dict[str, int]
@@ -161,18 +180,37 @@ def resume_all(session: SessionDep) -> Resumed:
 @router.get("/status", response_model=SystemStatus)
 async def status(settings: SettingsDep, storage: StorageDep) -> SystemStatus:
     """Services' health, disk space, queue depth and running jobs."""
-    health, (depth, running, counts) = await asyncio.gather(
-        services_health(settings), asyncio.to_thread(_job_overview, settings)
+    health, (depth, running, counts), stored = await asyncio.gather(
+        services_health(settings),
+        asyncio.to_thread(_job_overview, settings),
+        asyncio.to_thread(storage_status, settings),
     )
     usage = storage.disk_usage()
     return SystemStatus(
         database=engine(settings).dialect.name,
         services=health,
+        storage=stored,
         disk=Disk(total=usage.total, used=usage.used, free=usage.free),
         queue_depth=depth,
         running_jobs=running,
         videos_by_status=counts,
         reclaimed=Reclaimed.model_validate(await asyncio.to_thread(sweep_totals, settings)),
+    )
+
+
+def storage_status(settings: Settings) -> StorageStatus:
+    """The storage backend and whether it answers now (Store.check)."""
+    store = store_of(settings)
+    target = parse_storage_url(settings.storage_url)
+    problem = store.check()
+    bucket, prefix = target if target is not None else (None, None)
+    return StorageStatus(
+        backend=store.name,
+        bucket=bucket,
+        prefix=prefix,
+        endpoint=(settings.aws_endpoint_url or None) if target else None,
+        reachable=problem is None,
+        problem=problem,
     )
 
 
@@ -255,7 +293,9 @@ def playback_token(
 
 
 @router.get("/videos/{video_id}/status", response_model=VideoStatus)
-def video_status(video_id: str, session: SessionDep, storage: StorageDep) -> VideoStatus:
+def video_status(
+    video_id: str, session: SessionDep, storage: StorageDep, objects: ObjectsDep
+) -> VideoStatus:
     """A video's record, its job and what is on disk for it."""
     video = get_video(session, video_id=video_id)
     job = session.get(Job, video.id)
@@ -279,7 +319,7 @@ def video_status(video_id: str, session: SessionDep, storage: StorageDep) -> Vid
         video=VideoOut.of(video),
         job=transcode_status(session, job) if job else None,
         chunks=chunks,
-        files=_files(storage, video.id),
+        files=_files(storage, video.id) if objects is None else _objects(objects, video.id),
     )
 
 
@@ -304,4 +344,24 @@ def _files(storage: StorageDep, video_id: str) -> VideoFiles:
         original_bytes=source.stat().st_size if source.is_file() else None,
         renditions=renditions,
         master_playlist=storage.master_path(video_id).is_file(),
+    )
+
+
+def _objects(store: Store, video_id: str) -> VideoFiles:
+    """`_files` for a video whose media are in a bucket: one listing of its hls/ prefix."""
+    lay = VideoLayout.of(video_id)
+    source = store.stat(lay.source)
+    renditions: dict[str, int] = {}
+    master = False
+    for info in store.list_prefix(lay.hls):
+        folder, _, name = info.key[len(lay.hls) :].partition("/")
+        if not name and folder == layout.MASTER:
+            master = True
+        # Rendition folders only: not downloads/, captions/ or the claims' .work/.
+        elif ids.QUALITY_RE.fullmatch(folder) and "/" not in name:
+            renditions[folder] = renditions.get(folder, 0) + _is_segment(name)
+    return VideoFiles(
+        original_bytes=source.size if source is not None else None,
+        renditions=dict(sorted(renditions.items())),
+        master_playlist=master,
     )

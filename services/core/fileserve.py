@@ -66,7 +66,7 @@ def file_response(
         stat_result=stat,
         media_type=media_type or MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
         filename=filename,
-        headers={"Cache-Control": _cache(path, finished)},
+        headers={"Cache-Control": cache_control(path.suffix, finished)},
     )
 
 
@@ -92,6 +92,11 @@ def serve_signed_playlist(path: Path, token: str, *, what: str) -> Response:
         text = path.read_text(encoding="utf-8")
     except (FileNotFoundError, NotADirectoryError):
         raise NotFound(f"{what} does not exist") from None
+    return signed_playlist(text, token)
+
+
+def signed_playlist(text: str, token: str) -> Response:
+    """The playlist `text` with the playback token on its URIs, for this viewer only."""
     # Tokens differ per viewer and expire: shared caches must not keep the rewritten text.
     return Response(
         add_token_to_playlist(text, token),
@@ -100,8 +105,9 @@ def serve_signed_playlist(path: Path, token: str, *, what: str) -> Response:
     )
 
 
-def _cache(path: Path, finished: bool) -> str:
-    if path.suffix != ".m3u8":
+def cache_control(suffix: str, finished: bool) -> str:
+    """Cache-Control of a file by its suffix: a playlist may be kept once `finished`."""
+    if suffix != ".m3u8":
         # Segments never change once written: a new encode writes a new folder's worth.
         return IMMUTABLE
     return "public, max-age=60" if finished else "no-cache"

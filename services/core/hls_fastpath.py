@@ -15,6 +15,9 @@ PLAYBACK_ORIGINS narrowed to a list, a request with an `Origin` goes to the app,
 middleware names the origin. Everything else goes on to the app, whose routes answer it and
 give the catalogue's errors (400, 403, 404, 422).
 
+With STORAGE_URL set (media in a bucket) it answers nothing: the storage folder is then each
+process's scratch, and the routes serve from the store (`services.core.objectserve`).
+
 The gateway installs it too: sharing the storage folder with the streaming service, it serves
 these files itself instead of relaying them; a file that is not in its storage folder goes on
 to the proxy as before.
@@ -141,7 +144,9 @@ class HlsFastPath:
         response, target = None, None
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
             settings = self._settings()
-            target = locate(settings.storage_dir, scope["path"])
+            # On object storage the folder is scratch: the app's routes read the bucket.
+            if not settings.storage_url.strip():
+                target = locate(settings.storage_dir, scope["path"])
             if target is not None:
                 response = self._response(settings, target, scope)
         if response is None or target is None:

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from services.core import events, ids, jobs
 from services.core.db import session_scope
 from services.core.errors import NotFound
+from services.core.layout import VideoLayout
 from services.core.models import (
     Caption,
     ChunkStatus,
@@ -21,6 +22,7 @@ from services.core.models import (
 )
 from services.core.settings import Settings
 from services.core.storage import Storage
+from services.core.storage.factory import store_of, uses_object_storage
 
 
 def get_video(session: Session, *, video_id: str) -> Video:
@@ -53,6 +55,9 @@ def delete_everywhere(settings: Settings, *, video_id: str, wait_seconds: float 
         if job is not None and job.status in jobs.RUNNABLE:
             jobs.request_stop(session, video_id=video_id, reason="stopped to delete the video")
     _wait_until_not_running(settings, video_id, wait_seconds)
+    # In a bucket, first: an unreachable one (503) leaves the record, so the delete can be
+    # asked again, rather than objects that no record names any more.
+    remove_objects(settings, video_id)
     with session_scope(settings) as session:
         previous = events.video_status(session, video_id) or Status.UPLOADING
         # The trail outlives the video: its last entry says it was deleted.
@@ -71,6 +76,26 @@ def delete_everywhere(settings: Settings, *, video_id: str, wait_seconds: float 
         session.execute(delete(Caption).where(Caption.video_id == video_id))
         session.execute(delete(Video).where(Video.id == video_id))
     Storage(settings.storage_dir).delete_video(video_id)
+    # Again: a preview or a late chunk of a worker may have landed since.
+    remove_objects(settings, video_id)
+
+
+def remove_objects(settings: Settings, video_id: str) -> None:
+    """Delete every object of a video from the bucket (original, captions, renditions);
+    nothing to do on the local folder (Storage.delete_video removes its files)."""
+    if uses_object_storage(settings):
+        store = store_of(settings)
+        lay = VideoLayout.of(video_id)
+        for prefix in (lay.originals, lay.hls):
+            store.delete_prefix(prefix)
+
+
+def remove_renditions(settings: Settings, video_id: str) -> None:
+    """Delete everything derived from a video's encode (before it is encoded anew), from the
+    storage folder and, on object storage, from the bucket."""
+    Storage(settings.storage_dir).delete_renditions(video_id)
+    if uses_object_storage(settings):
+        store_of(settings).delete_prefix(VideoLayout.of(video_id).hls)
 
 
 def _wait_until_not_running(settings: Settings, video_id: str, wait_seconds: float) -> None:

@@ -18,12 +18,15 @@ from sqlalchemy.orm import Session
 from starlette.responses import FileResponse, Response
 
 from services.core import ids, layout
-from services.core.deps import SessionDep, SettingsDep, StorageDep
+from services.core.deps import ObjectsDep, SessionDep, SettingsDep, StorageDep
 from services.core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from services.core.fileserve import MEDIA_TYPES, serve
+from services.core.layout import VideoLayout
 from services.core.models import Job, Status, Video
+from services.core.objectserve import PLAYLIST_LIMIT, serve_object
 from services.core.settings import Settings
 from services.core.storage import Storage
+from services.core.storage.interface import ObjectMissing, Store
 from services.core.videos import get_video
 from services.media import derived
 from services.media.plan import Plan
@@ -109,10 +112,16 @@ def poster(
     session: SessionDep,
     settings: SettingsDep,
     storage: StorageDep,
+    objects: ObjectsDep,
     request: Request,
     token: PlaybackToken,
 ) -> Response:
     """A JPEG frame from about a tenth into the video, there once its first part plays."""
+    if objects is not None:
+        key = VideoLayout.of(video_id).poster
+        _require_object(session, objects, key, video_id, "poster", "its first part is transcoded")
+        what = f"the poster of {video_id}"
+        return _cached(serve_object(request, objects, key, finished=True, what=what), token)
     path = storage.poster_path(video_id)
     if not path.is_file():
         facts = _facts(session, video_id)
@@ -125,6 +134,22 @@ def poster(
         what = f"the poster of {video_id}"
         _make(what, settings, PICTURE_BYTES, derived.make_poster, settings, video_id, facts.plan)
     return _cached(serve(request, path, finished=True, what=f"the poster of {video_id}"), token)
+
+
+def _require_object(
+    session: Session, store: Store, key: str, video_id: str, name: str, when: str
+) -> None:
+    """NotFound saying when the picture `name` comes, unless its object is in the store.
+
+    On object storage a request does not make it: the worker that encodes the video puts it
+    there (a request would need the renditions on its own disk)."""
+    if store.stat(key) is not None:
+        return
+    facts = _facts(session, video_id)
+    _refuse_audio_only(facts, name)
+    raise NotFound(
+        f"video {video_id} has no {name} yet: it is made once {when} (status: {facts.video.status})"
+    )
 
 
 def _ensure_storyboard(
@@ -151,10 +176,13 @@ def storyboard_map(
     session: SessionDep,
     settings: SettingsDep,
     storage: StorageDep,
+    objects: ObjectsDep,
     request: Request,
     token: PlaybackToken,
 ) -> Response:
     """WebVTT cues from time ranges to tiles of the sprite (`storyboard.jpg#xywh=x,y,w,h`)."""
+    if objects is not None:
+        return _object_storyboard_map(request, session, objects, video_id, token)
     _ensure_storyboard(session, settings, storage, video_id)
     path = storage.storyboard_vtt_path(video_id)
     if token:
@@ -169,19 +197,44 @@ def storyboard_map(
     return _cached(serve(request, path, finished=True, what=f"the storyboard of {video_id}"), token)
 
 
+def _object_storyboard_map(
+    request: Request, session: Session, store: Store, video_id: str, token: str | None
+) -> Response:
+    key = VideoLayout.of(video_id).storyboard_vtt
+    _require_object(session, store, key, video_id, "storyboard", "transcoding is finished")
+    what = f"the storyboard of {video_id}"
+    if token:
+        try:
+            text = store.get_bytes(key, limit=PLAYLIST_LIMIT).decode("utf-8")
+        except ObjectMissing:
+            raise NotFound(f"{what} does not exist") from None
+        return Response(
+            add_token_to_vtt(text, token),
+            media_type=MEDIA_TYPES[".vtt"],
+            headers={"Cache-Control": "private, no-cache"},
+        )
+    return _cached(serve_object(request, store, key, finished=True, what=what), token)
+
+
 @_file_route("/stream/{video_id}/storyboard.jpg")
 def storyboard_image(
     video_id: str,
     session: SessionDep,
     settings: SettingsDep,
     storage: StorageDep,
+    objects: ObjectsDep,
     request: Request,
     token: PlaybackToken,
 ) -> Response:
     """The storyboard sprite: one small frame every few seconds, in a grid."""
+    what = f"the storyboard of {video_id}"
+    if objects is not None:
+        key = VideoLayout.of(video_id).storyboard_image
+        _require_object(session, objects, key, video_id, "storyboard", "transcoding is finished")
+        return _cached(serve_object(request, objects, key, finished=True, what=what), token)
     _ensure_storyboard(session, settings, storage, video_id)
     path = storage.storyboard_image_path(video_id)
-    return _cached(serve(request, path, finished=True, what=f"the storyboard of {video_id}"), token)
+    return _cached(serve(request, path, finished=True, what=what), token)
 
 
 # --- downloads ------------------------------------------------------------------------------
@@ -189,10 +242,15 @@ def storyboard_image(
 
 @_file_route("/stream/{video_id}/download")
 def download_original(
-    video_id: str, session: SessionDep, storage: StorageDep, request: Request, token: PlaybackToken
+    video_id: str,
+    session: SessionDep,
+    storage: StorageDep,
+    objects: ObjectsDep,
+    request: Request,
+    token: PlaybackToken,
 ) -> Response:
     """The uploaded file as it was, as an attachment under its name (byte ranges supported)."""
-    return original(video_id, session, storage, request, token)
+    return original(video_id, session, storage, objects, request, token)
 
 
 def _rung_of(name: str) -> str:
@@ -213,6 +271,7 @@ def download_rung(
     session: SessionDep,
     settings: SettingsDep,
     storage: StorageDep,
+    objects: ObjectsDep,
     request: Request,
     token: PlaybackToken,
 ) -> Response:
@@ -221,7 +280,8 @@ def download_rung(
     rung = _rung_of(name)
     facts = _facts(session, ids.video_id(video_id))
     video = facts.video
-    if video.status != Status.OK or facts.plan is None:
+    # The plan is what a remux needs; from a bucket the download is only read.
+    if video.status != Status.OK or (facts.plan is None and objects is None):
         raise Conflict(
             f"video {video_id} is {video.status}: a rung can be downloaded once transcoding is "
             f"finished (status ok); the original is at /stream/{video_id}/download"
@@ -233,6 +293,8 @@ def download_rung(
     if path.name != name:  # audio.mp4, 720p.m4a: the rung exists under its own name
         raise NotFound(f"video {video_id} has no {name}: its {rung} downloads as {path.name}")
     what = f"the {path.name} download of {video_id}"
+    if objects is not None:
+        return _object_download(request, objects, video, rung, what, token)
     if not path.is_file():
         # A set: an audio-only video's one folder (its rung is the audio) counts once.
         needed = _bytes_under(*{storage.rung_dir(video.id, r) for r in (rung, layout.AUDIO)})
@@ -244,5 +306,25 @@ def download_rung(
         what=what,
         media_type=MEDIA_TYPES[path.suffix],
         filename=download_name(video.filename, f"-{path.name}"),
+    )
+    return _cached(response, token)
+
+
+def _object_download(
+    request: Request, store: Store, video: Video, rung: str, what: str, token: str | None
+) -> Response:
+    """A rung's download from the store, once the worker has put it there."""
+    key = VideoLayout.of(video.id).download(rung)
+    if store.stat(key) is None:
+        raise NotFound(f"{what} is not made yet: try again later")
+    name = layout.download_name(rung)
+    response = serve_object(
+        request,
+        store,
+        key,
+        finished=True,
+        what=what,
+        media_type=MEDIA_TYPES[name[name.rindex(".") :]],
+        filename=download_name(video.filename, f"-{name}"),
     )
     return _cached(response, token)

@@ -9,11 +9,15 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 from starlette.responses import FileResponse, Response
 
-from services.core import ids, signing
-from services.core.deps import SessionDep, SettingsDep, StorageDep
+from services.core import ids, layout, signing
+from services.core.deps import ObjectsDep, SessionDep, SettingsDep, StorageDep
 from services.core.errors import Forbidden, NotFound
 from services.core.fileserve import serve, serve_signed_playlist
+from services.core.layout import VideoLayout
 from services.core.models import Status
+from services.core.objectserve import public_segments, serve_object, serve_playlist_object
+from services.core.storage.interface import Store
+from services.core.storage.keys import InvalidKey, check_key
 from services.core.videos import get_video
 
 router = APIRouter(tags=["streaming"])
@@ -49,6 +53,50 @@ def _playlist(
     return serve(request, path, finished=finished, what=what)
 
 
+def finished_in(store: Store, video_id: str) -> bool:
+    """Whether the presentation is final (its `.complete` marker exists): playlists may then
+    be cached."""
+    return store.stat(VideoLayout.of(video_id).complete) is not None
+
+
+def _object_playlist(
+    request: Request,
+    store: Store,
+    key: str,
+    token: str | None,
+    *,
+    video_id: str,
+    what: str,
+    public: Callable[[str], str | None] | None = None,
+) -> Response:
+    finished = finished_in(store, video_id)
+    return serve_playlist_object(
+        request, store, key, token, finished=finished, what=what, public=public
+    )
+
+
+def _public_segments(
+    settings: SettingsDep, store: Store, token: str | None, key_of: Callable[[str], str | None]
+) -> Callable[[str], str | None] | None:
+    """With MEDIA_PUBLIC_URL, a public playlist's segments are fetched from there; a private
+    one's (a token) never: they stay behind the service, which checks the token."""
+    if token or not settings.media_public_url:
+        return None
+    return public_segments(store, key_of)
+
+
+def _rung_media(video_id: str, quality: str) -> Callable[[str], str | None]:
+    """The key of a media file a rung's playlist names (segments, init), else None."""
+    lay = VideoLayout.of(video_id)
+
+    def key_of(uri: str) -> str | None:
+        if not layout.SEGMENT_RE.fullmatch(uri) or uri.endswith(".m3u8"):
+            return None
+        return lay.segment(quality, uri)
+
+    return key_of
+
+
 def file_route(path: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """GET and HEAD (players and CDNs probe with HEAD) for a route that answers with a file."""
     return router.api_route(path, methods=["GET", "HEAD"], response_class=FileResponse)
@@ -61,11 +109,21 @@ class Qualities(BaseModel):
 
 
 @file_route("/stream/{video_id}/master.m3u8")
-def master(video_id: str, storage: StorageDep, request: Request, token: PlaybackToken) -> Response:
+def master(
+    video_id: str,
+    storage: StorageDep,
+    objects: ObjectsDep,
+    request: Request,
+    token: PlaybackToken,
+) -> Response:
     """The multivariant playlist (exists from the first playable chunk on)."""
+    what = f"master of {video_id}"
+    if objects is not None:
+        key = VideoLayout.of(video_id).master
+        return _object_playlist(request, objects, key, token, video_id=video_id, what=what)
     path = storage.master_path(video_id)
     finished = storage.complete_marker(video_id).exists()
-    return _playlist(request, path, token, finished=finished, what=f"master of {video_id}")
+    return _playlist(request, path, token, finished=finished, what=what)
 
 
 @router.get("/stream/{video_id}/qualities", response_model=Qualities)
@@ -77,12 +135,27 @@ def qualities(video_id: str, session: SessionDep, token: PlaybackToken) -> Quali
 
 @file_route("/stream/{video_id}/original")
 def original(
-    video_id: str, session: SessionDep, storage: StorageDep, request: Request, token: PlaybackToken
+    video_id: str,
+    session: SessionDep,
+    storage: StorageDep,
+    objects: ObjectsDep,
+    request: Request,
+    token: PlaybackToken,
 ) -> Response:
     """The uploaded file as it was (byte ranges supported)."""
     video = get_video(session, video_id=video_id)
     if video.status == Status.UPLOADING:
         raise NotFound(f"video {video_id} is still uploading: its original is not complete")
+    if objects is not None:
+        return serve_object(
+            request,
+            objects,
+            VideoLayout.of(video.id).source,
+            finished=True,
+            what=f"the original of {video_id}",
+            media_type="application/octet-stream",
+            filename=download_name(video.filename),
+        )
     return serve(
         request,
         storage.source_path(video.id),
@@ -103,13 +176,26 @@ def download_name(label: str, suffix: str = "") -> str:
 
 @file_route("/stream/{video_id}/{quality}/playlist.m3u8")
 def playlist(
-    video_id: str, quality: str, storage: StorageDep, request: Request, token: PlaybackToken
+    video_id: str,
+    quality: str,
+    settings: SettingsDep,
+    storage: StorageDep,
+    objects: ObjectsDep,
+    request: Request,
+    token: PlaybackToken,
 ) -> Response:
     """A rung's media playlist."""
+    what = f"{quality} of {video_id}"
+    if objects is not None:
+        key = VideoLayout.of(video_id).playlist(quality)
+        public = _public_segments(settings, objects, token, _rung_media(video_id, quality))
+        return _object_playlist(
+            request, objects, key, token, video_id=video_id, what=what, public=public
+        )
     path = storage.playlist_path(video_id, quality)
     # Until the presentation is final, an EVENT playlist grows: caches must ask again.
     finished = storage.complete_marker(video_id).exists()
-    return _playlist(request, path, token, finished=finished, what=f"{quality} of {video_id}")
+    return _playlist(request, path, token, finished=finished, what=what)
 
 
 @file_route("/stream/{video_id}/{quality}/{segment}")
@@ -117,11 +203,15 @@ def segment(
     video_id: str,
     quality: str,
     segment: str,
+    settings: SettingsDep,
     storage: StorageDep,
+    objects: ObjectsDep,
     request: Request,
     token: PlaybackToken,
 ) -> Response:
     """A media segment of a rung."""
+    if objects is not None:
+        return _object_segment(request, settings, objects, token, video_id, quality, segment)
     path = storage.segment_path(video_id, quality, segment)
     # Segments are immutable whatever this says; the I-frame playlist grows until complete.
     finished = storage.complete_marker(video_id).exists()
@@ -131,16 +221,41 @@ def segment(
     return serve(request, path, finished=finished, what=what)
 
 
+def _object_segment(
+    request: Request,
+    settings: SettingsDep,
+    store: Store,
+    token: str | None,
+    video_id: str,
+    quality: str,
+    segment: str,
+) -> Response:
+    """A rung's segment, init segment or I-frame playlist from the store."""
+    key = VideoLayout.of(video_id).segment(quality, segment)
+    what = f"{segment} of {quality} of {video_id}"
+    if segment.endswith(".m3u8"):
+        public = _public_segments(settings, store, token, _rung_media(video_id, quality))
+        return _object_playlist(
+            request, store, key, token, video_id=video_id, what=what, public=public
+        )
+    # Segments are immutable: the presentation's state does not change their caching.
+    return serve_object(request, store, key, finished=True, what=what)
+
+
 @file_route("/stream/{video_id}/captions/{caption_id}/{name}")
 def caption_file(
     video_id: str,
     caption_id: str,
     name: str,
+    settings: SettingsDep,
     storage: StorageDep,
+    objects: ObjectsDep,
     request: Request,
     token: PlaybackToken,
 ) -> Response:
     """A caption's WebVTT media playlist (playlist.m3u8) or one of its segments (seg_NNNNN.vtt)."""
+    if objects is not None:
+        return _object_caption(request, settings, objects, token, video_id, caption_id, name)
     path = storage.caption_file_path(video_id, caption_id, name)
     finished = storage.complete_marker(video_id).exists()
     what = f"{name} of caption {caption_id} of {video_id}"
@@ -150,14 +265,63 @@ def caption_file(
     return serve(request, path, finished=finished, what=what)
 
 
+def _object_caption(
+    request: Request,
+    settings: SettingsDep,
+    store: Store,
+    token: str | None,
+    video_id: str,
+    caption_id: str,
+    name: str,
+) -> Response:
+    """A caption's playlist or WebVTT segment from the store."""
+    lay = VideoLayout.of(video_id)
+    key = lay.caption_file(caption_id, name)
+    what = f"{name} of caption {caption_id} of {video_id}"
+    if name.endswith(".m3u8"):
+
+        def key_of(uri: str) -> str | None:
+            if uri == layout.PLAYLIST or not layout.CAPTION_FILE_RE.fullmatch(uri):
+                return None
+            return lay.caption_file(caption_id, uri)
+
+        public = _public_segments(settings, store, token, key_of)
+        return _object_playlist(
+            request, store, key, token, video_id=video_id, what=what, public=public
+        )
+    return serve_object(request, store, key, finished=True, what=what)
+
+
 @file_route("/stream/{video_id}/{asset_path:path}")
 def asset(
-    video_id: str, asset_path: str, storage: StorageDep, request: Request, token: PlaybackToken
+    video_id: str,
+    asset_path: str,
+    storage: StorageDep,
+    objects: ObjectsDep,
+    request: Request,
+    token: PlaybackToken,
 ) -> Response:
     """Any other file the platform produced for this video (below its HLS folder)."""
     ids.video_id(video_id)
     if not asset_path:
         raise NotFound("name an asset: /stream/{video_id}/{asset}")
+    if objects is not None:
+        return _object_asset(request, objects, video_id, asset_path)
     path = storage.asset_path(video_id, asset_path)
     finished = storage.complete_marker(video_id).exists()
     return serve(request, path, finished=finished, what=f"asset {asset_path[:64]} of {video_id}")
+
+
+def _object_asset(request: Request, store: Store, video_id: str, asset_path: str) -> Response:
+    """An object below the video's hls/ prefix named by the client: a valid key made of plain
+    names (no dot name: those are the platform's own), else NotFound."""
+    lay = VideoLayout.of(video_id)
+    what = f"asset {asset_path[:64]} of {video_id}"
+    parts = asset_path.split("/")
+    if len(asset_path) > 512 or any(not p or p.startswith(".") or "\\" in p for p in parts):
+        raise NotFound(f"{what} does not exist")
+    try:
+        key = check_key(lay.hls + asset_path)
+    except InvalidKey:
+        raise NotFound(f"{what} does not exist") from None
+    return serve_object(request, store, key, finished=finished_in(store, video_id), what=what)
