@@ -197,9 +197,10 @@ def production_platform(work: Path, **env: str) -> Platform:
     return Platform(work / "storage", **{**defaults, **env})
 
 
-def platform_ladder(source: Path, work: Path) -> tuple[float, float, float, str]:
-    """(first playable s, ok s, wall s from complete, video id) through the real platform."""
-    platform = production_platform(work).start()
+def platform_ladder(source: Path, work: Path, **env: str) -> tuple[float, float, float, str]:
+    """(first playable s, ok s, wall s from complete, video id) through the real platform
+    (`env`: settings over the production ones, e.g. STORAGE_URL)."""
+    platform = production_platform(work, **env).start()
     try:
         with platform.client() as client:
             video_id, done = upload(client, source, chunk_size=CHUNK)
@@ -330,12 +331,22 @@ def bench_serving(work: Path) -> None:
     run(work, row)
 
 
+def bench_s3(work: Path) -> None:
+    """The ladder and ingest on S3 (SeaweedFS) against the local folder and the S3 server's
+    own put throughput (scripts/bench_s3.py)."""
+    from bench_s3 import run
+
+    work.mkdir(parents=True, exist_ok=True)
+    run(work, row, source=make_source(work / "source.mp4"), ladder=platform_ladder)
+
+
 BENCHMARKS = {
     "ladder": bench_ladder,
     "resume": bench_resume,
     "viewers": bench_viewers,
     "ingest": bench_ingest,
     "serving": bench_serving,
+    "s3": bench_s3,
 }
 
 

@@ -4,11 +4,14 @@ from fastapi import APIRouter
 
 from services.core import ids, jobs
 from services.core.auth import AdminOnly
-from services.core.deps import SessionDep, StorageDep
+from services.core.deps import ObjectsDep, SessionDep, StorageDep
 from services.core.errors import Conflict
 from services.core.jobs import transcode_status
+from services.core.layout import VideoLayout
 from services.core.models import Status
 from services.core.schemas import Resumed, TranscodeStatus, VideoIdBody
+from services.core.storage import Storage
+from services.core.storage.interface import Store
 from services.core.videos import get_video
 
 router = APIRouter(tags=["transcoding"])
@@ -19,12 +22,21 @@ class ResumeBody(VideoIdBody):
 
 
 @router.post("/transcode/start", response_model=TranscodeStatus, dependencies=AdminOnly)
-def start(body: VideoIdBody, session: SessionDep, storage: StorageDep) -> TranscodeStatus:
+def start(
+    body: VideoIdBody, session: SessionDep, storage: StorageDep, objects: ObjectsDep
+) -> TranscodeStatus:
     """Queue (or re-queue) the transcoding of an uploaded video."""
     video = get_video(session, video_id=body.upload_id)
-    if video.status == Status.UPLOADING or not storage.source_path(video.id).exists():
+    if video.status == Status.UPLOADING or not _has_source(video.id, storage, objects):
         raise Conflict(f"video {video.id} has no complete original yet: call /upload/complete")
     return transcode_status(session, jobs.enqueue(session, video_id=video.id))
+
+
+def _has_source(video_id: str, storage: Storage, objects: Store | None) -> bool:
+    """Whether the video's original is stored (in the bucket when there is one)."""
+    if objects is None:
+        return storage.source_path(video_id).exists()
+    return objects.stat(VideoLayout.of(video_id).source) is not None
 
 
 @router.get("/transcode/status/{upload_id}", response_model=TranscodeStatus)
