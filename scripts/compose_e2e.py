@@ -1,7 +1,8 @@
 """The containers end to end (scripts/test_compose.sh runs this; `make test-compose`).
 
 Builds the image, starts docker-compose.yml's postgres profile with three workers under its own
-project name, uploads a clip through the gateway's published port on 127.0.0.1 in chunks,
+project name, uploads a clip through the gateway's published port on 127.0.0.1 in chunks
+(restarting the upload service's container halfway, then resuming with what it misses),
 sees it play while it is still encoding, `docker kill`s a worker that is encoding a chunk, sees
 the job finish anyway (chunks done by several worker containers, no more repeated encodes than
 chunks the dead worker held), then `docker compose down -v` and checks that no container,
@@ -24,7 +25,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -115,7 +116,8 @@ def make_clip(folder: Path) -> Path:
         *("-f", "lavfi", "-i", f"testsrc2=size=640x360:rate=30:duration={CLIP_SECONDS}"),
         *("-f", "lavfi", "-i", f"sine=frequency=440:duration={CLIP_SECONDS}"),
     ]
-    encode = ["-c:v", "libx264", "-preset", "ultrafast", "-g", "60", "-c:a", "aac", "-shortest"]
+    encode = ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "30", "-g", "60"]
+    encode += ["-c:a", "aac", "-shortest"]
     user = f"{os.getuid()}:{os.getgid()}"
     docker = ["docker", "run", "--rm", "--user", user, "-v", f"{folder}:/out", "--entrypoint"]
     image = os.environ.get("PLATFORM_IMAGE", "videoplatform:latest")
@@ -124,23 +126,46 @@ def make_clip(folder: Path) -> Path:
     return clip
 
 
+FORM = "application/x-www-form-urlencoded"
+
+
 def upload(gateway: Gateway, clip: Path) -> str:
-    """Upload in raw chunks through the gateway (the README's chunked API); the video id."""
+    """Upload in raw chunks through the gateway (the README's chunked API), restarting the
+    upload service's container halfway and resuming from what it says is missing; the id."""
     data = clip.read_bytes()
     chunks = (len(data) + CHUNK - 1) // CHUNK
+    if chunks < 2:
+        raise Failed(f"the clip is {len(data)} bytes: too small to restart halfway")
     form = f"filename=clip.mp4&total_chunks={chunks}&total_size={len(data)}&chunk_size={CHUNK}"
-    form_type = "application/x-www-form-urlencoded"
     upload_id = str(
-        gateway.json("POST", "/upload/init", form.encode(), Content_Type=form_type)["upload_id"]
+        gateway.json("POST", "/upload/init", form.encode(), Content_Type=FORM)["upload_id"]
     )
-    for index in range(chunks):
+    send_chunks(gateway, upload_id, data, range(chunks // 2))
+    compose("restart", "upload", quiet=True)
+    missing = wait_for("the upload service back", lambda: _missing(gateway, upload_id), 120)
+    if missing != list(range(chunks // 2, chunks)):
+        raise Failed(f"after the restart the server misses chunks {missing}")
+    send_chunks(gateway, upload_id, data, missing)
+    gateway.call("POST", "/upload/complete", f"upload_id={upload_id}".encode(), Content_Type=FORM)
+    print(f"compose-test: {chunks} chunks, {len(missing)} sent after the upload service restarted")
+    return upload_id
+
+
+def send_chunks(gateway: Gateway, upload_id: str, data: bytes, indexes: Iterable[int]) -> None:
+    """Send these chunks of `data` as raw bodies, their place in the URL."""
+    for index in indexes:
         part = data[index * CHUNK : (index + 1) * CHUNK]
         path = f"/upload/chunk?upload_id={upload_id}&index={index}"
         gateway.call("POST", path, part, Content_Type="application/octet-stream")
-    gateway.call(
-        "POST", "/upload/complete", f"upload_id={upload_id}".encode(), Content_Type=form_type
-    )
-    return upload_id
+
+
+def _missing(gateway: Gateway, upload_id: str) -> list[int] | None:
+    """The chunks the upload service misses, or None while it cannot answer."""
+    try:
+        missing: list[int] = gateway.json("GET", f"/upload/{upload_id}")["missing"]
+    except (Failed, OSError):
+        return None
+    return missing
 
 
 def wait_for(
@@ -233,7 +258,15 @@ def check_work(gateway: Gateway, video_id: str, killed: str, held: Held) -> None
         raise Failed(f"every chunk was done by one container: {hosts}")
     repeats = sum(max(0, c["encodes"] - 1) for c in chunks)
     if repeats > len(held):
-        raise Failed(f"{repeats} repeated encodes for {len(held)} unit(s) in flight at the kill")
+        units = "; ".join(
+            f"{c['kind']} {c['index']}: {c['encodes']} encodes, by {_host(c['done_by'])}"
+            for c in chunks
+        )
+        lost = compose("logs", "--no-color", "worker", capture=True).count("claim lost")
+        raise Failed(
+            f"{repeats} repeated encodes for {len(held)} unit(s) in flight at the kill ({units}; "
+            f"{lost} claim(s) lost to an expired lease in the workers' logs)"
+        )
     # A unit may have been published in the instant between the look and the kill.
     redone = [
         c for c in chunks if (c["kind"], c["index"]) in held and _host(c["done_by"]) != killed
@@ -269,7 +302,7 @@ def run(gateway: Gateway) -> None:
     with tempfile.TemporaryDirectory() as folder:
         with phase(f"render a {CLIP_SECONDS} s clip"):
             clip = make_clip(Path(folder))
-        with phase("upload through the gateway"):
+        with phase("upload through the gateway, upload service restarted halfway"):
             video_id = upload(gateway, clip)
     with phase("playback while encoding"):
         playable_while_encoding(gateway, video_id)
