@@ -49,9 +49,9 @@ start_engine() {
   # No systemd here (nor in most CI containers): run the daemon itself, detached from this
   # shell so that it outlives the command that started it.
   as_root bash -c "setsid dockerd >>'$DOCKERD_LOG' 2>&1 < /dev/null &"
-  local i
-  for i in $(seq 1 120); do
-    engine_answers && { echo "docker_setup: dockerd answers after ${i}x0.5 s"; return 0; }
+  local start=$SECONDS
+  while [ $((SECONDS - start)) -lt 60 ]; do
+    engine_answers && { echo "docker_setup: dockerd answers ($((SECONDS - start)) s)"; return 0; }
     sleep 0.5
   done
   echo "docker_setup: dockerd did not answer within 60 s; last lines of $DOCKERD_LOG:" >&2
