@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run install install-test test lint start stop clean
+.PHONY: run install install-test test lint start stop clean test-compose
 
 run: install
 	$(PY) -m services.launcher
@@ -30,6 +30,11 @@ test: lint
 	bash scripts/ensure_postgres.sh
 	$(PY) -m pytest
 	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(DB_TESTS)
+
+# The platform as containers, end to end (Docker Engine and Compose installed when missing;
+# images built from Debian's packages when the registry cannot be reached). Not in `test` yet.
+test-compose:
+	bash scripts/test_compose.sh
 
 start:
 	bash scripts/start_all.sh

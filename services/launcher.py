@@ -3,6 +3,7 @@ them running, stop them all on Ctrl-C / SIGTERM leaving no process behind.
 
     python -m services.launcher            # what `make run` does
     python -m services.launcher --wait 60  # wait until every /health answers (start_all.sh)
+    python -m services.launcher --init     # only migrate the database and make the admin token
 """
 
 import contextlib
@@ -170,20 +171,28 @@ def supervise(procs: list[Child], stopping: list[bool]) -> None:
         time.sleep(0.2)
 
 
-def main() -> int:
-    """Run the platform in the foreground (`--wait N`: only wait N s for it to be healthy)."""
-    configure_logging()
-    settings = get_settings()
-    if len(sys.argv) == 3 and sys.argv[1] == "--wait":
-        down = wait_healthy(settings, timeout=float(sys.argv[2]))
-        print("healthy" if not down else f"down: {', '.join(down)}")
-        return 1 if down else 0
+def prepare(settings: Settings) -> None:
+    """Bring the schema up to date and make sure there is an admin token (saying where)."""
     init_db(settings)  # once, before five processes race to create the tables
     token, generated = ensure_admin_token(settings)
     if generated:
         print(f"[launcher] admin token (stored in {token_path(settings)}, mode 600): {token}")
     elif not settings.admin_token:
         print(f"[launcher] admin token: see {token_path(settings)}", flush=True)
+
+
+def main() -> int:
+    """Run the platform in the foreground (`--wait N`: only wait N s for it to be healthy;
+    `--init`: only prepare the database and the admin token, as compose's `migrate` does)."""
+    configure_logging()
+    settings = get_settings()
+    if len(sys.argv) == 3 and sys.argv[1] == "--wait":
+        down = wait_healthy(settings, timeout=float(sys.argv[2]))
+        print("healthy" if not down else f"down: {', '.join(down)}")
+        return 1 if down else 0
+    prepare(settings)
+    if sys.argv[1:] == ["--init"]:
+        return 0
     procs = children(settings)
     stopping: list[bool] = []
 

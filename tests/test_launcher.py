@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -134,3 +135,20 @@ def test_start_all_returns_healthy_and_stop_all_stops(tmp_path):
     assert not _alive(pid)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{ports['GATEWAY']}/health")
+
+
+def test_init_only_migrates_and_makes_the_admin_token(tmp_path):
+    """`--init` (compose's one-shot `migrate`) prepares the storage and exits: no server."""
+    env = {**os.environ, "STORAGE_DIR": str(tmp_path), "ADMIN_TOKEN": "", "DATABASE_URL": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.launcher", "--init"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    token = (tmp_path / "admin_token").read_text().strip()
+    assert token and token in done.stdout
+    assert (tmp_path / "videos.db").stat().st_size > 0
