@@ -211,6 +211,30 @@ class Platform:
             time.sleep(0.1)
         return pids
 
+    def stored(self, key: str) -> bytes | None:
+        """The bytes the platform stored under a layout key: in its folder, or in its bucket
+        when it runs on S3 (None when there is no such file or object)."""
+        url = self.env.get("STORAGE_URL", "")
+        if not url:
+            path = self.storage / key
+            return path.read_bytes() if path.is_file() else None
+        from services.core.storage.interface import ObjectMissing
+        from services.core.storage.s3 import S3Store
+
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        store = S3Store(
+            bucket,
+            prefix,
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            access_key=self.env["AWS_ACCESS_KEY_ID"],
+            secret_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region=self.env["AWS_REGION"],
+        )
+        try:
+            return b"".join(store.read_range(key))
+        except ObjectMissing:
+            return None
+
     def client(self) -> httpx.Client:
         """A client of the gateway that carries the admin token (what an operator sends)."""
         return httpx.Client(base_url=self.url, timeout=120, headers=self.auth)
