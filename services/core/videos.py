@@ -17,6 +17,7 @@ from services.core.models import (
     Status,
     Upload,
     UploadChunk,
+    UploadPart,
     Video,
     utcnow,
 )
@@ -57,6 +58,7 @@ def delete_everywhere(settings: Settings, *, video_id: str, wait_seconds: float 
     _wait_until_not_running(settings, video_id, wait_seconds)
     # In a bucket, first: an unreachable one (503) leaves the record, so the delete can be
     # asked again, rather than objects that no record names any more.
+    abort_upload(settings, video_id)
     remove_objects(settings, video_id)
     with session_scope(settings) as session:
         previous = events.video_status(session, video_id) or Status.UPLOADING
@@ -72,6 +74,7 @@ def delete_everywhere(settings: Settings, *, video_id: str, wait_seconds: float 
         session.execute(delete(JobChunk).where(JobChunk.video_id == video_id))
         session.execute(delete(Job).where(Job.video_id == video_id))
         session.execute(delete(UploadChunk).where(UploadChunk.upload_id == video_id))
+        session.execute(delete(UploadPart).where(UploadPart.upload_id == video_id))
         session.execute(delete(Upload).where(Upload.id == video_id))
         session.execute(delete(Caption).where(Caption.video_id == video_id))
         session.execute(delete(Video).where(Video.id == video_id))
@@ -88,6 +91,22 @@ def remove_objects(settings: Settings, video_id: str) -> None:
         lay = VideoLayout.of(video_id)
         for prefix in (lay.originals, lay.hls):
             store.delete_prefix(prefix)
+
+
+def abort_upload(settings: Settings, video_id: str) -> bool:
+    """Drop the multipart object of the video's upload while it is unfinished (its id is on
+    the upload's row), in a bucket; False when there is none to drop (done, or the local
+    folder). StorageUnavailable when the bucket cannot be reached."""
+    if not uses_object_storage(settings):
+        return False
+    with session_scope(settings) as session:
+        upload = session.get(Upload, video_id)
+        if upload is None or upload.completed or not upload.multipart_id:
+            return False
+        multipart_id = upload.multipart_id
+    # The parts cost storage (and money) but no listing shows them: abort, not just delete.
+    store_of(settings).abort_multipart(VideoLayout.of(video_id).source, multipart_id)
+    return True
 
 
 def remove_renditions(settings: Settings, video_id: str) -> None:

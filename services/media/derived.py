@@ -365,3 +365,53 @@ def _download_rung(files: StoreFiles, rung: str, folder: Path, init: str | None)
 def _check_made(path: Path) -> None:
     if not path.is_file() or path.stat().st_size == 0:
         raise NotMade(f"ffmpeg wrote no {path.name}")
+
+
+async def make_stored_rung_mp4(settings: Settings, video_id: str, plan: Plan, rung: str) -> None:
+    """make_rung_mp4 for a bucket: the rung's (and the audio's) playlist and segments into
+    scratch, remuxed there as on the local folder, the MP4 put at the download key; the
+    scratch folder is emptied whatever happens."""
+    if rung not in plan.qualities:
+        raise NotMade(f"video {video_id} has no rung {rung}")
+    files = StoreFiles(store_of(settings), video_id, Storage(settings.storage_dir))
+    init = layout.INIT if plan.options.fmp4 else None
+    try:
+        with files.scratch_folder() as folder:
+            video = None
+            if not plan.audio_only:
+                await asyncio.to_thread(_download_rung, files, rung, folder / rung, init)
+                video = folder / rung / layout.PLAYLIST
+            audio = None
+            if plan.audio_kbps is not None:
+                sound = folder / layout.AUDIO
+                await asyncio.to_thread(_download_rung, files, layout.AUDIO, sound, init)
+                audio = sound / layout.PLAYLIST
+            out = folder / layout.download_name(rung)
+            argv = rung_mp4_command(
+                ffmpeg=settings.ffmpeg_bin, video_playlist=video, audio_playlist=audio, out=out
+            )
+            await _ffmpeg(argv, REMUX_TIMEOUT_SECONDS)
+            _check_made(out)
+            await asyncio.to_thread(put_file, files.store, files.layout.download(rung), out)
+    except FileNotFoundError as exc:
+        raise NotMade(f"the renditions of video {video_id} are gone ({exc})") from exc
+
+
+async def make_stored_poster(settings: Settings, video_id: str, plan: Plan) -> None:
+    """The poster made in scratch from the source object and put in the bucket."""
+    await _make_stored(settings, video_id, _stored_poster(settings, plan))
+
+
+async def make_stored_storyboard(settings: Settings, video_id: str, plan: Plan) -> None:
+    """The storyboard made in scratch from the lowest rung's objects and put in the bucket
+    (sprite, then map)."""
+    await _make_stored(settings, video_id, _stored_storyboard(settings, plan))
+
+
+async def _make_stored(settings: Settings, video_id: str, build: StoredBuild) -> None:
+    files = StoreFiles(store_of(settings), video_id, Storage(settings.storage_dir))
+    try:
+        with files.scratch_folder() as folder:
+            await build(files, folder)
+    except FileNotFoundError as exc:
+        raise NotMade(f"the files of video {video_id} are gone ({exc})") from exc

@@ -76,7 +76,7 @@ def _make(
     what: str,
     settings: Settings,
     needed: int,
-    make: Callable[..., Coroutine[Any, Any, Path]],
+    make: Callable[..., Coroutine[Any, Any, object]],
     *args: Any,
 ) -> None:
     """Run an async maker from this request's worker thread on the service's event loop,
@@ -118,8 +118,11 @@ def poster(
 ) -> Response:
     """A JPEG frame from about a tenth into the video, there once its first part plays."""
     if objects is not None:
-        key = VideoLayout.of(video_id).poster
-        _require_object(session, objects, key, video_id, "poster", "its first part is transcoded")
+        lay = VideoLayout.of(video_id)
+        key = lay.poster
+        picture = (key, lay.master)
+        when = "its first part is transcoded"
+        _require_object(session, settings, objects, video_id, picture, when)
         what = f"the poster of {video_id}"
         return _cached(serve_object(request, objects, key, finished=True, what=what), token)
     path = storage.poster_path(video_id)
@@ -137,19 +140,31 @@ def poster(
 
 
 def _require_object(
-    session: Session, store: Store, key: str, video_id: str, name: str, when: str
+    session: Session,
+    settings: Settings,
+    store: Store,
+    video_id: str,
+    picture: tuple[str, str],
+    when: str,
 ) -> None:
-    """NotFound saying when the picture `name` comes, unless its object is in the store.
-
-    On object storage a request does not make it: the worker that encodes the video puts it
-    there (a request would need the renditions on its own disk)."""
+    """Make a picture (poster or storyboard) whose object is missing when what it waits for
+    is stored (a worker died in between, or the video predates it): in scratch, then put in
+    the store. Else NotFound saying when it comes. `picture`: the picture's key and the key
+    of the object it waits for (the master, the completion marker)."""
+    key, ready = picture
     if store.stat(key) is not None:
         return
+    name = "poster" if key == VideoLayout.of(video_id).poster else "storyboard"
     facts = _facts(session, video_id)
     _refuse_audio_only(facts, name)
-    raise NotFound(
-        f"video {video_id} has no {name} yet: it is made once {when} (status: {facts.video.status})"
-    )
+    if facts.plan is None or store.stat(ready) is None:
+        raise NotFound(
+            f"video {facts.video.id} has no {name} yet: it is made once {when} "
+            f"(status: {facts.video.status})"
+        )
+    make = derived.make_stored_poster if name == "poster" else derived.make_stored_storyboard
+    what = f"the {name} of {facts.video.id}"
+    _make(what, settings, PICTURE_BYTES, make, settings, facts.video.id, facts.plan)
 
 
 def _ensure_storyboard(
@@ -182,7 +197,7 @@ def storyboard_map(
 ) -> Response:
     """WebVTT cues from time ranges to tiles of the sprite (`storyboard.jpg#xywh=x,y,w,h`)."""
     if objects is not None:
-        return _object_storyboard_map(request, session, objects, video_id, token)
+        return _object_storyboard_map(request, session, settings, objects, video_id, token)
     _ensure_storyboard(session, settings, storage, video_id)
     path = storage.storyboard_vtt_path(video_id)
     if token:
@@ -198,10 +213,17 @@ def storyboard_map(
 
 
 def _object_storyboard_map(
-    request: Request, session: Session, store: Store, video_id: str, token: str | None
+    request: Request,
+    session: Session,
+    settings: Settings,
+    store: Store,
+    video_id: str,
+    token: str | None,
 ) -> Response:
-    key = VideoLayout.of(video_id).storyboard_vtt
-    _require_object(session, store, key, video_id, "storyboard", "transcoding is finished")
+    lay = VideoLayout.of(video_id)
+    key = lay.storyboard_vtt
+    picture = (key, lay.complete)
+    _require_object(session, settings, store, video_id, picture, "transcoding is finished")
     what = f"the storyboard of {video_id}"
     if token:
         try:
@@ -229,8 +251,11 @@ def storyboard_image(
     """The storyboard sprite: one small frame every few seconds, in a grid."""
     what = f"the storyboard of {video_id}"
     if objects is not None:
-        key = VideoLayout.of(video_id).storyboard_image
-        _require_object(session, objects, key, video_id, "storyboard", "transcoding is finished")
+        lay = VideoLayout.of(video_id)
+        key = lay.storyboard_image
+        # The map is put after the sprite: asking for the map makes both.
+        picture = (lay.storyboard_vtt, lay.complete)
+        _require_object(session, settings, objects, video_id, picture, "transcoding is finished")
         return _cached(serve_object(request, objects, key, finished=True, what=what), token)
     _ensure_storyboard(session, settings, storage, video_id)
     path = storage.storyboard_image_path(video_id)
@@ -294,6 +319,7 @@ def download_rung(
         raise NotFound(f"video {video_id} has no {name}: its {rung} downloads as {path.name}")
     what = f"the {path.name} download of {video_id}"
     if objects is not None:
+        _make_stored_download(settings, objects, facts, rung, what)
         return _object_download(request, objects, video, rung, what, token)
     if not path.is_file():
         # A set: an audio-only video's one folder (its rung is the audio) counts once.
@@ -310,13 +336,27 @@ def download_rung(
     return _cached(response, token)
 
 
+def _make_stored_download(
+    settings: Settings, store: Store, facts: Facts, rung: str, what: str
+) -> None:
+    """Remux the rung's download in scratch and put it in the store, unless it is there."""
+    lay = VideoLayout.of(facts.video.id)
+    if store.stat(lay.download(rung)) is not None:
+        return
+    if facts.plan is None:
+        raise NotFound(f"{what} cannot be made: the video's encoding plan is gone")
+    # Scratch holds the segments read and the MP4 written: about twice the rung and audio.
+    rungs = {lay.rung(r) for r in (rung, layout.AUDIO)}
+    needed = 2 * sum(info.size for prefix in rungs for info in store.list_prefix(prefix))
+    make = derived.make_stored_rung_mp4
+    _make(what, settings, needed, make, settings, facts.video.id, facts.plan, rung)
+
+
 def _object_download(
     request: Request, store: Store, video: Video, rung: str, what: str, token: str | None
 ) -> Response:
-    """A rung's download from the store, once the worker has put it there."""
+    """A rung's download from the store (made by `_make_stored_download`)."""
     key = VideoLayout.of(video.id).download(rung)
-    if store.stat(key) is None:
-        raise NotFound(f"{what} is not made yet: try again later")
     name = layout.download_name(rung)
     response = serve_object(
         request,

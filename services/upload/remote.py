@@ -51,6 +51,7 @@ from services.core.storage.interface import (
     StorageUnavailable,
     Store,
 )
+from services.core.videos import abort_upload, remove_objects
 from services.media.demuxers import RemoteSource
 from services.upload.hashing import HASHERS, PrefixHasher
 
@@ -242,21 +243,20 @@ def finished(settings: Settings, storage: Storage, upload_id: str) -> None:
 
 
 def discard(settings: Settings, upload_id: str) -> None:
-    """Abort the multipart object of an upload being removed (and a source joined but never
-    registered); StorageUnavailable when the bucket cannot be reached (keep the row)."""
+    """Abort the multipart object of an upload being removed and delete every object under
+    its id (a source joined but never registered); StorageUnavailable when the bucket cannot
+    be reached (keep the row). A finished upload is a video: its objects stay."""
     if not active(settings):
         return
     with session_scope(settings) as session:
         upload = session.get(Upload, upload_id)
-        multipart_id = upload.multipart_id if upload is not None else None
         done = upload is not None and upload.completed
-        session.execute(delete(UploadPart).where(UploadPart.upload_id == upload_id))
-    if multipart_id is None or done:
+    if done:
         return
-    store = store_of(settings)
-    key = VideoLayout.of(upload_id).source
-    store.abort_multipart(key, multipart_id)
-    store.delete(key)
+    abort_upload(settings, upload_id)
+    remove_objects(settings, upload_id)
+    with session_scope(settings) as session:
+        session.execute(delete(UploadPart).where(UploadPart.upload_id == upload_id))
 
 
 def _send_part(

@@ -498,7 +498,9 @@ def _new_upload(
 def _new_partial(
     settings: Settings, storage: Storage, size: int | None, tus_columns: dict[str, str | None]
 ) -> Upload:
-    """A partial upload: bytes only, never a video by itself, so no name is needed."""
+    """A partial upload: bytes only, never a video by itself, so no name is needed. It is
+    kept whole in this process's folder, in a bucket too (its final upload copies it), so
+    the check counts all of it."""
     uploads.check_free_space(settings, storage, size or 0)
     upload = Upload(
         id=ids.new_video_id(),
@@ -552,6 +554,10 @@ class PatchWriter:
         self.written = 0
         self.sha256 = hashlib.sha256()
         self.check = CHECKSUMS[checksum.algorithm]() if checksum else None
+        # In a bucket, a long body counts part by part and each whole part is sent as it
+        # arrives: scratch holds about a part, not the body. A checksum covers the whole body,
+        # so nothing of such a body counts before its end.
+        self.part = upload.part_bytes if remote.active(settings) and checksum is None else None
 
     def write(self, data: bytes) -> None:
         """Write the next piece of the body (not yet durable, not yet counted)."""
@@ -578,6 +584,24 @@ class PatchWriter:
         if self.check is not None:
             self.check.update(data)
         self.written += len(data)
+        if self.part and (self.offset + self.written) // self.part > self.offset // self.part:
+            self._count_so_far()
+
+    def _count_so_far(self) -> None:
+        """Record what the body brought so far and send its whole parts; the rest of the body
+        goes on from there (a PATCH cut off later keeps this much, as a shorter one would)."""
+        self._record()
+        try:
+            remote.drain(self.settings, self.storage, self.upload.id)
+        except StorageUnavailable as exc:
+            raise remote.unavailable(f"upload {self.upload.id} up to its offset", exc) from exc
+        if self.new_length is not None:
+            self.upload.total_size, self.new_length = self.new_length, None
+        self.upload.total_chunks += 1
+        self.offset += self.written
+        self.limit -= self.written
+        self.written = 0
+        self.sha256 = hashlib.sha256()
 
     def commit(self, *, whole_body: bool) -> PatchResult:
         """Make the written bytes count (durable first), then finish the upload if complete.
@@ -674,7 +698,9 @@ def start_patch(
     lock = _Lock(storage, upload.id)
     try:
         upload = _load(settings, upload_id)  # as it is now that no one else writes
-        new_length = _check_patch(settings, storage, upload, claimed, length, content_length)
+        new_length = _check_patch(
+            settings, storage, upload, claimed, length, content_length, whole=expected is not None
+        )
     except BaseException:
         lock.release()
         raise
@@ -688,6 +714,8 @@ def _check_patch(
     claimed: int,
     length: str | None,
     content_length: int | None,
+    *,
+    whole: bool,
 ) -> int | None:
     """409 on an offset mismatch, the length rules, 413/507; returns a newly set length."""
     if claimed != upload.tus_offset:
@@ -704,8 +732,17 @@ def _check_patch(
             f"the PATCH body has {content_length} bytes but only {room} fit "
             f"(the upload ends at {total if total is not None else 'Tus-Max-Size'})"
         )
-    uploads.check_free_space(settings, storage, content_length or 0)
+    staged = _staged(settings, upload, content_length or 0, whole)
+    uploads.check_free_space(settings, storage, staged)
     return new_length
+
+
+def _staged(settings: Settings, upload: Upload, body: int, whole: bool) -> int:
+    """How much of a PATCH body scratch holds at once: all of it on the local folder (or with
+    a checksum), about a part in a bucket (PatchWriter sends each part as it is whole)."""
+    if whole or not remote.active(settings) or not upload.part_bytes:
+        return body
+    return min(body, upload.part_bytes)
 
 
 def _length_in_patch(settings: Settings, upload: Upload, length: str | None) -> int | None:
