@@ -20,16 +20,22 @@ lint: install-test
 	$(VENV)/bin/mypy services gateway vp
 	$(VENV)/bin/lint-imports
 
-# The platform's tests run twice: on the embedded SQLite, then on PostgreSQL (a fresh database
-# per test platform on TEST_DATABASE_URL's server), with the worker's own tests. Media and
-# gateway tests use no database.
+# The platform's tests run on the embedded SQLite, then on PostgreSQL (a fresh database per
+# test platform on TEST_DATABASE_URL's server), with the worker's own tests and the S3 tests
+# (tests/s3: a SeaweedFS server the tests start). Then the platform suite's storage-neutral
+# files run again with every platform on that S3 server (TEST_STORAGE=s3), on SQLite and on
+# PostgreSQL. Media and gateway tests use no database.
 TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
-DB_TESTS := $(wildcard tests/test_*.py) tests/transcoding
+DB_TESTS := $(wildcard tests/test_*.py) tests/transcoding tests/s3
+S3_TESTS := tests/test_transcoding.py tests/test_engine.py tests/test_metadata.py \
+	tests/test_access.py tests/test_upload.py tests/test_playback_cors.py
 
 test: lint
 	bash scripts/ensure_postgres.sh
 	$(PY) -m pytest
 	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(DB_TESTS)
+	TEST_STORAGE=s3 $(PY) -m pytest $(S3_TESTS)
+	TEST_STORAGE=s3 TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(S3_TESTS)
 
 # The platform as containers, end to end (Docker Engine and Compose installed when missing;
 # images built from Debian's packages when the registry cannot be reached). Not in `test` yet.

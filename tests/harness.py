@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -88,7 +89,12 @@ def shared_s3_server() -> "S3Server":
 
         folder = Path(tempfile.mkdtemp(prefix="vp-s3-"))
         server = start_s3_server(folder)
-        atexit.register(server.stop)
+
+        def _stop() -> None:
+            server.stop()
+            shutil.rmtree(folder, ignore_errors=True)
+
+        atexit.register(_stop)
         _shared_s3.append(server)
     return _shared_s3[0]
 
