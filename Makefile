@@ -28,7 +28,8 @@ lint: install-test
 TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 DB_TESTS := $(wildcard tests/test_*.py) tests/transcoding tests/s3
 S3_TESTS := tests/test_transcoding.py tests/test_engine.py tests/test_metadata.py \
-	tests/test_access.py tests/test_upload.py tests/test_playback_cors.py
+	tests/test_access.py tests/test_upload.py tests/test_tus.py tests/test_streaming.py \
+	tests/test_playback_cors.py
 
 test: lint
 	bash scripts/ensure_postgres.sh

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable
@@ -18,7 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from services.core.layout import VideoLayout
+
 if TYPE_CHECKING:
+    from services.core.storage.s3 import S3Store
     from tests.s3server import S3Server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +87,6 @@ def shared_s3_server() -> "S3Server":
     """The test run's S3 server (SeaweedFS), started at first use, stopped at exit."""
     if not _shared_s3:
         import atexit
-        import tempfile
 
         from tests.s3server import start_s3_server
 
@@ -217,6 +220,37 @@ class Platform:
             time.sleep(0.1)
         return pids
 
+    def files(self, video_id: str) -> Path:
+        """A folder laid out as the storage folder that holds the video's files: the storage
+        folder itself, or on S3 a fresh copy of the video's objects (for checks that read
+        files with ffprobe and the like)."""
+        if not self.env.get("STORAGE_URL", ""):
+            return self.storage
+        layout = VideoLayout.of(video_id)
+        store = self._bucket()
+        copy = Path(tempfile.mkdtemp(prefix="objects-", dir=self.storage.parent))
+        for prefix in (layout.originals, layout.hls):
+            for info in store.list_prefix(prefix):
+                target = copy / info.key
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with target.open("wb") as out:
+                    for piece in store.read_range(info.key):
+                        out.write(piece)
+        return copy
+
+    def _bucket(self) -> "S3Store":
+        from services.core.storage.s3 import S3Store
+
+        bucket, _, prefix = self.env["STORAGE_URL"].removeprefix("s3://").partition("/")
+        return S3Store(
+            bucket,
+            prefix,
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            access_key=self.env["AWS_ACCESS_KEY_ID"],
+            secret_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region=self.env["AWS_REGION"],
+        )
+
     def stored(self, key: str) -> bytes | None:
         """The bytes the platform stored under a layout key: in its folder, or in its bucket
         when it runs on S3 (None when there is no such file or object)."""
@@ -225,19 +259,9 @@ class Platform:
             path = self.storage / key
             return path.read_bytes() if path.is_file() else None
         from services.core.storage.interface import ObjectMissing
-        from services.core.storage.s3 import S3Store
 
-        bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        store = S3Store(
-            bucket,
-            prefix,
-            endpoint_url=self.env["AWS_ENDPOINT_URL"],
-            access_key=self.env["AWS_ACCESS_KEY_ID"],
-            secret_key=self.env["AWS_SECRET_ACCESS_KEY"],
-            region=self.env["AWS_REGION"],
-        )
         try:
-            return b"".join(store.read_range(key))
+            return b"".join(self._bucket().read_range(key))
         except ObjectMissing:
             return None
 

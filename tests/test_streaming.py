@@ -56,6 +56,7 @@ def test_segments_are_short_start_on_keyframes_and_align_across_rungs(
     client, transcoded, platform, clip
 ):
     video_id = transcoded[clip]
+    files = platform.files(video_id)
     boundaries = {}
     for rung in EXPECTED_RUNGS[clip]:
         media = media_of(client, video_id, rung)
@@ -64,7 +65,7 @@ def test_segments_are_short_start_on_keyframes_and_align_across_rungs(
         assert all(d <= SEGMENT_TARGET + 0.5 for d in durations), durations
         boundaries[rung] = [round(d, 3) for d in durations]
         for seg in media.segments:
-            path = platform.storage / "hls" / video_id / rung / seg.uri
+            path = files / "hls" / video_id / rung / seg.uri
             frame = ffprobe_json(
                 "-select_streams",
                 "v:0",
@@ -76,7 +77,7 @@ def test_segments_are_short_start_on_keyframes_and_align_across_rungs(
             )["frames"][0]
             assert frame["key_frame"] == 1 and frame["pict_type"] == "I", (rung, seg.uri)
     assert len({tuple(b) for b in boundaries.values()}) == 1, boundaries
-    probe = ffprobe_json("-show_format", str(platform.storage / "originals" / video_id / "source"))
+    probe = ffprobe_json("-show_format", str(files / "originals" / video_id / "source"))
     total = sum(next(iter(boundaries.values())))
     assert abs(total - float(probe["format"]["duration"])) < 0.1
 
@@ -84,6 +85,7 @@ def test_segments_are_short_start_on_keyframes_and_align_across_rungs(
 @pytest.mark.parametrize("clip", sorted(EXPECTED_RUNGS))
 def test_master_attributes_match_what_ffprobe_measures(client, transcoded, platform, clip):
     video_id = transcoded[clip]
+    files = platform.files(video_id)
     master = master_of(client, video_id)
     text = client.get(f"/stream/{video_id}/master.m3u8").text
     assert "#EXT-X-INDEPENDENT-SEGMENTS" in text
@@ -92,7 +94,7 @@ def test_master_attributes_match_what_ffprobe_measures(client, transcoded, platf
     assert bool(master.media) == has_audio
     for variant in master.playlists:
         rung = variant.uri.split("/")[0]
-        folder = platform.storage / "hls" / video_id / rung
+        folder = files / "hls" / video_id / rung
         first = sorted(folder.glob("seg_*.ts"))[0]
         streams = ffprobe_json("-show_streams", str(first))["streams"]
         video = next(s for s in streams if s["codec_type"] == "video")
@@ -109,7 +111,7 @@ def test_master_attributes_match_what_ffprobe_measures(client, transcoded, platf
 def _audio_rendition(client, video_id, platform, master):
     (media,) = master.media
     assert media.type == "AUDIO" and media.group_id == "audio" and media.uri
-    folder = platform.storage / "hls" / video_id / "audio"
+    folder = platform.files(video_id) / "hls" / video_id / "audio"
     streams = ffprobe_json("-show_streams", str(sorted(folder.glob("seg_*.ts"))[0]))["streams"]
     assert [s["codec_type"] for s in streams] == ["audio"]
     assert streams[0]["codec_name"] == "aac" and streams[0]["channels"] == 2
@@ -154,9 +156,10 @@ def _packet_times(paths, stream):
 @pytest.mark.parametrize("clip", ["full", "pal"])
 def test_stitched_chunks_run_on_without_gaps_or_overlaps(client, transcoded, platform, clip):
     video_id = transcoded[clip]
+    files = platform.files(video_id)
     status = client.get(f"/admin/videos/{video_id}/status").json()
     assert sum(1 for c in status["chunks"] if c["kind"] == "video") >= 2, "a multi-chunk job"
-    folder = platform.storage / "hls" / video_id
+    folder = files / "hls" / video_id
     frame = 1 / (25 if clip == "pal" else 30)
     for rung in EXPECTED_RUNGS[clip]:
         media = media_of(client, video_id, rung)
@@ -176,6 +179,7 @@ def test_stitched_chunks_run_on_without_gaps_or_overlaps(client, transcoded, pla
 @pytest.mark.parametrize("clip", ["full", "small"])
 def test_every_rung_has_an_iframe_playlist(client, transcoded, platform, clip):
     video_id = transcoded[clip]
+    files = platform.files(video_id)
     master = master_of(client, video_id)
     assert len(master.iframe_playlists) == len(master.playlists)
     for entry in master.iframe_playlists:
@@ -187,7 +191,7 @@ def test_every_rung_has_an_iframe_playlist(client, transcoded, platform, clip):
         rung = entry.uri.split("/")[0]
         for segment in iframes.segments:
             length, offset = (int(x) for x in segment.byterange.split("@"))
-            data = (platform.storage / "hls" / video_id / rung / segment.uri).read_bytes()
+            data = (files / "hls" / video_id / rung / segment.uri).read_bytes()
             assert data[offset] == 0x47 and length % 188 == 0
 
 

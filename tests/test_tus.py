@@ -259,6 +259,7 @@ def test_patch_at_another_offset_is_409_and_stores_nothing(platform, client):
     assert response.json()["error"] == "offset_mismatch"
     assert "resume from 5" in response.json()["detail"]
     assert offset_of(client, url) == 5
+    # Not completed: the bytes are where they are staged (the folder; on S3 its scratch).
     assert source_of(platform, url).read_bytes() == b"hello"
 
 
@@ -309,6 +310,7 @@ def test_a_checksum_mismatch_is_460_and_the_bytes_are_discarded(platform, client
     assert response.status_code == 460
     assert response.json()["error"] == "checksum_mismatch"
     assert offset_of(client, url) == 5
+    # Not completed: the bytes are where they are staged (the folder; on S3 its scratch).
     assert source_of(platform, url).read_bytes() == b"hello"
 
 
