@@ -22,21 +22,24 @@ lint: install-test
 
 # The platform's tests run on the embedded SQLite, then on PostgreSQL (a fresh database per
 # test platform on TEST_DATABASE_URL's server), with the worker's own tests and the S3 tests
-# (tests/s3: a SeaweedFS server the tests start). Then the platform suite's storage-neutral
-# files run again with every platform on that S3 server (TEST_STORAGE=s3), on SQLite and on
-# PostgreSQL. Media and gateway tests use no database.
+# (tests/s3: a SeaweedFS server the tests start). Then the platform files that check through
+# the API (or Platform.files/stored) run again with every platform on that S3 server
+# (TEST_STORAGE=s3): all of them on SQLite, the upload-transcode-stream core on PostgreSQL.
+# Media and gateway tests use no database.
 TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 DB_TESTS := $(wildcard tests/test_*.py) tests/transcoding tests/s3
-S3_TESTS := tests/test_transcoding.py tests/test_engine.py tests/test_metadata.py \
-	tests/test_access.py tests/test_upload.py tests/test_tus.py tests/test_streaming.py \
-	tests/test_playback_cors.py
+S3_DB_TESTS := tests/test_transcoding.py tests/test_upload.py tests/test_tus.py \
+	tests/test_streaming.py
+S3_TESTS := $(S3_DB_TESTS) tests/test_engine.py tests/test_metadata.py tests/test_access.py \
+	tests/test_playback_cors.py tests/test_captions.py tests/test_direct_upload.py \
+	tests/test_audio_only.py tests/test_media_assets.py tests/test_hevc.py
 
 test: lint
 	bash scripts/ensure_postgres.sh
 	$(PY) -m pytest
 	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(DB_TESTS)
 	TEST_STORAGE=s3 $(PY) -m pytest $(S3_TESTS)
-	TEST_STORAGE=s3 TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(S3_TESTS)
+	TEST_STORAGE=s3 TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(S3_DB_TESTS)
 
 # The platform as containers, end to end (Docker Engine and Compose installed when missing;
 # images built from Debian's packages when the registry cannot be reached). Not in `test` yet.

@@ -215,10 +215,9 @@ def test_deleted_caption_leaves_the_master_and_its_files_go(client, platform, vi
     assert uri not in [m.uri for m in subtitles_of(master_of(client, video))]
     assert client.get(f"/stream/{video}/{uri}").status_code == 404
     assert caption["id"] not in [c["id"] for c in client.get(f"/videos/{video}/captions").json()]
-    assert not (platform.storage / "hls" / video / "captions" / caption["id"]).exists()
-    assert not (
-        platform.storage / "originals" / video / "captions" / f"{caption['id']}.vtt"
-    ).exists()
+    files = platform.files(video)
+    assert not (files / "hls" / video / "captions" / caption["id"]).exists()
+    assert not (files / "originals" / video / "captions" / f"{caption['id']}.vtt").exists()
     assert client.delete(f"/videos/{video}/captions/{caption['id']}").status_code == 404
 
 
@@ -347,5 +346,6 @@ def test_captions_go_with_the_video(client, platform, subtitled):
     assert ids
     assert client.delete(f"/videos/{video_id}").status_code == 200
     assert client.get(f"/videos/{video_id}/captions").status_code == 404
-    assert not (platform.storage / "originals" / video_id).exists()
-    assert not (platform.storage / "hls" / video_id).exists()
+    files = platform.files(video_id)
+    assert not (files / "originals" / video_id).exists()
+    assert not (files / "hls" / video_id).exists()

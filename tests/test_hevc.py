@@ -346,8 +346,9 @@ def frame_ticks(path: Path) -> int:
 
 
 def test_every_chunk_wrote_the_same_init_segment(platform: Platform, ladder: Ladder) -> None:
+    files = platform.files(ladder.video_id)
     for name in RUNGS:
-        folder = platform.storage / "hls" / ladder.video_id / name
+        folder = files / "hls" / ladder.video_id / name
         inits = sorted(folder.glob("init_*.mp4"))
         assert [p.name for p in inits] == [f"init_{i:05d}.mp4" for i in range(3)]
         published = (folder / "init.mp4").read_bytes()

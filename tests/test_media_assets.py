@@ -276,7 +276,7 @@ def test_concurrent_first_requests_make_one_file(client, transcoded, platform):
         responses = list(pool.map(lambda _: client.get(url), range(4)))
     assert [r.status_code for r in responses] == [200] * 4
     assert len({hashlib.sha256(r.content).hexdigest() for r in responses}) == 1
-    folder = platform.storage / "hls" / video_id / "downloads"
+    folder = platform.files(video_id) / "hls" / video_id / "downloads"
     files = sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
     assert files == ["480p.mp4"]  # no half-written or temporary file left
 
@@ -304,11 +304,10 @@ def test_delete_removes_poster_storyboard_and_downloads(client, clips, platform)
     paths = ("poster.jpg", "storyboard.vtt", "storyboard.jpg", "download/240p.mp4")
     for path in paths:
         get_ok(client, f"/stream/{video_id}/{path}")
-    folder = platform.storage / "hls" / video_id
-    assert (folder / "downloads" / "240p.mp4").is_file()
+    assert (platform.files(video_id) / "hls" / video_id / "downloads" / "240p.mp4").is_file()
 
     assert client.delete(f"/admin/videos/{video_id}").status_code == 200
-    assert not folder.exists()
+    assert not (platform.files(video_id) / "hls" / video_id).exists()
     for path in paths:
         assert client.get(f"/stream/{video_id}/{path}").status_code == 404, path
 
