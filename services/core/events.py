@@ -21,7 +21,9 @@ Kinds (from -> to are video statuses; a kind without them is a step, not a chang
 The trail is kept when a video is deleted: the delete is its last entry.
 """
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from services.core import ids, outbox
@@ -45,6 +47,16 @@ UPLOAD_SERVICE = "upload"
 REASON_LIMIT = 2000
 
 
+def _now(session: Session) -> datetime | ColumnElement[datetime]:
+    """The event's time. On PostgreSQL the INSERT that takes the id from the sequence reads
+    the clock too (clock_timestamp(), not the transaction's start): a time taken in Python
+    before the INSERT lets two workers' transactions get their ids in one order and their
+    times in the other, and the trail is ordered by id. SQLite writes one at a time."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.clock_timestamp()
+    return utcnow()
+
+
 def record(
     session: Session,
     *,
@@ -58,7 +70,7 @@ def record(
     """Add one event to the trail (and its webhook deliveries) in the caller's transaction."""
     event = VideoEvent(
         video_id=video_id,
-        at=utcnow(),
+        at=_now(session),
         kind=kind,
         from_status=from_status,
         to_status=to_status,
