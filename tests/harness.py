@@ -227,7 +227,7 @@ class Platform:
         if not self.env.get("STORAGE_URL", ""):
             return self.storage
         layout = VideoLayout.of(video_id)
-        store = self._bucket()
+        store = self.bucket()
         copy = Path(tempfile.mkdtemp(prefix="objects-", dir=self.storage.parent))
         for prefix in (layout.originals, layout.hls):
             for info in store.list_prefix(prefix):
@@ -238,14 +238,16 @@ class Platform:
                         out.write(piece)
         return copy
 
-    def _bucket(self) -> "S3Store":
+    def bucket(self, endpoint: str | None = None) -> "S3Store":
+        """A store on the platform's own bucket and prefix (`endpoint`: reach it elsewhere
+        than the platform does, e.g. past a relay a test cuts)."""
         from services.core.storage.s3 import S3Store
 
         bucket, _, prefix = self.env["STORAGE_URL"].removeprefix("s3://").partition("/")
         return S3Store(
             bucket,
             prefix,
-            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            endpoint_url=endpoint or self.env["AWS_ENDPOINT_URL"],
             access_key=self.env["AWS_ACCESS_KEY_ID"],
             secret_key=self.env["AWS_SECRET_ACCESS_KEY"],
             region=self.env["AWS_REGION"],
@@ -261,7 +263,7 @@ class Platform:
         from services.core.storage.interface import ObjectMissing
 
         try:
-            return b"".join(self._bucket().read_range(key))
+            return b"".join(self.bucket().read_range(key))
         except ObjectMissing:
             return None
 

@@ -32,15 +32,7 @@ def s3_client(s3_platform: Platform) -> Iterator[httpx.Client]:
 @pytest.fixture
 def platform_store(s3_platform: Platform, s3_server: S3Server) -> S3Store:
     """A store on the platform's own bucket and prefix (to look at what it stored)."""
-    bucket, _, prefix = s3_platform.env["STORAGE_URL"].removeprefix("s3://").partition("/")
-    return S3Store(
-        bucket,
-        prefix,
-        endpoint_url=s3_server.endpoint,
-        access_key=s3_server.access_key,
-        secret_key=s3_server.secret_key,
-        region=s3_server.region,
-    )
+    return s3_platform.bucket(s3_server.endpoint)
 
 
 @pytest.fixture

@@ -257,15 +257,7 @@ def test_tus_upload_resumes_after_a_restart(own_platform, s3_server, big_clip):
 
 
 def own_store(platform: Platform, server: S3Server) -> S3Store:
-    bucket, _, prefix = platform.env["STORAGE_URL"].removeprefix("s3://").partition("/")
-    return S3Store(
-        bucket,
-        prefix,
-        endpoint_url=server.endpoint,
-        access_key=server.access_key,
-        secret_key=server.secret_key,
-        region=server.region,
-    )
+    return platform.bucket(server.endpoint)
 
 
 def test_the_sweep_aborts_an_abandoned_multipart_upload(own_platform, s3_server, big_clip):
@@ -384,13 +376,4 @@ def test_the_bucket_down_is_a_clear_503_and_the_upload_goes_on_after(relayed, s3
             assert send_chunk(http, upload_id, index, data).status_code == 200
         done = http.post("/upload/complete", data={"upload_id": upload_id})
         assert done.status_code == 200, done.text
-    bucket, _, prefix = platform.env["STORAGE_URL"].removeprefix("s3://").partition("/")
-    store = S3Store(
-        bucket,
-        prefix,
-        endpoint_url=s3_server.endpoint,
-        access_key=s3_server.access_key,
-        secret_key=s3_server.secret_key,
-        region=s3_server.region,
-    )
-    assert stored_sha(store, upload_id) == sha(data)
+    assert stored_sha(own_store(platform, s3_server), upload_id) == sha(data)
