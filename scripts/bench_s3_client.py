@@ -25,12 +25,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import boto3  # noqa: E402
 import obstore  # noqa: E402
-from botocore.config import Config  # noqa: E402
 from obstore.store import S3Store as ObStore  # noqa: E402
 
 from services.core.storage.parts import content_md5  # noqa: E402
+from services.core.storage.s3 import S3Store  # noqa: E402
 from tests.s3server import S3Server, start_s3_server  # noqa: E402
 
 MIB = 1024 * 1024
@@ -38,22 +37,15 @@ READ_PIECE = MIB
 
 
 def boto3_client(server: S3Server) -> Any:
-    """boto3 as the store configures it (path style, bounded retries, no extra checksums)."""
-    config = Config(
-        s3={"addressing_style": "path"},
-        retries={"max_attempts": 3, "mode": "standard"},
-        max_pool_connections=16,
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
-    return boto3.client(
-        "s3",
+    """The boto3 client the store itself makes (its timeouts, retries, pool and checksums)."""
+    store = S3Store(
+        server.bucket,
         endpoint_url=server.endpoint,
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        region_name=server.region,
-        config=config,
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+        region=server.region,
     )
+    return store._client
 
 
 def obstore_client(server: S3Server) -> ObStore:
