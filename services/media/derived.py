@@ -26,7 +26,7 @@ from services.core import layout
 from services.core.redact import public_text
 from services.core.settings import Settings
 from services.core.storage import Storage, fsync_file, fsync_folder
-from services.core.storage.factory import store_of, uses_object_storage
+from services.core.storage.factory import uses_object_storage
 from services.core.storage.interface import StorageUnavailable
 from services.media.demuxers import RemoteSource, Source
 from services.media.plan import Plan
@@ -41,7 +41,13 @@ from services.media.thumbnails import (
     storyboard_command,
     storyboard_vtt,
 )
-from services.media.video_files import SOURCE_URL_SECONDS, StoreFiles, put_bytes, put_file
+from services.media.video_files import (
+    SOURCE_URL_SECONDS,
+    StoreFiles,
+    put_bytes,
+    put_file,
+    stored_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +292,7 @@ StoredBuild = Callable[[StoreFiles, Path], Awaitable[None]]
 async def _make_stored_previews(settings: Settings, video_id: str, plan: Plan) -> None:
     """make_previews for a bucket: the poster once there is a master, the storyboard once
     the video is final; each skipped when stored already, logged when it cannot be made."""
-    files = StoreFiles(store_of(settings), video_id, Storage(settings.storage_dir))
+    files = stored_files(settings, video_id)
     names = files.layout
     wanted: list[tuple[str, str, StoredBuild]] = []
     try:
@@ -373,7 +379,7 @@ async def make_stored_rung_mp4(settings: Settings, video_id: str, plan: Plan, ru
     scratch folder is emptied whatever happens."""
     if rung not in plan.qualities:
         raise NotMade(f"video {video_id} has no rung {rung}")
-    files = StoreFiles(store_of(settings), video_id, Storage(settings.storage_dir))
+    files = stored_files(settings, video_id)
     init = layout.INIT if plan.options.fmp4 else None
     try:
         with files.scratch_folder() as folder:
@@ -409,7 +415,7 @@ async def make_stored_storyboard(settings: Settings, video_id: str, plan: Plan) 
 
 
 async def _make_stored(settings: Settings, video_id: str, build: StoredBuild) -> None:
-    files = StoreFiles(store_of(settings), video_id, Storage(settings.storage_dir))
+    files = stored_files(settings, video_id)
     try:
         with files.scratch_folder() as folder:
             await build(files, folder)

@@ -42,7 +42,7 @@ from services.media import caption_hls
 from services.media.captions import CaptionError, Cue, read_captions, to_webvtt
 from services.media.plan import Plan
 from services.media.playlists import read_media_playlist
-from services.media.video_files import SMALL_OBJECT_LIMIT, StoreFiles, put_bytes
+from services.media.video_files import SMALL_OBJECT_LIMIT, StoreFiles, put_bytes, stored_files
 
 log = logging.getLogger(__name__)
 
@@ -455,7 +455,7 @@ def _refresh_stored(settings: Settings, video_id: str) -> bool:
 def _publish_stored(settings: Settings, video_id: str, plan: Plan, master: str) -> None:
     """_publish for a bucket: the captions' renditions made where missing, stale ones
     deleted, then the master put."""
-    files = StoreFiles(store_of(settings), video_id, Storage(settings.storage_dir))
+    files = stored_files(settings, video_id)
     with session_scope(settings) as session:
         rows = _captions_of(session, video_id)
     zero: list[int] = []

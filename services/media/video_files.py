@@ -21,7 +21,9 @@ from typing import Protocol
 from services.core import layout
 from services.core.fileserve import MEDIA_TYPES
 from services.core.layout import VideoLayout
+from services.core.settings import Settings
 from services.core.storage import Storage, remove_tree, write_atomic
+from services.core.storage.factory import store_of, uses_object_storage
 from services.core.storage.interface import ObjectMissing, Store
 from services.media import fmp4
 from services.media.playlists import (
@@ -274,3 +276,16 @@ class StoreFiles:
 def read_sidecar(files: VideoFiles, rung: str, name: str) -> list[IFrame]:
     """The keyframes an I-frame sidecar of rung `rung` records."""
     return [IFrame(**f) for f in json.loads(files.read_bytes(rung, name))]
+
+
+def video_files(settings: Settings, video_id: str) -> VideoFiles:
+    """The video's rendition files where the settings keep them: the local folder's rung
+    folders, or the bucket (STORAGE_URL) with this process's scratch folder beside."""
+    if uses_object_storage(settings):
+        return stored_files(settings, video_id)
+    return LocalFiles(Storage(settings.storage_dir), video_id)
+
+
+def stored_files(settings: Settings, video_id: str) -> "StoreFiles":
+    """The video's files in the settings' bucket, with this process's scratch folder."""
+    return StoreFiles(store_of(settings), video_id, Storage(settings.storage_dir))

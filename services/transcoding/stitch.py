@@ -27,7 +27,6 @@ from services.core.db import session_scope
 from services.core.models import ChunkStatus, Job, JobChunk, Status
 from services.core.settings import Settings
 from services.core.storage import Storage, write_atomic
-from services.core.storage.factory import store_of, uses_object_storage
 from services.media import video_captions as captions
 from services.media.plan import CAPTIONS, Plan
 from services.media.playlists import (
@@ -37,7 +36,7 @@ from services.media.playlists import (
     media_playlist,
     read_media_playlist,
 )
-from services.media.video_files import LocalFiles, StoreFiles, VideoFiles, read_sidecar
+from services.media.video_files import LocalFiles, VideoFiles, read_sidecar, video_files
 
 
 def index_chunk_iframes(playlist: Path, sidecar: Path, *, ffprobe: str) -> None:
@@ -102,15 +101,6 @@ def publish(settings: Settings, video_id: str) -> bool:
         if final:
             jobs.finish(session, video_id=video_id, qualities=plan.qualities)
         return final
-
-
-def video_files(settings: Settings, video_id: str) -> VideoFiles:
-    """The video's rendition files where the settings keep them: the local folder's rung
-    folders, or the bucket (STORAGE_URL) with this process's scratch folder beside."""
-    storage = Storage(settings.storage_dir)
-    if uses_object_storage(settings):
-        return StoreFiles(store_of(settings), video_id, storage)
-    return LocalFiles(storage, video_id)
 
 
 def _video_seconds(files: VideoFiles, plan: Plan, chunks: int) -> float:
