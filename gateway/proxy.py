@@ -48,7 +48,17 @@ SERVER_OWNED = frozenset({b"date", b"server"})
 # `complete` assembles and hashes a multi-GiB original before it answers.
 DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
 # One gateway fronts every browser tab; a few hundred concurrent streams per service is plenty.
-DEFAULT_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+# An idle pooled connection is dropped after 4 s, before the services' servers close it on their
+# side (the launcher gives uvicorn 20 s): a connection both ends think open is the only safe kind
+# to reuse.
+DEFAULT_LIMITS = httpx.Limits(
+    max_connections=512, max_keepalive_connections=64, keepalive_expiry=4.0
+)
+# Methods safe to send twice. A service may still close a pooled connection as the gateway
+# reuses it (restart, its own idle timeout); httpx then says "Server disconnected without
+# sending a response" and nothing reached the service, so a bodiless safe request is resent
+# once on a fresh connection instead of becoming a 502.
+RETRY_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -236,7 +246,12 @@ async def send_upstream(
 ) -> httpx.Response:
     """Send and return the response with its body unread; the catalogue's errors on failure."""
     try:
-        return await client.send(upstream, stream=True)
+        try:
+            return await client.send(upstream, stream=True)
+        except httpx.RemoteProtocolError:
+            if upstream.method not in RETRY_SAFE or _has_body(upstream):
+                raise
+            return await client.send(upstream, stream=True)
     except httpx.TimeoutException as exc:
         raise UpstreamTimeout(
             f"the {service} service at {base_url} did not answer in time: {_describe(exc)}"
@@ -245,6 +260,10 @@ async def send_upstream(
         raise UpstreamError(
             f"the {service} service at {base_url} is not reachable: {_describe(exc)}"
         ) from exc
+
+
+def _has_body(upstream: httpx.Request) -> bool:
+    return "content-length" in upstream.headers or "transfer-encoding" in upstream.headers
 
 
 def _describe(exc: Exception) -> str:

@@ -83,6 +83,7 @@ GRANIAN = frozenset({"streaming", "gateway"})
 # cores are what a laptop can spare beside the encoders.
 GRANIAN_WORKERS = min(2, os.cpu_count() or 1)
 GRACEFUL_SECONDS = 5
+UVICORN_KEEP_ALIVE_SECONDS = 20
 
 
 def server_argv(name: str, app: str, settings: Settings, log_config: str) -> list[str]:
@@ -100,6 +101,9 @@ def server_argv(name: str, app: str, settings: Settings, log_config: str) -> lis
     return [
         *(sys.executable, "-m", "uvicorn", app, *common),
         *("--no-access-log", "--timeout-graceful-shutdown", str(GRACEFUL_SECONDS)),
+        # Longer than the gateway's pool keeps an idle connection (4 s), so the gateway, not
+        # the service, is the side that ends one (uvicorn's default, 5 s, races it).
+        *("--timeout-keep-alive", str(UVICORN_KEEP_ALIVE_SECONDS)),
     ]
 
 

@@ -350,3 +350,72 @@ async def test_missing_hls_js_is_a_503_that_says_how_to_install(
     assert response.status_code == 503
     assert response.json()["error"] == "vendor_missing"
     assert "make install" in response.json()["detail"]
+
+
+@asynccontextmanager
+async def closes_reused_connections() -> AsyncIterator[tuple[str, list[str]]]:
+    """A service that answers the first request on each connection (keeping it open) and
+    closes the connection, unanswered, when a second request arrives on it: what a service
+    closing an idle connection just as the gateway reuses it looks like to the gateway."""
+    seen: list[str] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answered = False
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                request_line = head.split(b"\r\n", 1)[0].decode()
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                if answered:
+                    seen.append(f"dropped {request_line}")
+                    break
+                seen.append(f"answered {request_line}")
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+                answered = True
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"http://127.0.0.1:{port}", seen
+
+
+async def test_a_get_on_a_connection_the_service_closed_is_resent_once() -> None:
+    async with (
+        closes_reused_connections() as (url, seen),
+        gateway_client(settings_for({"metadata": url})) as client,
+    ):
+        first = await client.get("/videos")
+        second = await client.get("/videos")
+
+    assert (first.status_code, second.status_code) == (200, 200), second.text
+    assert seen == [
+        "answered GET /videos HTTP/1.1",
+        "dropped GET /videos HTTP/1.1",
+        "answered GET /videos HTTP/1.1",
+    ]
+
+
+async def test_a_post_on_a_connection_the_service_closed_is_not_resent() -> None:
+    async with (
+        closes_reused_connections() as (url, seen),
+        gateway_client(settings_for({"upload": url})) as client,
+    ):
+        first = await client.post("/upload/init", data={"filename": "a.mp4"})
+        second = await client.post("/upload/init", data={"filename": "a.mp4"})
+
+    assert first.status_code == 200
+    assert second.status_code == 502
+    assert second.json()["error"] == "upstream_unavailable"
+    assert seen == ["answered POST /upload/init HTTP/1.1", "dropped POST /upload/init HTTP/1.1"]
