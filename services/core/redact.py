@@ -10,6 +10,11 @@ log it before it is made public.
 A path counts as the server's when it lies below the storage folder, is a file: URL, or starts
 with a folder that exists at this machine's root (/tmp, /srv, /home, ...); the API's own paths
 (/stream/..., /upload/init) that messages point clients to are kept.
+
+On object storage, ffmpeg reads the original through a presigned URL and names it when it
+fails: a URL that carries a signature (X-Amz-Signature, X-Amz-Credential, ...: a key to the
+object until it expires) or points at the bucket's private endpoint (AWS_ENDPOINT_URL) becomes
+its object's base name too.
 """
 
 import functools
@@ -38,6 +43,14 @@ _PATH = re.compile(
 _QUOTED_PATH = re.compile(r"""(?P<quote>['"`])(?P<path>(?:file:(?://)?)?/[^'"`\n]*)(?P=quote)""")
 # Punctuation that ends a sentence rather than a path ("...: /a/b: No such file").
 _TRAILING = ":.,;!?)]}"
+# An http(s) URL as a token of the text, up to a space, a quote or a bracket.
+_URL = re.compile(r"""https?://[^\s'"`<>|]+""", re.IGNORECASE)
+# Query parameters that make a URL a credential (AWS SigV4 and SigV2 presigned URLs, and the
+# session token a temporary key adds).
+_SIGNING = re.compile(
+    r"[?&](?:x-amz-(?:signature|credential|security-token)|signature|awsaccesskeyid)=",
+    re.IGNORECASE,
+)
 # Control characters other than newline and tab: kept out of JSON, logs and terminals.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -48,6 +61,7 @@ def public_text(
     roots: Iterable[str | Path] | None = None,
     limit: int = PUBLIC_TEXT_LIMIT,
     every_path: bool = False,
+    private_urls: Iterable[str] | None = None,
 ) -> str:
     """`message` without server paths (each becomes its file's base name) and at most `limit`
     characters (the head and the tail kept, the middle elided).
@@ -55,8 +69,16 @@ def public_text(
     `roots` are folders to remove even where a path has spaces in it (the storage folder);
     by default the configured storage folder. `every_path`: cut every absolute path, not only
     those on this server (for a tool's own output, such as ffprobe's, which names no API path).
+    `private_urls`: bases whose URLs are cut to their object's name (by default the configured
+    AWS_ENDPOINT_URL); a signed URL is cut wherever it points.
     """
     text = _CONTROL.sub(" ", message)
+    private = tuple(
+        base.strip().rstrip("/")
+        for base in (_default_private_urls() if private_urls is None else private_urls)
+        if base.strip()
+    )
+    text = _URL.sub(functools.partial(_url_name, private=private), text)
     for root in _root_spellings(_default_roots() if roots is None else roots):
         text = _without_root(text, root)
     server = _any_path if every_path else _on_this_server
@@ -69,6 +91,29 @@ def _default_roots() -> list[Path]:
     from services.core.settings import get_settings
 
     return [get_settings().storage_dir]
+
+
+def _default_private_urls() -> tuple[str, ...]:
+    from services.core.settings import get_settings
+
+    endpoint = get_settings().aws_endpoint_url.strip().rstrip("/")
+    return (endpoint,) if endpoint else ()
+
+
+def _url_name(match: re.Match[str], private: tuple[str, ...]) -> str:
+    """A signed URL, or one on a private endpoint, as its object's base name."""
+    token = match.group(0)
+    kept = token.rstrip(_TRAILING)
+    lowered = kept.lower()
+    on_private = any(
+        lowered == base.lower() or lowered.startswith(base.lower() + "/") for base in private
+    )
+    if not on_private and not _SIGNING.search(kept):
+        return token
+    path = kept.split("?", 1)[0].split("#", 1)[0]
+    # The scheme and host alone are not a name: "http://host" → its placeholder.
+    name = path.partition("://")[2].partition("/")[2]
+    return (_name_of("/" + name) if name else PLACEHOLDER) + token[len(kept) :]
 
 
 def _root_spellings(roots: Iterable[str | Path]) -> list[str]:

@@ -104,3 +104,39 @@ def test_the_apis_own_paths_in_a_hint_are_kept():
 def test_a_quoted_path_is_kept_when_it_names_no_place_on_this_server():
     message = "no asset '/nosuchtoplevel/a b/c.ts' for video x"
     assert public_text(message, roots=[]) == message
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (  # ffmpeg reading an original through a SigV4 presigned URL
+            "ffmpeg exited with code 1: http://s3.example:8333/media/originals/ab12/source"
+            "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F20261204%2Fus-east-1"
+            "&X-Amz-Date=20261204T094800Z&X-Amz-Expires=43200&X-Amz-SignedHeaders=host"
+            "&X-Amz-Signature=a9190d5b: Server returned 403 Forbidden (access denied)",
+            "ffmpeg exited with code 1: source: Server returned 403 Forbidden (access denied)",
+        ),
+        (  # a SigV2 one, quoted
+            "Opening 'https://b.s3.amazonaws.com/hls/ab12/720p/seg_00001.ts?AWSAccessKeyId=AK"
+            "&Signature=zz%3D&Expires=1' for reading",
+            "Opening 'seg_00001.ts' for reading",
+        ),
+        (  # a temporary key's session token alone is a credential too
+            "GET https://cdn.example/x/poster.jpg?X-Amz-Security-Token=FQo: 404",
+            "GET poster.jpg: 404",
+        ),
+    ],
+)
+def test_signed_urls_become_their_objects_base_names(message, expected):
+    assert public_text(message, roots=[], private_urls=[]) == expected
+
+
+def test_urls_on_the_private_bucket_endpoint_become_base_names():
+    message = "cannot read http://seaweedfs:8333/videos/media/hls/ab12/master.m3u8, nor http://seaweedfs:8333"
+    text = public_text(message, roots=[], private_urls=["http://seaweedfs:8333/"])
+    assert text == f"cannot read master.m3u8, nor {PLACEHOLDER}"
+
+
+def test_public_urls_without_a_signature_are_kept():
+    message = "see https://example.com/docs?page=2 and http://cdn.example/hls/ab12/master.m3u8"
+    assert public_text(message, roots=[], private_urls=["http://seaweedfs:8333"]) == message
