@@ -32,7 +32,10 @@ S3_DB_TESTS := tests/test_transcoding.py tests/test_upload.py tests/test_tus.py 
 	tests/test_streaming.py
 S3_TESTS := $(S3_DB_TESTS) tests/test_engine.py tests/test_metadata.py tests/test_access.py \
 	tests/test_playback_cors.py tests/test_captions.py tests/test_direct_upload.py \
-	tests/test_audio_only.py tests/test_media_assets.py tests/test_hevc.py
+	tests/test_audio_only.py tests/test_media_assets.py tests/test_hevc.py \
+	tests/test_admin.py tests/test_hostile.py tests/test_public_errors.py \
+	tests/test_upload_bounds.py tests/test_upload_hashing.py tests/test_crafted.py \
+	tests/test_caption_serving.py tests/test_metrics.py
 
 test: lint
 	bash scripts/ensure_postgres.sh

@@ -267,6 +267,34 @@ class Platform:
         except ObjectMissing:
             return None
 
+    def keys(self, prefix: str) -> list[str]:
+        """The layout keys the platform stores below `prefix` (".../" for a folder), sorted:
+        the files in its folder, or the objects in its bucket."""
+        if not self.env.get("STORAGE_URL", ""):
+            folder = self.storage / prefix
+            if not folder.is_dir():
+                return []
+            return sorted(
+                p.relative_to(self.storage).as_posix() for p in folder.rglob("*") if p.is_file()
+            )
+        return sorted(info.key for info in self.bucket().list_prefix(prefix))
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data` under a layout key, behind the platform's back (a test's tampering)."""
+        if not self.env.get("STORAGE_URL", ""):
+            path = self.storage / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        else:
+            self.bucket().put_bytes(key, data)
+
+    def delete(self, key: str) -> None:
+        """Remove one stored file or object (nothing when there is none)."""
+        if not self.env.get("STORAGE_URL", ""):
+            (self.storage / key).unlink(missing_ok=True)
+        else:
+            self.bucket().delete(key)
+
     def client(self) -> httpx.Client:
         """A client of the gateway that carries the admin token (what an operator sends)."""
         return httpx.Client(base_url=self.url, timeout=120, headers=self.auth)

@@ -56,7 +56,14 @@ def dash_manifest(base_url: Path) -> str:
 
 
 def victim_segment(platform: Platform, victim: str) -> Path:
-    return sorted((platform.storage / "hls" / victim / "720p").glob("seg_*.ts"))[0]
+    """Where the victim's first 720p segment lies in the storage folder (on S3: where it
+    would, were the bucket a folder; the refusal must not depend on the file being there)."""
+    first = next(
+        key
+        for key in platform.keys(f"hls/{victim}/720p/")
+        if key.endswith(".ts") and "/seg_" in key
+    )
+    return platform.storage / first
 
 
 # kind -> (the words the refusal must use, the upload's text from (platform, victim, outside)).
@@ -84,10 +91,11 @@ CRAFTED: dict[str, tuple[str, Callable[[Platform, str, Path], str]]] = {
 }
 
 
-def ok_videos(client: httpx.Client) -> set[str]:
+def videos(client: httpx.Client) -> dict[str, str]:
+    """Every video's status by id."""
     listed = client.get("/videos", params={"limit": 1000})
     assert listed.status_code == 200, listed.text
-    return {v["id"] for v in listed.json() if v["status"] == "ok"}
+    return {v["id"]: v["status"] for v in listed.json()}
 
 
 def assert_no_server_path(text: str | None, *folders: Path) -> None:
@@ -102,7 +110,7 @@ def test_playlists_manifests_and_lists_are_not_videos_and_show_no_other_file(
 ):
     words, text_of = CRAFTED[kind]
     victim = transcoded["full"]
-    ok_before = ok_videos(client)
+    before = videos(client)
     crafted = tmp_path / "holiday.mp4"
     crafted.write_text(text_of(platform, victim, outside), encoding="utf-8")
 
@@ -118,8 +126,16 @@ def test_playlists_manifests_and_lists_are_not_videos_and_show_no_other_file(
     assert video["status"] == "failed" and status["overall"] == "failed"
     for public in (detail, video["error"], status["error"]):
         assert_no_server_path(public, outside, platform.storage)
-    assert ok_videos(client) == ok_before
-    assert not (platform.storage / "hls" / video_id / "master.m3u8").exists()
+    # No video came out of it: none is new but the refused one, none turned ok but those
+    # that were on their way already (an earlier test's may finish meanwhile).
+    after = videos(client)
+    assert set(after) - set(before) == {video_id}
+    assert all(
+        before[v] in ("ok", "queued", "running")
+        for v, s in after.items()
+        if s == "ok" and v != video_id
+    )
+    assert platform.stored(f"hls/{video_id}/master.m3u8") is None
 
 
 # --- the duration bomb ----------------------------------------------------------------------
@@ -208,7 +224,7 @@ def test_a_started_over_video_whose_file_claims_too_much_fails_at_planning(bound
         assert done is not None and done.status_code == 200, done.text
         assert wait_status(client, video_id)["overall"] == "ok"
         # What an older version accepted: the bomb's bytes as this video's original.
-        (bounded.storage / "originals" / video_id / "source").write_bytes(bomb.read_bytes())
+        bounded.put(f"originals/{video_id}/source", bomb.read_bytes())
         with Meanwhile(bounded) as meanwhile:
             started = time.monotonic()
             restarted = client.post("/transcode/start", json={"upload_id": video_id})
