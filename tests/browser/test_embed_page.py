@@ -9,7 +9,7 @@ autoplay policy (no --autoplay-policy flag): sound needs a click, muted autoplay
 import functools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +22,7 @@ from playwright.sync_api import (
     Error,
     Frame,
     Page,
+    Request,
     ViewportSize,
     expect,
     sync_playwright,
@@ -116,19 +117,35 @@ class Visitor:
         self.pages: list[Page] = []
         self.errors: list[Error] = []
 
-    def open(self, body: str, *, viewport: ViewportSize = DESKTOP) -> Page:
-        """A page of the other site with `body` in it."""
+    def open(
+        self,
+        body: str,
+        *,
+        viewport: ViewportSize = DESKTOP,
+        on_request: Callable[[Request], None] | None = None,
+    ) -> Page:
+        """A page of the other site with `body` in it (`on_request` sees every request it
+        and its frames make, from the first)."""
         page = self.browser.new_context(viewport=viewport).new_page()
         page.on("pageerror", lambda error: self.errors.append(error))
+        if on_request is not None:
+            page.on("request", on_request)
         self.pages.append(page)
         page.goto(self.other_site.page_with(f"host-{len(self.pages)}", body))
         return page
 
     def embed(
-        self, path: str, *, viewport: ViewportSize = DESKTOP, size: tuple[int, int] = (640, 360)
+        self,
+        path: str,
+        *,
+        viewport: ViewportSize = DESKTOP,
+        size: tuple[int, int] = (640, 360),
+        on_request: Callable[[Request], None] | None = None,
     ) -> Frame:
         """A page of the other site with the gateway's `path` (/embed/…) in an iframe; its frame."""
-        page = self.open(iframe(self.platform.url + path, *size), viewport=viewport)
+        page = self.open(
+            iframe(self.platform.url + path, *size), viewport=viewport, on_request=on_request
+        )
         handle = page.locator("#player").element_handle()
         assert handle is not None
         frame = handle.content_frame()
@@ -450,8 +467,11 @@ def test_a_signed_embed_plays_a_private_video_with_its_token_on_every_request(
     visitor = Visitor(browser, other_site, platform)
     streamed: list[str] = []
     try:
-        frame = visitor.embed(f"/embed/{video_id}?token={token}&autoplay=1&muted=1")
-        frame.page.on("request", lambda r: streamed.append(r.url) if "/stream/" in r.url else None)
+        # Listening from the start: a small clip may be fully loaded before embed() returns.
+        frame = visitor.embed(
+            f"/embed/{video_id}?token={token}&autoplay=1&muted=1",
+            on_request=lambda r: streamed.append(r.url) if "/stream/" in r.url else None,
+        )
         plays_past(frame, 1)
         frame.wait_for_function("() => window.__player.storyboard.length > 0")
         expect(frame.locator("#video")).to_have_attribute(
