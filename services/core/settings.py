@@ -120,6 +120,16 @@ class Settings(BaseSettings):
     segment_seconds: int = Field(6, description="Target HLS segment duration")
     keyframe_seconds: int = Field(2, description="Forced IDR interval on every rung")
     ffmpeg_threads: int = Field(0, description="ffmpeg -threads (0 = ffmpeg decides)")
+    encode_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description=(
+            "How much lower than the servers' the encoders' CPU priority is (nice, 0-19): "
+            "viewers and uploads on the same machine come first, and the encoders still "
+            "take every core nothing else wants. 0: the same priority."
+        ),
+    )
     chunk_segments: int = Field(3, ge=1, description="Segments per chunk (the unit of work)")
     first_chunk_segments: int = Field(
         1, ge=1, description="Segments in the first chunk (small: the first playable comes fast)"

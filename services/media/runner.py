@@ -51,8 +51,12 @@ async def run_ffmpeg(
     on_progress: Callable[[float], None] | None = None,
     stop: asyncio.Event | None = None,
     grace: float = 1.0,
+    nice: int = 0,
 ) -> None:
-    """Run `argv` (with `-progress pipe:1`) to completion, or until `stop` is set."""
+    """Run `argv` (with `-progress pipe:1`) to completion, or until `stop` is set.
+
+    `nice` > 0 runs ffmpeg at that lower CPU priority (an encoder yields the cores to the
+    servers on the same machine, and takes them all when nothing else wants them)."""
     if stop is not None and stop.is_set():
         raise Stopped("stopped before ffmpeg was started")
     proc = await asyncio.create_subprocess_exec(
@@ -60,7 +64,7 @@ async def run_ffmpeg(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        preexec_fn=functools.partial(_die_with_parent, os.getpid()) if _prctl else None,
+        preexec_fn=functools.partial(_before_exec, os.getpid(), nice),
     )
     assert proc.stdout is not None and proc.stderr is not None
     tail = _Tail()
@@ -178,13 +182,17 @@ def _load_prctl() -> Callable[..., int] | None:
 _prctl = _load_prctl()
 
 
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: have the kernel SIGKILL ffmpeg when its parent dies.
+def _before_exec(parent: int, nice: int) -> None:
+    """In the child, before exec: lower its priority by `nice`, and have the kernel SIGKILL
+    ffmpeg when its parent dies.
 
     Even a worker killed with kill -9 then leaves no orphaned ffmpeg behind. (The signal
     follows the thread that forked, which is the thread running the event loop.)
     """
-    assert _prctl is not None
+    if nice > 0:
+        os.nice(nice)
+    if _prctl is None:
+        return
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)  # the parent died before the request was in place

@@ -245,6 +245,7 @@ class Worker:
                 on_progress=lambda seconds: out_time.__setitem__(0, seconds),
                 stop=stop,
                 grace=self.settings.stop_grace_seconds,
+                nice=self.settings.encode_nice,
             )
         except Stopped:
             await asyncio.to_thread(self._discard, chunk)

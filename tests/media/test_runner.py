@@ -168,3 +168,13 @@ def test_ffmpeg_dies_with_a_worker_killed_by_sigkill() -> None:
     if survived:
         os.kill(ffmpeg_pid, signal.SIGKILL)  # do not leave the orphan running
     assert not survived
+
+
+@pytest.mark.parametrize("nice", [0, 10])
+async def test_the_encoder_runs_at_the_lower_priority_it_is_given(
+    tmp_path: Path, nice: int
+) -> None:
+    seen = tmp_path / "nice"
+    probe = f"import os; open({str(seen)!r}, 'w').write(str(os.nice(0)))"
+    await run_ffmpeg([sys.executable, "-c", probe], nice=nice)
+    assert int(seen.read_text()) == min(os.nice(0) + nice, 19)
