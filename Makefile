@@ -35,7 +35,7 @@ S3_TESTS := $(S3_DB_TESTS) tests/test_engine.py tests/test_metadata.py tests/tes
 	tests/test_audio_only.py tests/test_media_assets.py tests/test_hevc.py \
 	tests/test_admin.py tests/test_hostile.py tests/test_public_errors.py \
 	tests/test_upload_bounds.py tests/test_upload_hashing.py tests/test_crafted.py \
-	tests/test_caption_serving.py tests/test_metrics.py
+	tests/test_caption_serving.py tests/test_metrics.py tests/test_watch.py
 
 test: lint
 	bash scripts/ensure_postgres.sh

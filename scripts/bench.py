@@ -25,20 +25,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_table import HEADER, ROWS, row  # noqa: E402
+
 from services.core.settings import Settings  # noqa: E402
 from services.media.ladder import SEED_LADDER, Rendition, plan_ladder  # noqa: E402
 from tests.harness import Platform, upload  # noqa: E402
 
 SOURCE_SECONDS = 30
 CHUNK = 8 * 1024 * 1024
-ROWS: list[tuple[str, str, str, str]] = []
-
-
-def row(figure: str, ours: float | str, baseline: float | str, ratio: str) -> None:
-    """Record and print one line of the results table."""
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    ROWS.append((figure, fmt(ours), fmt(baseline), ratio))
-    print(f"{figure:<46} {fmt(ours):>12} {fmt(baseline):>12} {ratio:>10}", flush=True)
 
 
 def make_source(path: Path) -> Path:
@@ -340,6 +334,14 @@ def bench_s3(work: Path) -> None:
     run(work, row, source=make_source(work / "source.mp4"), ladder=platform_ladder)
 
 
+def bench_yield(work: Path) -> None:
+    """Viewers' segment p99 while two encodes run, at nice 0 and at ENCODE_NICE, against idle
+    (scripts/bench_yield.py)."""
+    from bench_yield import run
+
+    run(work, row)
+
+
 BENCHMARKS = {
     "ladder": bench_ladder,
     "resume": bench_resume,
@@ -347,6 +349,7 @@ BENCHMARKS = {
     "ingest": bench_ingest,
     "serving": bench_serving,
     "s3": bench_s3,
+    "yield": bench_yield,
 }
 
 
@@ -360,7 +363,7 @@ def main() -> None:
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
-    print(f"{'figure':<46} {'platform':>12} {'baseline':>12} {'ratio':>10}")
+    print(HEADER)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for name in args.names or list(BENCHMARKS):
             BENCHMARKS[name](Path(tmp) / name)

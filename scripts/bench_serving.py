@@ -397,7 +397,7 @@ def run(work: Path, row: Row) -> None:
 
 
 if __name__ == "__main__":
-    from bench import row  # scripts/ is on sys.path when this file runs as a script
+    from bench_table import row  # scripts/ is on sys.path when this file runs as a script
 
     print(f"{'figure':<46} {'platform':>12} {'nginx':>12} {'ratio':>10}")
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:

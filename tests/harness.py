@@ -22,6 +22,7 @@ import httpx
 from services.core.layout import VideoLayout
 
 if TYPE_CHECKING:
+    from services.core.settings import Settings
     from services.core.storage.s3 import S3Store
     from tests.s3server import S3Server
 
@@ -278,6 +279,25 @@ class Platform:
                 p.relative_to(self.storage).as_posix() for p in folder.rglob("*") if p.is_file()
             )
         return sorted(info.key for info in self.bucket().list_prefix(prefix))
+
+    def settings(self, **extra: Any) -> "Settings":
+        """Settings for code a test runs in its own process on this platform's database and
+        storage (its folder, or its bucket with the folder as scratch)."""
+        from services.core.settings import Settings
+
+        env = self.env
+        on_s3: dict[str, Any] = {}
+        if env.get("STORAGE_URL", ""):
+            on_s3 = {
+                "storage_url": env["STORAGE_URL"],
+                "aws_endpoint_url": env["AWS_ENDPOINT_URL"],
+                "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+                "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+                "aws_region": env["AWS_REGION"],
+            }
+        return Settings(
+            storage_dir=self.storage, database_url=self.database_url, **{**on_s3, **extra}
+        )
 
     def put(self, key: str, data: bytes) -> None:
         """Store `data` under a layout key, behind the platform's back (a test's tampering)."""

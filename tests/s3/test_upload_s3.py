@@ -95,17 +95,7 @@ def pending_multiparts(s3_server: S3Server, platform: Platform) -> list[str]:
 
 
 def settings_of(platform: Platform, **extra: object) -> Settings:
-    env = platform.env
-    return Settings(
-        storage_dir=platform.storage,
-        database_url=platform.database_url,
-        storage_url=env["STORAGE_URL"],
-        aws_endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        aws_region=env["AWS_REGION"],
-        **extra,  # type: ignore[arg-type]
-    )
+    return platform.settings(**extra)
 
 
 # --- the rules ------------------------------------------------------------------------------
