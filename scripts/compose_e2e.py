@@ -222,12 +222,12 @@ def _host(worker_id: str | None) -> str:
 
 
 def kill_a_busy_worker(gateway: Gateway, video_id: str) -> tuple[str, Held]:
-    """`docker kill` the container of a worker encoding a video chunk other than the first;
-    its hostname and the units (kind, index) it held then.
+    """`docker kill` a worker container encoding a video chunk other than the first, and not
+    the audio; its hostname and the units (kind, index) it held then.
 
-    Not the first chunk: the first playable chunk then does not wait for the dead worker's
-    lease to run out, while the job's end does, so playback while encoding can be seen next
-    however fast the rest encodes."""
+    The first playable chunk (the first video chunk and the audio's start) then does not wait
+    for the dead worker's lease to run out, while the job's end does: playback while encoding
+    can be seen next however fast the rest encodes."""
     containers = worker_containers()
     if len(containers) != WORKERS:
         raise Failed(f"{len(containers)} worker containers, not {WORKERS}")
@@ -236,12 +236,14 @@ def kill_a_busy_worker(gateway: Gateway, video_id: str) -> tuple[str, Held]:
         status = gateway.admin(f"/admin/videos/{video_id}/status")
         if status["job"] and status["job"]["overall"] in ("ok", "failed", "stopped"):
             raise Failed(f"the job ended {status['job']['overall']} before a kill could be made")
-        running = [c for c in status["chunks"] if c["status"] == "running" and c["worker"]]
-        later = [_host(c["worker"]) for c in running if c["kind"] == "video" and c["index"] > 0]
-        host = next((h for h in later if h in containers), None)
-        if host is None:
-            return None
-        return host, {(c["kind"], c["index"]) for c in running if _host(c["worker"]) == host}
+        held: dict[str, Held] = {}
+        for c in status["chunks"]:
+            if c["status"] == "running" and _host(c["worker"]) in containers:
+                held.setdefault(_host(c["worker"]), set()).add((c["kind"], c["index"]))
+        for host, units in held.items():
+            if all(kind == "video" and index > 0 for kind, index in units):
+                return host, units
+        return None
 
     host, held = wait_for("a worker encoding a video chunk", busy, every=0.2)
     subprocess.run(["docker", "kill", containers[host]], check=True, capture_output=True)
