@@ -1,5 +1,6 @@
 # Two commands: `make run` installs what is missing and starts everything in the foreground;
-# `make test` installs what the tests need and runs lint, types and the test suite.
+# `make test` installs what the tests need and runs lint, types, the test suite and, at its end,
+# the containers' end-to-end test (`make test-compose`).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -43,9 +44,11 @@ test: lint
 	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(DB_TESTS)
 	TEST_STORAGE=s3 $(PY) -m pytest $(S3_TESTS)
 	TEST_STORAGE=s3 TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(S3_DB_TESTS)
+	$(MAKE) test-compose
 
-# The platform as containers, end to end (Docker Engine and Compose installed when missing;
-# images built from Debian's packages when the registry cannot be reached). Not in `test` yet.
+# The platform as containers, end to end, sharing nothing but PostgreSQL and a bucket (Docker
+# Engine and Compose installed when missing; images built from Debian's packages when the
+# registry cannot be reached). Fails, never skips, when Docker cannot run here.
 test-compose:
 	bash scripts/test_compose.sh
 

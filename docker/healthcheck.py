@@ -27,8 +27,9 @@ def service(url: str) -> str | None:
 
 
 def worker() -> str | None:
-    """Why a worker cannot work (no writable storage, no database), or None. A worker serves
-    no port; these are what it needs besides its own process, which the engine watches."""
+    """Why a worker cannot work (no writable scratch or storage folder, no database, no S3
+    endpoint), or None. A worker serves no port; these are what it needs besides its own
+    process, which the engine watches."""
     storage = Path(os.environ.get("STORAGE_DIR", "/data"))
     if not os.access(storage, os.W_OK):
         return f"{storage} is not writable"
@@ -36,11 +37,21 @@ def worker() -> str | None:
     if not url:
         database = storage / "videos.db"
         return None if database.exists() else f"no SQLite database at {database}"
+    problem = reachable("database", url, 5432)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    if problem is None and os.environ.get("STORAGE_URL") and endpoint:
+        problem = reachable("S3 endpoint", endpoint, 443 if endpoint.startswith("https") else 80)
+    return problem
+
+
+def reachable(what: str, url: str, default_port: int) -> str | None:
+    """Why the host and port of `url` take no TCP connection now, or None."""
     parts = urlsplit(url)
+    host, port = parts.hostname or "localhost", parts.port or default_port
     try:
-        socket.create_connection((parts.hostname or "localhost", parts.port or 5432), 3).close()
+        socket.create_connection((host, port), 3).close()
     except OSError as exc:
-        return f"database {parts.hostname}:{parts.port or 5432}: {exc}"
+        return f"{what} {host}:{port}: {exc}"
     return None
 
 

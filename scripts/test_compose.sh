@@ -2,8 +2,10 @@
 # `make test-compose`: the platform as containers, end to end, on this machine. Installs Docker
 # Engine and Compose when missing and starts dockerd (scripts/docker_setup.sh), picks the base
 # and PostgreSQL images (official ones if they can be pulled, else made from Debian's packages:
-# scripts/docker_base.sh), then scripts/compose_e2e.py builds, starts the postgres profile with
-# three workers, uploads, kills a worker mid-job, and tears everything down.
+# scripts/docker_base.sh), then scripts/compose_e2e.py builds, starts the shared-nothing setup
+# (PostgreSQL, SeaweedFS as S3, three workers: docker-compose.s3.yml), uploads, kills a worker
+# mid-job, and tears everything down. It fails (never skips) when Docker cannot be made to run:
+# `make test` ends with it, and CI runs that.
 # Its traffic: the registries (build), then 127.0.0.1 and the containers' own network only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
