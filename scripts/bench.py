@@ -2,6 +2,12 @@
 
     .venv/bin/python scripts/bench.py            # every benchmark
     .venv/bin/python scripts/bench.py ladder     # only the ladder / first-playable / ok one
+    .venv/bin/python scripts/bench.py --quick    # the short subset (QUICK)
+    .venv/bin/python scripts/bench.py --chart bench.png --json bench.json   # also a picture
+
+Before each benchmark a progress line says which it is, how long the run has taken and about
+how long is left (from each benchmark's usual duration on the 2-core machine, corrected by
+how the run has gone so far).
 
 ladder: a generated 30 s 1920x1080 30 fps H.264 source (~10 Mb/s, stereo AAC) through the
 platform from `complete` to `ok`, against the reference system's way: four ffmpeg processes
@@ -342,6 +348,19 @@ def bench_yield(work: Path) -> None:
     run(work, row)
 
 
+# Usual seconds of each benchmark on the 2-core development machine, for the progress lines.
+USUAL_SECONDS = {
+    "ladder": 150,
+    "resume": 60,
+    "viewers": 210,
+    "ingest": 120,
+    "serving": 120,
+    "s3": 240,
+    "yield": 60,
+}
+# --quick: the figures that need no long encode.
+QUICK = ["yield", "serving"]
+
 BENCHMARKS = {
     "ladder": bench_ladder,
     "resume": bench_resume,
@@ -358,17 +377,42 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("names", nargs="*", help=f"benchmarks to run: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
     parser.add_argument("--json", type=Path, help="also write the table to this file")
+    parser.add_argument("--chart", type=Path, help="also draw the table as a PNG here")
     args = parser.parse_args()
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    names = args.names or (QUICK if args.quick else list(BENCHMARKS))
     print(HEADER)
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        for name in args.names or list(BENCHMARKS):
+        for done, name in enumerate(names):
+            progress(names, done, time.monotonic() - started)
             BENCHMARKS[name](Path(tmp) / name)
+    took = time.monotonic() - started
+    print(f"[{len(names)}/{len(names)}] done in {took / 60:.1f} min", flush=True)
     if args.json:
         args.json.write_text(json.dumps(ROWS, indent=2))
+    if args.chart:
+        from bench_chart import draw
+
+        title = f"scripts/bench.py {' '.join(names)} ({took / 60:.1f} min)"
+        print(f"chart: {draw(ROWS, args.chart, title)}", flush=True)
+
+
+def progress(names: list[str], done: int, elapsed: float) -> None:
+    """One line before benchmark `done`: which, time so far, about how long is left (the
+    usual durations, scaled by how the finished ones compared with theirs)."""
+    usual_done = sum(USUAL_SECONDS[n] for n in names[:done])
+    pace = elapsed / usual_done if usual_done else 1.0
+    left = pace * sum(USUAL_SECONDS[n] for n in names[done:])
+    print(
+        f"[{done + 1}/{len(names)}] {names[done]}: {elapsed / 60:.1f} min so far, about "
+        f"{left / 60:.1f} min left",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
