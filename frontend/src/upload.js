@@ -448,11 +448,12 @@ export class ResumableUpload {
       try {
         await slots.take(signal);
         try {
-          await postWithProgress(
-            withDirect("/upload/chunk", this.direct),
-            { upload_id: this.uploadId, index, file: blob },
-            { signal, onProgress: (bytes) => this.#chunkProgress(index, bytes) },
-          );
+          const query = new URLSearchParams({ upload_id: this.uploadId, index: String(index) });
+          await postWithProgress(withDirect(`/upload/chunk?${query}`, this.direct), blob, {
+            contentType: "application/octet-stream",
+            signal,
+            onProgress: (bytes) => this.#chunkProgress(index, bytes),
+          });
         } finally {
           slots.give();
         }

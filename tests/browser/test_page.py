@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -21,7 +22,8 @@ from tests.harness import Platform, sha256_of, upload, wait_status
 
 T = TypeVar("T")
 MiB = 1024 * 1024
-CHUNK_INDEX = re.compile(rb'name="index"\r\n\r\n(\d+)\r\n')
+# The page's chunk requests: POST /upload/chunk?upload_id=…&index=… with the raw bytes.
+CHUNK_URL = re.compile(r"/upload/chunk(\?|$)")
 # A slow link, through Chromium's own throttling: the speed test then measures about 0.5 MiB/s,
 # so the page picks its smallest chunk (4 MiB: 10 chunks for the 37 MiB clip), and 4 MiB/s up
 # leaves time to reload while chunks are on their way.
@@ -54,10 +56,13 @@ def slow_down(page: Page, link: dict[str, Any]) -> None:
 
 
 def chunk_index(request: Request) -> int:
-    """The `index` form field of a POST /upload/chunk."""
-    found = CHUNK_INDEX.search(request.post_data_buffer or b"")
-    assert found, "a chunk request without an index field"
-    return int(found.group(1))
+    """The `index` of a POST /upload/chunk, which the page sends as a raw body (the
+    fields in the query string: no multipart for the server to parse)."""
+    assert request.headers.get("content-type") == "application/octet-stream", request.headers
+    assert not (request.post_data_buffer or b"").startswith(b"--"), "a multipart chunk"
+    index = parse_qs(urlsplit(request.url).query).get("index")
+    assert index, f"a chunk request without an index: {request.url}"
+    return int(index[0])
 
 
 def upload_state(client: httpx.Client, upload_id: str) -> dict[str, Any]:
@@ -115,7 +120,7 @@ def page_upload(
         sent.append(chunk_index(request))
         route.continue_()
 
-    page.route("**/upload/chunk", count_chunk)
+    page.route(CHUNK_URL, count_chunk)
     slow_down(page, SLOW_LINK)
     page.goto("/")
     page.set_input_files("#file-input", clips["long"])
@@ -174,7 +179,7 @@ def test_a_chunk_that_fails_is_sent_again(
         else:
             route.continue_()
 
-    page.route("**/upload/chunk", drop_the_first)
+    page.route(CHUNK_URL, drop_the_first)
     page.goto("/")
     page.set_input_files("#file-input", clips["full"])
     row = page.locator(".upload-item")
@@ -196,7 +201,7 @@ def test_pause_stops_sending_and_resume_finishes_the_upload(
         sent.append(chunk_index(request))
         route.continue_()
 
-    page.route("**/upload/chunk", count_chunk)
+    page.route(CHUNK_URL, count_chunk)
     slow_down(page, {**SLOW_LINK, "uploadThroughput": MiB})
     page.goto("/")
     page.set_input_files("#file-input", clips["full"])
