@@ -258,7 +258,7 @@ def test_ctrl_c_says_how_to_resume_and_an_upload_the_server_dropped_starts_over(
     env["VP_CHUNK_SIZE"] = "256K"
     process, first_id = start_upload(large_clip, env, "--limit-rate", str(size // 8))
     rest = interrupt_midway(open_platform, process, first_id, size, signal.SIGINT)
-    assert process.returncode == 130
+    assert process.returncode == 130, rest
     said = [line for line in rest.splitlines() if line.startswith("vp: ")]
     assert said == [
         "vp: interrupted: run the same command again to resume (what the server has is not "

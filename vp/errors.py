@@ -8,9 +8,34 @@ Every HTTP answer and transport failure is turned into one of these at one bound
 (`vp.api.Api`), from the status and the platform's `{"error", "detail"}` body.
 """
 
+import signal
+from types import FrameType
+
 import httpx
 
 INTERRUPTED = 130  # the shell's code for a program ended by Ctrl-C
+
+_interrupted = False
+
+
+def _on_interrupt(signum: int, frame: FrameType | None) -> None:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def latch_interrupts() -> None:
+    """Ctrl-C raises KeyboardInterrupt as usual and is also remembered, so that
+    `raise_if_interrupted` raises it again where the first one was lost: Python drops an
+    exception raised inside a finalizer (`__del__`, a weakref callback) with a warning, and a
+    signal handler runs inside whatever Python code is running, finalizers included."""
+    signal.signal(signal.SIGINT, _on_interrupt)
+
+
+def raise_if_interrupted() -> None:
+    """KeyboardInterrupt if Ctrl-C was pressed since `latch_interrupts`."""
+    if _interrupted:
+        raise KeyboardInterrupt
 
 
 class CliError(Exception):

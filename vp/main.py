@@ -123,6 +123,7 @@ def _transfer(
     api: Api, files: list[Path], choices: uploading.Choices, *, quiet: bool
 ) -> tuple[list[tuple[str, str]], list[str]]:
     """Upload, telling Ctrl-C apart: the next run resumes what this one sent."""
+    errors.latch_interrupts()
     try:
         return _upload_all(api, files, choices, quiet=quiet)
     except KeyboardInterrupt:

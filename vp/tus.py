@@ -111,6 +111,7 @@ def _blocks(
             if not block:
                 raise errors.CliError(f"{path} got shorter while it was uploading: run again")
             throttle.spend(len(block))
+            errors.raise_if_interrupted()
             yield block
             sent += len(block)
             report(start + sent)
@@ -155,6 +156,7 @@ def send(
     The last PATCH is answered once the server has checked and registered the video."""
     broken, busy = 0, 0
     while transfer.offset < transfer.size:
+        errors.raise_if_interrupted()
         length = min(chunk_size, transfer.size - transfer.offset)
         try:
             response = _patch(api, transfer, path, length, throttle, report)

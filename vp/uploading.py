@@ -11,7 +11,7 @@ from rich.progress import Progress
 
 from vp import tus
 from vp.api import Api
-from vp.errors import CliError, Rejected
+from vp.errors import CliError, Rejected, raise_if_interrupted
 from vp.resume import ResumeStore, fingerprint
 
 POLL_SECONDS = 0.5
@@ -117,3 +117,4 @@ def follow(api: Api, video_id: str, name: str, bars: Progress) -> dict[str, Any]
                 f"resumed, `vp status {video_id}` follows it"
             )
         time.sleep(POLL_SECONDS)
+        raise_if_interrupted()

@@ -51,10 +51,24 @@ def _now(session: Session) -> datetime | ColumnElement[datetime]:
     """The event's time. On PostgreSQL the INSERT that takes the id from the sequence reads
     the clock too (clock_timestamp(), not the transaction's start): a time taken in Python
     before the INSERT lets two workers' transactions get their ids in one order and their
-    times in the other, and the trail is ordered by id. SQLite writes one at a time."""
-    if session.get_bind().dialect.name == "postgresql":
+    times in the other, and the trail is ordered by id. On SQLite see `_retime`."""
+    if _on_postgresql(session):
         return func.clock_timestamp()
     return utcnow()
+
+
+def _on_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _retime(session: Session, event: VideoEvent) -> None:
+    """SQLite: read the clock again once the event's INSERT holds the database's one write
+    lock (held to the commit), so times follow ids. The time read before the INSERT may be
+    older than that of another process's event that took the lock first, and so the next
+    id (seen: 2 ms backwards between a worker's and the upload service's events)."""
+    if not _on_postgresql(session):
+        event.at = utcnow()
+        session.flush()
 
 
 def record(
@@ -80,6 +94,7 @@ def record(
     )
     session.add(event)
     session.flush()  # the id orders the trail and the outbox rows point at it
+    _retime(session, event)
     if kind in outbox.TYPES:
         outbox.enqueue(session, event)
     return event
