@@ -30,17 +30,19 @@ lint: install-test
 # server (TEST_STORAGE=s3): all of them on SQLite, the upload-transcode-stream core on
 # PostgreSQL. Left out of the PostgreSQL pass, to keep make test near 40 minutes: files whose
 # outcome the database does not change (media output, serving, CORS, pages, the CLI, the
-# launcher's processes, access tokens: HMAC, no rows).
+# launcher's processes, access tokens: HMAC, no rows; disk-space bounds). Left out of the S3
+# pass: tests/test_engine.py, whose kill -9, second worker and outage have S3 versions in
+# tests/s3.
 TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 DB_TESTS := tests/test_engine.py tests/test_faults.py tests/test_transcoding.py \
 	tests/test_upload.py tests/test_tus.py tests/test_streaming.py tests/test_admin.py \
 	tests/test_metadata.py tests/test_events.py tests/test_direct_upload.py \
 	tests/test_captions.py tests/test_hostile.py tests/test_fuzz.py tests/test_bodies.py \
-	tests/test_upload_bounds.py tests/test_upload_hashing.py tests/test_public_errors.py \
-	tests/test_watch.py tests/transcoding tests/s3
+	tests/test_upload_hashing.py tests/test_public_errors.py tests/test_watch.py \
+	tests/transcoding tests/s3
 S3_DB_TESTS := tests/test_transcoding.py tests/test_upload.py tests/test_tus.py \
 	tests/test_streaming.py
-S3_TESTS := $(S3_DB_TESTS) tests/test_engine.py tests/test_metadata.py tests/test_access.py \
+S3_TESTS := $(S3_DB_TESTS) tests/test_metadata.py tests/test_access.py \
 	tests/test_playback_cors.py tests/test_captions.py tests/test_direct_upload.py \
 	tests/test_audio_only.py tests/test_media_assets.py tests/test_hevc.py \
 	tests/test_admin.py tests/test_hostile.py tests/test_public_errors.py \
