@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from services.core import ids, outbox
 from services.core.errors import NotFound
-from services.core.models import Status, Upload, Video, VideoEvent, WebhookDelivery, utcnow
+from services.core.models import Status, Upload, Video, VideoEvent, WebhookDelivery
 from services.core.redact import public_text
 
 UPLOAD_CREATED = "upload.created"
@@ -47,28 +47,16 @@ UPLOAD_SERVICE = "upload"
 REASON_LIMIT = 2000
 
 
-def _now(session: Session) -> datetime | ColumnElement[datetime]:
-    """The event's time. On PostgreSQL the INSERT that takes the id from the sequence reads
-    the clock too (clock_timestamp(), not the transaction's start): a time taken in Python
-    before the INSERT lets two workers' transactions get their ids in one order and their
-    times in the other, and the trail is ordered by id. On SQLite see `_retime`."""
-    if _on_postgresql(session):
+def _now(session: Session) -> ColumnElement[datetime]:
+    """The event's time, read by the INSERT that takes the event's id, so times follow ids.
+    A time taken in Python before the INSERT lets two processes' transactions get their ids
+    in one order and their times in the other (seen on SQLite: 2 ms backwards between a
+    worker's and the upload service's events), and the trail is ordered by id. PostgreSQL:
+    clock_timestamp(), not the transaction's start; SQLite: its clock in milliseconds, read
+    while the INSERT holds the database's one write lock."""
+    if session.get_bind().dialect.name == "postgresql":
         return func.clock_timestamp()
-    return utcnow()
-
-
-def _on_postgresql(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
-def _retime(session: Session, event: VideoEvent) -> None:
-    """SQLite: read the clock again once the event's INSERT holds the database's one write
-    lock (held to the commit), so times follow ids. The time read before the INSERT may be
-    older than that of another process's event that took the lock first, and so the next
-    id (seen: 2 ms backwards between a worker's and the upload service's events)."""
-    if not _on_postgresql(session):
-        event.at = utcnow()
-        session.flush()
+    return func.strftime("%Y-%m-%d %H:%M:%f", "now")
 
 
 def record(
@@ -94,7 +82,6 @@ def record(
     )
     session.add(event)
     session.flush()  # the id orders the trail and the outbox rows point at it
-    _retime(session, event)
     if kind in outbox.TYPES:
         outbox.enqueue(session, event)
     return event

@@ -3,10 +3,10 @@ processes' events cross: one reads the clock, another records and commits its ev
 first one's INSERT takes the next id (seen on the platform: a worker's `chunk.retry` 2 ms
 earlier than the upload service's event before it). On SQLite."""
 
-from datetime import datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from sqlalchemy import select
 
 from services.core import events
@@ -27,25 +27,25 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def test_an_event_that_read_the_clock_first_but_took_its_id_second_is_timed_after(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
 ) -> None:
     assert settings.effective_database_url.startswith("sqlite")
-    real_clock = events.utcnow
-    readings: list[datetime] = []
+    crossed: list[str] = []
 
-    def clock() -> datetime:
-        now = real_clock()
-        readings.append(now)
-        if len(readings) == 1:
-            # Between the first event's clock reading and its INSERT, another process
-            # (another connection) records an event and commits.
+    def another_process_goes_first(*_: object) -> None:
+        # Just before the first event's INSERT (its Python-side values made, no write lock
+        # taken yet), another process (another connection) records an event and commits.
+        if not crossed:
+            crossed.append("b")
             with session_scope(settings) as other:
                 events.record(other, video_id=VIDEO_ID, kind=events.CHUNK_RETRY, reason="b")
-        return now
 
-    monkeypatch.setattr(events, "utcnow", clock)
-    with session_scope(settings) as session:
-        events.record(session, video_id=VIDEO_ID, kind=events.CHUNK_RETRY, reason="a")
+    sqlalchemy.event.listen(VideoEvent, "before_insert", another_process_goes_first)
+    try:
+        with session_scope(settings) as session:
+            events.record(session, video_id=VIDEO_ID, kind=events.CHUNK_RETRY, reason="a")
+    finally:
+        sqlalchemy.event.remove(VideoEvent, "before_insert", another_process_goes_first)
 
     with session_scope(settings) as session:
         trail = session.scalars(select(VideoEvent).order_by(VideoEvent.id)).all()
