@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from services.core.settings import Settings  # noqa: E402
 from services.media.ladder import Rendition, plan_ladder  # noqa: E402
+from services.media.probe import probe  # noqa: E402
 
 SSIM_RE = re.compile(r"All:([0-9.]+)")
 
@@ -69,21 +70,6 @@ def camera(folder: Path) -> Path:
     return path
 
 
-def probe(source: Path) -> tuple[int, int, float]:
-    out = subprocess.run(
-        joined(
-            ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries"],
-            ["stream=width,height,r_frame_rate", "-of", "csv=p=0", str(source)],
-        ),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    width, height, rate = out.split(",")
-    num, den = rate.split("/")
-    return int(width), int(height), int(num) / int(den)
-
-
 def encode(source: Path, out: Path, r: Rendition, fps: float, top: bool, rate: list[str]) -> int:
     settings = Settings()
     params = settings.x264_params if top else settings.x264_lower_params
@@ -117,7 +103,8 @@ def ssim(out: Path, source: Path, r: Rendition) -> float:
 
 
 def compare(name: str, source: Path, folder: Path, crfs: list[int]) -> None:
-    width, height, fps = probe(source)
+    info = probe(source)
+    width, height, fps = info.width, info.height, info.fps
     rungs = plan_ladder(width, height)
     print(f"\n{name}: {width}x{height} {fps:g} fps, rungs {', '.join(r.name for r in rungs)}")
     print("| rung | rate control | bytes | SSIM | bytes vs fixed | SSIM vs fixed |")
