@@ -146,6 +146,9 @@ class Platform:
             # Short chunks so a few-second clip is already a multi-chunk job.
             "CHUNK_SEGMENTS": "2",
             "FIRST_CHUNK_SEGMENTS": "1",
+            # No short opening unless a test asks for one (tests/test_opening.py): the chunk
+            # layouts the tests count stay those of whole segments.
+            "OPENING_SECONDS": "0",
             "LOG_LEVEL": "INFO",
             "LEASE_SECONDS": "5",
             "RETRY_BACKOFF_SECONDS": "0.5",

@@ -130,6 +130,37 @@ class Settings(BaseSettings):
             "take every core nothing else wants. 0: the same priority."
         ),
     )
+    # Measured on 2 cores (scripts/bench.py ladder, 1080p30 source): first playable about
+    # 2.0 s with a 1 s opening, 2.4 s with 2 s, 7.4 s with none (a whole 6 s first chunk).
+    opening_seconds: int = Field(
+        1,
+        ge=0,
+        le=60,
+        description="The first segment's length when shorter than SEGMENT_SECONDS: the opening "
+        "is a chunk of its own, encoded in a second or so, so a video plays soon after its "
+        "upload (0 or SEGMENT_SECONDS or more: no short opening)",
+    )
+    opening_x264_preset: str = Field(
+        "ultrafast", description="x264 preset of the short opening (its rungs encode at once)"
+    )
+    # ultrafast alone encodes Constrained Baseline (no CABAC, no 8x8 transform, no B-frames)
+    # where the other presets encode High with B-frames. CABAC and the 8x8 transform keep the
+    # opening in the High profile the rest of the rung declares (CODECS is read from its
+    # first segment); B-frames as the ladder's presets make them keep the decoding times
+    # rising from the opening into the next chunk (no B-frames: the next chunk's first DTS
+    # would come a frame before the opening's last). They also buy back part of ultrafast's
+    # quality for a few per cent more time.
+    opening_x264_params: str = Field(
+        "cabac=1:8x8dct=1:bframes=3:b-adapt=1",
+        description="x264 options over the opening's preset",
+    )
+    opening_crf: float = Field(
+        20.0,
+        ge=0,
+        le=51,
+        description="x264 CRF of the opening, capped by each rung's maxrate (a bit-rate target "
+        "cannot settle within the opening's second or two)",
+    )
     chunk_segments: int = Field(3, ge=1, description="Segments per chunk (the unit of work)")
     first_chunk_segments: int = Field(
         1, ge=1, description="Segments in the first chunk (small: the first playable comes fast)"
@@ -142,7 +173,12 @@ class Settings(BaseSettings):
         1, description="Audio workers beside them (light: audio never waits behind video)"
     )
     lease_seconds: float = Field(15.0, description="A job's lease; an expired lease is re-claimed")
-    poll_seconds: float = Field(0.5, description="How often an idle worker looks for work")
+    poll_seconds: float = Field(
+        0.25,
+        gt=0,
+        description="How often an idle worker looks for work: the wait before a new upload's "
+        "first unit starts (a faster poll costs an idle platform more CPU)",
+    )
     max_attempts: int = Field(3, description="Encode attempts before a job is failed")
     retry_backoff_seconds: float = Field(5.0, description="First retry delay, doubled each time")
     stop_grace_seconds: float = Field(1.0, description="SIGTERM to SIGKILL delay when stopping")
@@ -267,6 +303,23 @@ class Settings(BaseSettings):
                 raise ValueError(f"WEBHOOK_URLS: {url!r} is not an http(s) URL with a host")
         if self.webhook_url_list() and not self.webhook_secret:
             raise ValueError("WEBHOOK_URLS is set but WEBHOOK_SECRET is empty: set the key")
+        return self
+
+    @model_validator(mode="after")
+    def _check_opening_preset(self) -> "Settings":
+        # A rung's CODECS is read from its first segment, the opening: the opening must use
+        # the H.264 profile the rest does. (An ultrafast X264_PRESET takes the opening along,
+        # options and all: see plan.encode_options.)
+        if (
+            self.x264_preset != "ultrafast"
+            and self.opening_x264_preset == "ultrafast"
+            and not {"8x8dct=1", "bframes=3"} <= set(self.opening_x264_params.split(":"))
+        ):
+            raise ValueError(
+                "an ultrafast OPENING_X264_PRESET needs 8x8dct=1 and bframes=3 in "
+                "OPENING_X264_PARAMS: without them the opening is Constrained Baseline, the "
+                "rest High, and the decoding times step back where they meet"
+            )
         return self
 
     @model_validator(mode="after")

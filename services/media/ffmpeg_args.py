@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.core import layout
-from services.media.chunking import TimeChunk
+from services.media.chunking import TimeChunk, opening_length
 from services.media.demuxers import UPLOAD_FORMATS, Source, source_arg, source_input_args
 from services.media.ladder import Rendition
 from services.media.probe import SourceInfo
@@ -74,6 +74,19 @@ class EncodeOptions:
     # h264: MPEG-TS segments; hevc: libx265 in fMP4 segments (see `_hevc_args`).
     codec: str = H264
     x265_preset: str = "ultrafast"
+    # The short opening segment (chunking.split_chunks; 0 = none, as in plans made before it)
+    # and how the opening's H.264 rungs are encoded: a faster preset and a capped CRF (the
+    # rung's maxrate and bufsize still bound it) in place of the rung's average bit rate,
+    # since a bit-rate target cannot settle within a second or two. The VBV buffer starts
+    # 90 % full (x264's default), so the opening may spend what a decoder's full buffer
+    # allows: on the bench's 1080p rung 14 Mb/s for its one second, which keeps its SSIM
+    # within 0.01 of the rest's (30 % full: 9 Mb/s and 0.067 below). The rung's declared
+    # peak counts the opening together with the next segment (RFC 8216's window of at least
+    # half a target duration), so it moves little.
+    opening_seconds: int = 0
+    opening_preset: str = "ultrafast"
+    opening_x264_params: str = "cabac=1:8x8dct=1:bframes=3:b-adapt=1"
+    opening_crf: float = 20.0
 
     @property
     def fmp4(self) -> bool:
@@ -108,8 +121,10 @@ def video_chunk_command(
     length = chunk.end - chunk.start if chunk.end is not None else None
     argv += ["-filter_complex", filter_graph(info, renditions, length=length)]
     offset = chunk_ts_offset(chunk)
+    opening = is_opening(chunk, options)
     for index, rendition in enumerate(renditions):
-        argv += [*_encoder_args(index, rendition, output_fps(info), options), "-an"]
+        encoder = _encoder_args(index, rendition, output_fps(info), options, opening=opening)
+        argv += [*encoder, "-an"]
         argv += color_tags(info)
         # Frames keep their own times. The default here, cfr, duplicates a chunk's first
         # frame when it falls more than half a frame after the chunk start (29.97 fps at
@@ -121,7 +136,8 @@ def video_chunk_command(
         # to it, becomes a one-frame segment the next chunk writes again.
         argv += ["-enc_time_base", ENCODER_TIME_BASE]
         argv += ["-output_ts_offset", _seconds(offset)]
-        argv += ["-start_number", str(chunk.first_segment(options.segment_seconds))]
+        first = chunk.first_segment(options.segment_seconds, options.opening_seconds)
+        argv += ["-start_number", str(first)]
         rung_dir = out_dir.absolute() / rendition.name
         argv += _hls_args(
             rung_dir,
@@ -276,13 +292,22 @@ def _global_args(options: EncodeOptions) -> list[str]:
     return args
 
 
-def _encoder_args(index: int, r: Rendition, fps: float, options: EncodeOptions) -> list[str]:
-    """The video encoder's options for rendition `index` in the chosen codec."""
+def is_opening(chunk: TimeChunk, options: EncodeOptions) -> bool:
+    """Whether `chunk` is the short opening segment of its plan (see chunking)."""
+    opening = opening_length(options.segment_seconds, options.opening_seconds)
+    return opening > 0 and chunk.start == 0 and chunk.end == opening
+
+
+def _encoder_args(
+    index: int, r: Rendition, fps: float, options: EncodeOptions, *, opening: bool = False
+) -> list[str]:
+    """The video encoder's options for rendition `index` in the chosen codec (`opening`: for
+    the short opening segment; the HEVC ladder encodes it as it does the rest)."""
     if options.codec == HEVC:
         return _hevc_args(index, r, fps, options)
     if options.codec != H264:
         raise ValueError(f"unknown codec {options.codec!r}: expected one of {CODECS}")
-    return _video_args(index, r, fps, options)
+    return _video_args(index, r, fps, options, opening=opening)
 
 
 def _hevc_args(index: int, r: Rendition, fps: float, options: EncodeOptions) -> list[str]:
@@ -310,11 +335,18 @@ def _hevc_args(index: int, r: Rendition, fps: float, options: EncodeOptions) -> 
     return args
 
 
-def _video_args(index: int, r: Rendition, fps: float, options: EncodeOptions) -> list[str]:
+def _video_args(
+    index: int, r: Rendition, fps: float, options: EncodeOptions, *, opening: bool = False
+) -> list[str]:
     gop = math.ceil(options.keyframe_seconds * fps)
-    args = ["-map", f"[v{index}]", "-c:v", "libx264", "-preset", options.preset]
+    preset = options.opening_preset if opening else options.preset
+    args = ["-map", f"[v{index}]", "-c:v", "libx264", "-preset", preset]
     args += ["-profile:v", "high", "-pix_fmt", "yuv420p"]
-    args += ["-b:v", f"{r.video_kbps}k", "-maxrate", f"{r.maxrate_kbps}k"]
+    if opening:
+        args += ["-crf", f"{options.opening_crf:g}"]
+    else:
+        args += ["-b:v", f"{r.video_kbps}k"]
+    args += ["-maxrate", f"{r.maxrate_kbps}k"]
     args += ["-bufsize", f"{r.bufsize_kbps}k"]
     # A GOP never longer than the keyframe interval, and no extra scene-cut keyframes:
     # every rung then has its IDRs at the same instants.
@@ -323,6 +355,9 @@ def _video_args(index: int, r: Rendition, fps: float, options: EncodeOptions) ->
     args += ["-force_key_frames", f"expr:gte(t,n_forced*{options.keyframe_seconds})"]
     # Renditions come highest first: index 0 is the top rung.
     params = options.x264_params if index == 0 else options.x264_lower_params
+    if opening:
+        # The ladder's options are tuned for its own preset; the opening has its own.
+        params = options.opening_x264_params
     # The 90 kHz encoder clock (ENCODER_TIME_BASE) would otherwise become the stream's
     # declared timing (VUI time_scale 180000): frame durations would then be unknown to
     # every reader of the rung (its MP4 download, the storyboard's last tile). force-cfr

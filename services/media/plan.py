@@ -73,6 +73,7 @@ def encode_options(settings: Settings, codec: str | None = None) -> EncodeOption
     codec = codec or settings.default_codec
     if codec not in CODECS:
         raise ValueError(f"unknown codec {codec!r}: expected one of {', '.join(CODECS)}")
+    ultrafast = settings.x264_preset == "ultrafast"
     return EncodeOptions(
         preset=settings.x264_preset,
         x264_params=settings.x264_params,
@@ -82,6 +83,11 @@ def encode_options(settings: Settings, codec: str | None = None) -> EncodeOption
         threads=settings.ffmpeg_threads,
         codec=codec,
         x265_preset=settings.x265_preset,
+        opening_seconds=settings.opening_seconds,
+        # An ultrafast ladder's profile is ultrafast's own (see Settings): the opening follows.
+        opening_preset=settings.x264_preset if ultrafast else settings.opening_x264_preset,
+        opening_x264_params="" if ultrafast else settings.opening_x264_params,
+        opening_crf=settings.opening_crf,
     )
 
 
@@ -130,6 +136,7 @@ def make_plan(
         segment_seconds=settings.segment_seconds,
         chunk_segments=settings.chunk_segments,
         first_chunk_segments=settings.first_chunk_segments,
+        opening_seconds=settings.opening_seconds,
     )
     specs = [ChunkSpec(c.index, "video", c.start, c.end) for c in chunks]
     if info.has_audio:

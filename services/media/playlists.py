@@ -357,6 +357,12 @@ def _video_codec(first: Path, ffmpeg: str, init: Path | None) -> str:
     """The CODECS entry of a rung: from the SPS of its first segment (H.264), or from the
     decoder configuration in its init segment (HEVC)."""
     if init is None:
+        # Read straight from the segment's first video PES (no process to start: the first
+        # master, measured as the first chunk is published, waits for this); ffmpeg when
+        # the segment is not laid out as the muxer writes it.
+        head = first_video_pes(first)
+        if head is not None and _has_sps(head):
+            return avc1_codec(head)
         return avc1_codec(_first_access_unit(first, ffmpeg))
     try:
         return fmp4.init_codec(init)
@@ -377,6 +383,58 @@ def _audio_codec(stream: dict[str, Any]) -> str:
     if stream.get("codec_name") != "aac":
         raise MeasureError(f"cannot name audio codec {stream.get('codec_name')!r} in CODECS")
     return AAC_CODECS.get(str(stream.get("profile")), AAC_CODECS["LC"])
+
+
+TS_PACKET = 188
+# Enough for the first PES's headers and parameter sets (they come first in an IDR access
+# unit), far from a whole segment.
+_TS_HEAD_BYTES = 64 * TS_PACKET
+
+
+def first_video_pes(segment: Path) -> bytes | None:
+    """The start of the payload of the first video PES (stream id 0xE0-0xEF) in an MPEG-TS
+    file, up to the next PES of that stream or _TS_HEAD_BYTES; None when none is found."""
+    try:
+        with segment.open("rb") as file:
+            data = file.read(_TS_HEAD_BYTES)
+    except OSError:
+        return None
+    video_pid: int | None = None
+    payload = bytearray()
+    for at in range(0, len(data) - TS_PACKET + 1, TS_PACKET):
+        packet = data[at : at + TS_PACKET]
+        if packet[0] != 0x47:
+            return None
+        pid = ((packet[1] & 0x1F) << 8) | packet[2]
+        unit_start = bool(packet[1] & 0x40)
+        control = (packet[3] >> 4) & 0x3
+        start = 4
+        if control & 0x2:  # an adaptation field comes first
+            start += 1 + packet[4]
+        if not control & 0x1 or start >= TS_PACKET:
+            continue  # no payload
+        body = packet[start:]
+        if video_pid is None:
+            if unit_start and body[:3] == b"\x00\x00\x01" and 0xE0 <= body[3] <= 0xEF:
+                video_pid = pid
+                # The PES header: 9 bytes, then PES_header_data_length more.
+                body = body[9 + body[8] :] if len(body) > 9 else b""
+            else:
+                continue
+        elif pid != video_pid:
+            continue
+        elif unit_start:
+            break  # the next access unit
+        payload += body
+    return bytes(payload) if video_pid is not None else None
+
+
+def _has_sps(annexb: bytes) -> bool:
+    try:
+        avc1_codec(annexb)
+    except MeasureError:
+        return False
+    return True
 
 
 def _first_access_unit(segment: Path, ffmpeg: str) -> bytes:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Error, Page, ViewportSize, sync_playwright
 
+from tests.browser.other_origin import other_origin
 from tests.harness import ROOT, Platform
 
 CHROMIUM = "/usr/bin/chromium"
@@ -58,3 +59,22 @@ def artifacts() -> Path:
     folder = ROOT / "test-artifacts"
     folder.mkdir(exist_ok=True)
     return folder
+
+
+@pytest.fixture(scope="module")
+def origin() -> Iterator[str]:
+    """The other site's origin, e.g. http://127.0.0.1:41234."""
+    with other_origin() as url:
+        yield url
+
+
+@pytest.fixture
+def foreign_page(browser: Browser, origin: str) -> Iterator[Page]:
+    """A page whose relative URLs hit the other origin; fails the test on an uncaught error."""
+    context = browser.new_context(base_url=origin, viewport=DESKTOP)
+    opened = context.new_page()
+    errors: list[Error] = []
+    opened.on("pageerror", lambda error: errors.append(error))
+    yield opened
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"

@@ -5,28 +5,18 @@ upload URL; all on a platform started with the default settings.
 """
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Error, Page
+from playwright.sync_api import Page
 
-from tests.browser.conftest import DESKTOP
-from tests.browser.other_origin import other_origin
 from tests.clips import make_clip
 from tests.harness import Platform, upload, wait_status
 
 PLAYED_SECONDS = 4.0
 PLAYERS = ("hls", "shaka", "videojs")
 PATHS = ("gateway", "streaming")
-
-
-@pytest.fixture(scope="module")
-def origin() -> Iterator[str]:
-    """The other site's origin, e.g. http://127.0.0.1:41234."""
-    with other_origin() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +29,6 @@ def video_id(client: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> 
     assert done is not None and done.status_code == 200, done.text
     assert wait_status(client, video)["overall"] == "ok"
     return video
-
-
-@pytest.fixture
-def foreign_page(browser: Browser, origin: str) -> Iterator[Page]:
-    """A page whose relative URLs hit the other origin; fails the test on an uncaught error."""
-    context = browser.new_context(base_url=origin, viewport=DESKTOP)
-    opened = context.new_page()
-    errors: list[Error] = []
-    opened.on("pageerror", lambda error: errors.append(error))
-    yield opened
-    context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
 
 
 def play(page: Page, player: str, src: str) -> float:

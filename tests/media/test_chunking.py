@@ -73,3 +73,36 @@ def test_arguments_must_be_positive(duration: float, options: dict[str, int]) ->
     arguments = {"segment_seconds": 2, "chunk_segments": 3} | options
     with pytest.raises(ValueError):
         split_chunks(duration, **arguments)
+
+
+# ---- the short opening -------------------------------------------------------------------
+
+
+def test_a_short_opening_is_a_chunk_of_its_own_and_the_grid_runs_on_from_its_end() -> None:
+    chunks = split_chunks(
+        40, segment_seconds=6, chunk_segments=3, first_chunk_segments=1, opening_seconds=2
+    )
+    assert [(c.start, c.end) for c in chunks] == [(0, 2), (2, 8), (8, 26), (26, None)]
+    assert [c.first_segment(6, 2) for c in chunks] == [0, 1, 2, 5]
+
+
+def test_an_opening_no_shorter_than_a_segment_is_no_opening() -> None:
+    for opening in (0, 2, 3):
+        assert spans(20, opening_seconds=opening) == spans(20)
+
+
+def test_the_opening_stands_alone_only_before_a_whole_segment() -> None:
+    # 2 s + 5.9 s: the rest is shorter than a segment, so the video is one chunk.
+    assert spans(7.9, segment_seconds=6, opening_seconds=2) == [(0, None)]
+    assert spans(8, segment_seconds=6, opening_seconds=2) == [(0, 2), (2, None)]
+
+
+def test_first_segment_without_an_opening_ignores_the_opening_argument() -> None:
+    # An opening as long as a segment is none: numbering is by whole segments.
+    assert TimeChunk(index=3, start=18.0, end=None).first_segment(6, 6) == 3
+    assert TimeChunk(index=3, start=18.0, end=None).first_segment(6, 0) == 3
+
+
+def test_a_negative_opening_is_refused() -> None:
+    with pytest.raises(ValueError, match="opening_seconds"):
+        split_chunks(20, segment_seconds=6, chunk_segments=3, opening_seconds=-1)

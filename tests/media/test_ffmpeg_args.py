@@ -389,3 +389,47 @@ def test_deinterlacing_comes_before_the_frame_rate_cap_and_tone_mapping() -> Non
     (graph,) = values_of(command(info=info), "-filter_complex")
     assert graph.startswith("[0:v:0]trim=end=12.000000,bwdif=")
     assert graph.index("bwdif") < graph.index("fps=60") < graph.index("zscale")
+
+
+# ---- the short opening -------------------------------------------------------------------
+
+OPENING = EncodeOptions(segment_seconds=6, opening_seconds=2, x264_params="me=dia")
+
+
+def test_the_opening_chunk_encodes_with_its_own_preset_and_a_capped_crf() -> None:
+    argv = command(chunk=TimeChunk(index=0, start=0.0, end=2.0), options=OPENING)
+    assert values_of(argv, "-preset") == ["ultrafast"] * 4
+    assert values_of(argv, "-crf") == ["20"] * 4
+    assert values_of(argv, "-b:v") == []
+    # Still capped by every rung's VBV.
+    assert values_of(argv, "-maxrate") == ["6400k", "3900k", "1900k", "1100k"]
+    assert values_of(argv, "-bufsize") == ["9600k", "5800k", "3000k", "2200k"]
+    # Its own x264 options (the ladder's are tuned for the ladder's preset): CABAC and the
+    # 8x8 transform keep ultrafast in the High profile the rest of the rung declares.
+    assert (
+        values_of(argv, "-x264-params") == ["cabac=1:8x8dct=1:bframes=3:b-adapt=1:force-cfr=1"] * 4
+    )
+    assert values_of(argv, "-start_number") == ["0"] * 4
+
+
+def test_chunks_after_the_opening_keep_the_ladder_s_rate_control_and_number_on() -> None:
+    after = command(chunk=TimeChunk(index=1, start=2.0, end=8.0), options=OPENING)
+    assert values_of(after, "-preset") == ["veryfast"] * 4
+    assert values_of(after, "-b:v") == ["5800k", "3500k", "1600k", "900k"]
+    assert values_of(after, "-crf") == []
+    assert values_of(after, "-start_number") == ["1"] * 4
+    later = command(chunk=TimeChunk(index=2, start=8.0, end=26.0), options=OPENING)
+    assert values_of(later, "-start_number") == ["2"] * 4
+
+
+def test_a_whole_short_video_in_one_chunk_is_not_an_opening() -> None:
+    argv = command(chunk=TimeChunk(index=0, start=0.0, end=None), options=OPENING)
+    assert values_of(argv, "-preset") == ["veryfast"] * 4
+    assert values_of(argv, "-crf") == []
+
+
+def test_hevc_encodes_its_opening_as_the_rest() -> None:
+    hevc = replace(OPENING, codec="hevc")
+    argv = command(chunk=TimeChunk(index=0, start=0.0, end=2.0), options=hevc)
+    assert values_of(argv, "-c:v") == ["libx265"] * 4
+    assert values_of(argv, "-crf") == []

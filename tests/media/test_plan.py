@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from services.core.settings import Settings
 from services.media import derived
 from services.media.plan import AUDIO_INDEX, AUDIO_ONLY_KBPS, ChunkSpec, Plan, make_plan
@@ -58,3 +60,21 @@ async def test_no_poster_or_storyboard_is_made_for_an_audio_only_video(tmp_path:
     (hls / ".complete").touch()
     await derived.make_previews(settings(tmp_path), video_id, plan)
     assert sorted(p.name for p in hls.iterdir()) == [".complete", "master.m3u8"]
+
+
+def test_the_opening_follows_an_ultrafast_ladder_and_keeps_its_own_options_otherwise() -> None:
+    from services.media.plan import encode_options
+
+    fast = encode_options(Settings(x264_preset="ultrafast"))
+    assert (fast.opening_preset, fast.opening_x264_params) == ("ultrafast", "")
+    default = encode_options(Settings())
+    assert (default.opening_preset, default.opening_x264_params) == (
+        "ultrafast",
+        "cabac=1:8x8dct=1:bframes=3:b-adapt=1",
+    )
+    assert default.opening_seconds == Settings().opening_seconds
+
+
+def test_an_opening_in_another_h264_profile_than_the_ladder_is_refused() -> None:
+    with pytest.raises(ValueError, match="8x8dct=1 and bframes=3"):
+        Settings(opening_x264_preset="ultrafast", opening_x264_params="cabac=1")

@@ -1,6 +1,7 @@
 """Playlist text in and out, and measuring rules, without ffmpeg (see test_stitching.py for
 the real encodes)."""
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -298,3 +299,24 @@ def test_avc1_codec_reads_profile_constraints_and_level_from_the_sps() -> None:
 def test_avc1_codec_without_an_sps_fails() -> None:
     with pytest.raises(MeasureError, match="SPS"):
         avc1_codec(b"\x00\x00\x00\x01\x09\xf0\x00\x00\x01\x68\xef\x8f")
+
+
+def test_the_first_video_pes_of_a_segment_carries_the_sps_ffmpeg_finds(tmp_path: Path) -> None:
+    """CODECS is read from the segment's first PES without a process; it must name what
+    ffmpeg's own extraction of the first access unit names."""
+    from services.media.playlists import _first_access_unit, first_video_pes
+
+    segment = tmp_path / "seg.ts"
+    for preset, size in (("ultrafast", "320x240"), ("superfast", "1280x720")):
+        lavfi = f"testsrc2=size={size}:rate=30:d=1"
+        encode = ["-c:v", "libx264", "-preset", preset, "-profile:v", "high", "-f", "mpegts"]
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", lavfi, *encode, str(segment)],
+            check=True,
+        )
+        head = first_video_pes(segment)
+        assert head is not None
+        assert avc1_codec(head) == avc1_codec(_first_access_unit(segment, "ffmpeg"))
+    assert first_video_pes(tmp_path / "missing.ts") is None
+    (tmp_path / "junk.ts").write_bytes(b"\x00" * 4096)
+    assert first_video_pes(tmp_path / "junk.ts") is None

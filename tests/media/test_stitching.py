@@ -1,14 +1,17 @@
 """Chunked encoding end to end: chunks + audio with real ffmpeg, stitched by the publisher's
 own `write_presentation` (no settings, no database).
 
-The clips are 10 s at 30, 25 and 30000/1001 fps, cut into chunks [0, 2), [2, 6), [6, end)
-of 2 s segments. superfast, unlike ultrafast, makes B-frames (as production's veryfast
-does): the case where chunk timestamps can overlap.
+The clips are 10 s at 30, 25 and 30000/1001 fps, cut into a 1 s opening and then chunks
+[1, 3), [3, 7), [7, end) of 2 s segments (the short opening is a chunk of its own, encoded
+with its own preset and rate control, and must be as seamless as any other chunk; at
+29.97 fps its end falls between two frames). superfast, unlike ultrafast, makes B-frames
+(as production's veryfast does): the case where chunk timestamps can overlap.
 """
 
 import asyncio
 import itertools
 import json
+import math
 import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
@@ -44,6 +47,10 @@ from services.transcoding.stitch import index_chunk_iframes, write_presentation
 from tests.clips import make_clip
 
 SEGMENT_SECONDS = 2
+# The `stitched` clips' short opening segment.
+OPENING_SECONDS = 1
+# How full x264's VBV buffer starts (its vbv-init default).
+X264_VBV_INIT = 0.9
 # Apple's limit: no segment longer than the target duration + 0.5 s.
 MAX_SEGMENT_SECONDS = SEGMENT_SECONDS + 0.5
 # MPEG-TS clock ticks per second; one AAC frame is 1024 samples at 48 kHz.
@@ -80,14 +87,24 @@ class Stitched:
         return [self.out_dir / name / uri for uri, _ in read_media_playlist(playlist)]
 
 
-def encode(root: Path, source: Path, *, preset: str, keyframe_seconds: int = 2) -> Stitched:
+def encode(
+    root: Path, source: Path, *, preset: str, keyframe_seconds: int = 2, opening_seconds: int = 0
+) -> Stitched:
     """Encode `source` in chunks plus its audio, the way the worker does (each chunk's
     keyframes indexed as it finishes), then stitch it with the publisher's own code."""
     info = probe(source)
     renditions = plan_ladder(info.width, info.height)
-    chunks = split_chunks(info.duration, segment_seconds=SEGMENT_SECONDS, chunk_segments=2)
+    chunks = split_chunks(
+        info.duration,
+        segment_seconds=SEGMENT_SECONDS,
+        chunk_segments=2,
+        opening_seconds=opening_seconds,
+    )
     options = EncodeOptions(
-        preset=preset, segment_seconds=SEGMENT_SECONDS, keyframe_seconds=keyframe_seconds
+        preset=preset,
+        segment_seconds=SEGMENT_SECONDS,
+        keyframe_seconds=keyframe_seconds,
+        opening_seconds=opening_seconds,
     )
     storage = Storage(root)
     out_dir = storage.hls_dir(VIDEO_ID)
@@ -134,7 +151,7 @@ def stitched(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     rate = FRAME_RATES[request.param]
     folder = tmp_path_factory.mktemp(f"chunked{request.param}")
     source = make_clip(folder / "source.mp4", width=854, height=480, seconds=10, fps=float(rate))
-    return encode(folder / "storage", source, preset="superfast")
+    return encode(folder / "storage", source, preset="superfast", opening_seconds=OPENING_SECONDS)
 
 
 @pytest.fixture(scope="module")
@@ -202,14 +219,36 @@ def test_segments_are_numbered_globally_without_gaps_or_duplicates(stitched: Sti
 
 
 def test_each_chunk_writes_the_segments_its_start_number_promises(stitched: Stitched) -> None:
-    assert [(c.start, c.end) for c in stitched.chunks] == [(0, 2), (2, 6), (6, None)]
+    assert [(c.start, c.end) for c in stitched.chunks] == [(0, 1), (1, 3), (3, 7), (7, None)]
     for name in stitched.names:
         for chunk in stitched.chunks:
             names = [p.name for p in stitched.chunk_segments(name, chunk)]
-            first = chunk.first_segment(SEGMENT_SECONDS)
+            first = chunk.first_segment(SEGMENT_SECONDS, OPENING_SECONDS)
             assert names == [f"seg_{first + i:05d}.ts" for i in range(len(names))]
             if chunk.end is not None:
-                assert len(names) == (chunk.end - chunk.start) / SEGMENT_SECONDS
+                assert len(names) == math.ceil((chunk.end - chunk.start) / SEGMENT_SECONDS)
+
+
+def test_the_opening_is_one_short_segment_and_the_grid_runs_on_from_its_end(
+    stitched: Stitched,
+) -> None:
+    frame = 1 / stitched.info.fps
+    for name in stitched.names:
+        durations = [seconds for _, seconds in stitched.extinfs(name)]
+        # The opening ends at the first frame at or after 1 s; 2 s segments follow.
+        assert durations[0] == pytest.approx(OPENING_SECONDS, abs=frame)
+        assert durations[1:-1] == pytest.approx([SEGMENT_SECONDS] * (len(durations) - 2), abs=frame)
+
+
+def test_the_opening_keeps_within_the_rungs_bit_rate_cap(stitched: Stitched) -> None:
+    """The opening's capped CRF spends at most what the rung's VBV allows: the buffer's
+    starting fill (x264's default, 90 %) plus the maxrate over its duration (MPEG-TS packets
+    add a few per cent)."""
+    for rung in stitched.renditions:
+        uri, seconds = stitched.extinfs(rung.name)[0]
+        bits = (stitched.out_dir / rung.name / uri).stat().st_size * 8
+        allowed = (X264_VBV_INIT * rung.bufsize_kbps + rung.maxrate_kbps * seconds) * 1000
+        assert bits <= allowed * 1.1, (rung.name, bits, allowed)
 
 
 def test_every_segment_starts_with_a_keyframe(stitched: Stitched) -> None:
