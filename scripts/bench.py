@@ -36,7 +36,7 @@ from bench_table import HEADER, ROWS, row  # noqa: E402
 
 from services.core.settings import Settings  # noqa: E402
 from services.media.ladder import SEED_LADDER, Rendition, plan_ladder  # noqa: E402
-from tests.harness import Platform, upload  # noqa: E402
+from tests.harness import TEST_SETTINGS, Platform, upload  # noqa: E402
 
 SOURCE_SECONDS = 30
 CHUNK = 8 * 1024 * 1024
@@ -192,18 +192,12 @@ def ssim(
 
 
 def production_platform(work: Path, **env: str) -> Platform:
-    """The platform with its production encoding settings (the test harness's are faster)."""
+    """The platform with its production settings: every setting the test harness changes
+    for speed (presets, segments, chunks, the opening, polling, leases) back at its default."""
     defaults = {
-        "X264_PRESET": "veryfast",
-        "OPENING_X264_PRESET": Settings.model_fields["opening_x264_preset"].default,
-        # The harness clears these for speed; the benchmark measures the defaults.
-        "X264_PARAMS": Settings.model_fields["x264_params"].default,
-        "X264_LOWER_PARAMS": Settings.model_fields["x264_lower_params"].default,
-        "SEGMENT_SECONDS": "6",
-        "KEYFRAME_SECONDS": "2",
-        "CHUNK_SEGMENTS": "3",
-        "FIRST_CHUNK_SEGMENTS": "1",
-        "LEASE_SECONDS": "15",
+        name: str(Settings.model_fields[name.lower()].default)
+        for name in TEST_SETTINGS
+        if name.lower() in Settings.model_fields
     }
     return Platform(work / "storage", **{**defaults, **env})
 
@@ -310,7 +304,7 @@ def opening_ssim(work: Path, ours: Path, source: Path, rungs: list[Rendition]) -
         head, rest, ref_head, ref_rest = found[index * 4 : index * 4 + 4]
         row(f"SSIM {rung.name} opening {opening:g} s vs rest", head, rest, f"{head - rest:+.4f}")
         row(
-            "  reference, same seconds (opening vs rest)",
+            f"  reference {rung.name}, same seconds (opening vs rest)",
             ref_head,
             ref_rest,
             f"{ref_head - ref_rest:+.4f}",

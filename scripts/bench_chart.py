@@ -1,7 +1,7 @@
 """The results table as a picture: every figure as the ratio of the platform's value to its
 baseline (measured in the same run), one bar each, with the line where they are equal.
 
-    .venv/bin/python scripts/bench_chart.py results.json bench.png   # from bench.py --json
+    .venv/bin/python scripts/bench_chart.py results.json bench.png [TITLE]   # from --json
     .venv/bin/python scripts/bench.py --chart bench.png               # drawn after the run
 
 matplotlib comes with the `bench` extra (installed here when missing). Figures whose value or
@@ -58,7 +58,9 @@ def draw(rows: list[tuple[str, str, str, str]], out: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(11, height))
     names = [name for name, _ in bars][::-1]
     values = [value for _, value in bars][::-1]
-    ax.barh(names, values, color="#4c72b0")
+    # By position, with the names as labels: two rows may share a name.
+    ax.barh(range(len(values)), values, color="#4c72b0")
+    ax.set_yticks(range(len(values)), names)
     ax.axvline(1.0, color="black", linewidth=1)
     for y, value in enumerate(values):
         ax.text(value, y, f" {value:.2f}x", va="center", fontsize=8)
@@ -73,7 +75,7 @@ def draw(rows: list[tuple[str, str, str, str]], out: Path, title: str) -> Path:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         raise SystemExit(__doc__)
     table = [tuple(r) for r in json.loads(Path(sys.argv[1]).read_text())]
-    print(draw(table, Path(sys.argv[2]), "scripts/bench.py"))  # type: ignore[arg-type]
+    print(draw(table, Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "scripts/bench.py"))  # type: ignore[arg-type]

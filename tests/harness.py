@@ -114,6 +114,29 @@ def s3_env(server: "S3Server", prefix: str | None = None) -> dict[str, str]:
     }
 
 
+# What every test platform changes from the defaults, for speed (scripts/bench.py puts them
+# back: it measures the defaults).
+TEST_SETTINGS = {
+    "X264_PRESET": "ultrafast",
+    # ultrafast's own analysis is lighter still than the production options.
+    "X264_PARAMS": "",
+    "X264_LOWER_PARAMS": "",
+    "SEGMENT_SECONDS": "2",
+    "KEYFRAME_SECONDS": "2",
+    # Short chunks so a few-second clip is already a multi-chunk job.
+    "CHUNK_SEGMENTS": "2",
+    "FIRST_CHUNK_SEGMENTS": "1",
+    # No short opening unless a test asks for one (tests/browser/test_opening_playback.py):
+    # the chunk layouts the tests count stay those of whole segments.
+    "OPENING_SECONDS": "0",
+    "LOG_LEVEL": "INFO",
+    "LEASE_SECONDS": "5",
+    # An idle worker picks a new job up within 0.1 s: tests wait less for each job.
+    "POLL_SECONDS": "0.1",
+    "RETRY_BACKOFF_SECONDS": "0.5",
+}
+
+
 class Platform:
     """The five services, the gateway and a worker, as `make run` starts them.
 
@@ -137,23 +160,7 @@ class Platform:
             "DATABASE_URL": self.database_url,
             "ADMIN_TOKEN": self.admin_token,
             "STORAGE_DIR": str(storage),
-            "X264_PRESET": "ultrafast",
-            # ultrafast's own analysis is lighter still than the production options.
-            "X264_PARAMS": "",
-            "X264_LOWER_PARAMS": "",
-            "SEGMENT_SECONDS": "2",
-            "KEYFRAME_SECONDS": "2",
-            # Short chunks so a few-second clip is already a multi-chunk job.
-            "CHUNK_SEGMENTS": "2",
-            "FIRST_CHUNK_SEGMENTS": "1",
-            # No short opening unless a test asks for one (tests/test_opening.py): the chunk
-            # layouts the tests count stay those of whole segments.
-            "OPENING_SECONDS": "0",
-            "LOG_LEVEL": "INFO",
-            "LEASE_SECONDS": "5",
-            # An idle worker picks a new job up within 0.1 s: tests wait less for each job.
-            "POLL_SECONDS": "0.1",
-            "RETRY_BACKOFF_SECONDS": "0.5",
+            **TEST_SETTINGS,
             **{f"{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
             **env,
         }

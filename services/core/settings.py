@@ -130,8 +130,8 @@ class Settings(BaseSettings):
             "take every core nothing else wants. 0: the same priority."
         ),
     )
-    # Measured on 2 cores (scripts/bench.py ladder, 1080p30 source): first playable about
-    # 2.0 s with a 1 s opening, 2.4 s with 2 s, 7.4 s with none (a whole 6 s first chunk).
+    # Measured on 2 cores (scripts/bench.py ladder, 1080p30 source): first playable 2.0-2.5 s
+    # with a 1 s opening, 7.4-7.8 s with none (a whole 6 s first chunk to encode first).
     opening_seconds: int = Field(
         1,
         ge=0,
