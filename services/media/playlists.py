@@ -415,7 +415,8 @@ def first_video_pes(segment: Path) -> bytes | None:
             continue  # no payload
         body = packet[start:]
         if video_pid is None:
-            if unit_start and body[:3] == b"\x00\x00\x01" and 0xE0 <= body[3] <= 0xEF:
+            pes = unit_start and len(body) > 3 and body[:3] == b"\x00\x00\x01"
+            if pes and 0xE0 <= body[3] <= 0xEF:
                 video_pid = pid
                 # The PES header: 9 bytes, then PES_header_data_length more.
                 body = body[9 + body[8] :] if len(body) > 9 else b""

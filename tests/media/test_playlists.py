@@ -320,3 +320,17 @@ def test_the_first_video_pes_of_a_segment_carries_the_sps_ffmpeg_finds(tmp_path:
     assert first_video_pes(tmp_path / "missing.ts") is None
     (tmp_path / "junk.ts").write_bytes(b"\x00" * 4096)
     assert first_video_pes(tmp_path / "junk.ts") is None
+
+
+def test_a_packet_whose_payload_is_cut_short_by_its_adaptation_field_is_skipped(
+    tmp_path: Path,
+) -> None:
+    from services.media.playlists import first_video_pes
+
+    # Payload-unit start, adaptation field + payload, the adaptation field filling all but
+    # three bytes: the payload is "00 00 01" with no stream id to read.
+    header = bytes([0x47, 0x41, 0x00, 0x30, 188 - 4 - 1 - 3])
+    packet = header + b"\xff" * (188 - 4 - 1 - 3) + b"\x00\x00\x01"
+    assert len(packet) == 188
+    (tmp_path / "short.ts").write_bytes(packet * 4)
+    assert first_video_pes(tmp_path / "short.ts") is None
