@@ -247,6 +247,14 @@ def kill_a_busy_worker(gateway: Gateway, video_id: str) -> tuple[str, Held]:
 
     host, held = wait_for("a worker encoding a video chunk", busy, every=0.2)
     subprocess.run(["docker", "kill", containers[host]], check=True, capture_output=True)
+    # The worker may have claimed another unit between the look and the kill: what it held
+    # when it died is what its rows still say it runs (a dead worker updates nothing).
+    after = gateway.admin(f"/admin/videos/{video_id}/status")
+    held |= {
+        (c["kind"], c["index"])
+        for c in after["chunks"]
+        if c["status"] == "running" and _host(c["worker"]) == host
+    }
     print(f"compose-test: killed worker container {host} holding {sorted(held)}")
     return host, held
 
