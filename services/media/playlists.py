@@ -361,8 +361,11 @@ def _video_codec(first: Path, ffmpeg: str, init: Path | None) -> str:
         # master, measured as the first chunk is published, waits for this); ffmpeg when
         # the segment is not laid out as the muxer writes it.
         head = first_video_pes(first)
-        if head is not None and _has_sps(head):
-            return avc1_codec(head)
+        if head is not None:
+            try:
+                return avc1_codec(head)
+            except MeasureError:
+                pass  # no SPS where the muxer puts it: ffmpeg's own reading below
         return avc1_codec(_first_access_unit(first, ffmpeg))
     try:
         return fmp4.init_codec(init)
@@ -428,14 +431,6 @@ def first_video_pes(segment: Path) -> bytes | None:
             break  # the next access unit
         payload += body
     return bytes(payload) if video_pid is not None else None
-
-
-def _has_sps(annexb: bytes) -> bool:
-    try:
-        avc1_codec(annexb)
-    except MeasureError:
-        return False
-    return True
 
 
 def _first_access_unit(segment: Path, ffmpeg: str) -> bytes:
