@@ -6,8 +6,6 @@ times running on into the next chunk, and real players must play across it.
 """
 
 import itertools
-import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from services.media.playlists import read_media_playlist
 from tests.browser.test_cross_origin import PLAYED_SECONDS, PLAYERS, play
 from tests.clips import make_clip
 from tests.harness import Platform, upload, wait_status
+from tests.media.test_stitching import ffprobe
 
 SEGMENT_SECONDS = 2
 OPENING_SECONDS = 1
@@ -60,12 +59,6 @@ def hls(opening_platform: Platform, video_id: str) -> Path:
 def rungs(hls: Path) -> list[str]:
     master = m3u8.load(str(hls / layout.MASTER))
     return [playlist.uri.split("/")[0] for playlist in master.playlists]
-
-
-def ffprobe(path: Path, *args: str) -> dict:  # type: ignore[type-arg]
-    argv = ["ffprobe", "-v", "error", "-print_format", "json", *args, str(path)]
-    found: dict = json.loads(subprocess.run(argv, capture_output=True, check=True).stdout)  # type: ignore[type-arg]
-    return found
 
 
 def test_every_rung_opens_with_one_short_segment_then_whole_ones(hls: Path) -> None:
