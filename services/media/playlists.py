@@ -28,12 +28,20 @@ from typing import Any
 from services.core import layout
 from services.media import fmp4
 from services.media.demuxers import SEGMENT_FORMATS, input_args
+from services.media.h264 import MAX_FPS, SpsError, find_sps, parse_sps
+from services.media.mpegts import (
+    STREAM_H264,
+    VideoUnit,
+    first_video_pes,
+    read_head,
+    stream_types,
+    ts_video_units,
+)
 from services.media.probe import ProbeError, ffprobe_json, frame_rate
 
 AUDIO_GROUP = "audio"
 # HLS audio object types (RFC 6381) by the AAC profile name ffprobe prints.
 AAC_CODECS = {"LC": "mp4a.40.2", "HE-AAC": "mp4a.40.5", "HE-AACv2": "mp4a.40.29"}
-_SPS_NAL_TYPE = 7
 # The video codec each kind of segment must carry, as ffprobe names it.
 _TS_VIDEO, _FMP4_VIDEO = "h264", "hevc"
 FMP4_VERSION = 7
@@ -158,23 +166,43 @@ def index_iframes(segment: Path, *, ffprobe: str = "ffprobe") -> list[IFrame]:
     first video packet's range starts at offset 0, so it carries the PAT and PMT a player
     needs; a later keyframe's does not, as RFC 8216 (4.3.3.6) allows since the segment
     itself begins with them.
+
+    Read in Python from the TS packets (each chunk's rungs are indexed as the chunk
+    finishes, on the way to the first publish: no process to start); ffprobe when the file
+    is not laid out as the muxer writes it.
     """
-    show = ["-select_streams", "v:0", "-show_entries", "packet=pts_time,pos,flags"]
     try:
-        report = ffprobe_json(segment, show, ffprobe=ffprobe, formats=SEGMENT_FORMATS)
-        packets = report.get("packets", [])
-        size = segment.stat().st_size
-    except (ProbeError, OSError) as exc:
+        data = segment.read_bytes()
+    except OSError as exc:
         raise MeasureError(f"{segment}: cannot index its keyframes: {exc}") from exc
-    ends = [int(p["pos"]) for p in packets[1:]] + [size]
+    units = ts_video_units(data)
+    if units is None:
+        units = _probed_units(segment, ffprobe)
+    ends = [unit.offset for unit in units[1:]] + [len(data)]
     iframes = []
-    for index, (packet, end) in enumerate(zip(packets, ends, strict=True)):
-        if "K" in packet.get("flags", ""):
-            start = 0 if index == 0 else int(packet["pos"])
-            iframes.append(IFrame(segment.name, start, end - start, float(packet["pts_time"])))
+    for index, (unit, end) in enumerate(zip(units, ends, strict=True)):
+        if unit.key and unit.pts is not None:
+            start = 0 if index == 0 else unit.offset
+            iframes.append(IFrame(segment.name, start, end - start, unit.pts))
     if not iframes:
         raise MeasureError(f"{segment} has no video keyframe")
     return iframes
+
+
+def _probed_units(segment: Path, ffprobe: str) -> list[VideoUnit]:
+    show = ["-select_streams", "v:0", "-show_entries", "packet=pts_time,pos,flags"]
+    try:
+        report = ffprobe_json(segment, show, ffprobe=ffprobe, formats=SEGMENT_FORMATS)
+    except ProbeError as exc:
+        raise MeasureError(f"{segment}: cannot index its keyframes: {exc}") from exc
+    return [
+        VideoUnit(
+            int(p["pos"]),
+            "K" in p.get("flags", ""),
+            float(p["pts_time"]) if "pts_time" in p else None,
+        )
+        for p in report.get("packets", [])
+    ]
 
 
 def iframe_playlist(iframes: Sequence[IFrame], *, end_time: float, ended: bool) -> str:
@@ -223,13 +251,17 @@ def measure_rendition(
     folder then needs only the playlist, the first segment and the init segment)."""
     segments = _listed_segments(rung_dir)
     first = rung_dir / segments[0][0]
+    peak, average = _bandwidths(rung_dir, segments, sizes)
+    picture = _ts_picture(first) if init is None else None
+    if picture is not None:
+        width, height, fps, codec = picture
+        return RenditionStats(rung_dir.name, width, height, fps, codec, None, peak, average)
     streams = _segment_streams(first, ffprobe, init)
     video = next((s for s in streams if s.get("codec_type") == "video"), None)
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     expected = _TS_VIDEO if init is None else _FMP4_VIDEO
     if video is None or video.get("codec_name") != expected:
         raise MeasureError(f"{first} has no {expected} video stream")
-    peak, average = _bandwidths(rung_dir, segments, sizes)
     return RenditionStats(
         name=rung_dir.name,
         width=int(video["width"]),
@@ -240,6 +272,27 @@ def measure_rendition(
         bandwidth=peak,
         average_bandwidth=average,
     )
+
+
+def _ts_picture(first: Path) -> tuple[int, int, float, str] | None:
+    """A video-only H.264 segment's picture size, frame rate and CODECS, from its program map
+    and its first access unit's SPS: no process to start (the first master, written as the
+    opening chunk is published, waits for this). None when the segment is anything else or
+    its SPS gives no frame rate: ffprobe reads it then."""
+    head = read_head(first)
+    if head is None or stream_types(head) != [STREAM_H264]:
+        return None
+    pes = first_video_pes(head)
+    if pes is None:
+        return None
+    try:
+        sps = parse_sps(find_sps(pes))
+        codec = avc1_codec(pes)
+    except (SpsError, MeasureError):
+        return None
+    if sps.fps is None or not 0 < sps.fps <= MAX_FPS:
+        return None
+    return sps.width, sps.height, sps.fps, codec
 
 
 def measure_audio(
@@ -357,13 +410,13 @@ def _video_codec(first: Path, ffmpeg: str, init: Path | None) -> str:
     """The CODECS entry of a rung: from the SPS of its first segment (H.264), or from the
     decoder configuration in its init segment (HEVC)."""
     if init is None:
-        # Read straight from the segment's first video PES (no process to start: the first
-        # master, measured as the first chunk is published, waits for this); ffmpeg when
-        # the segment is not laid out as the muxer writes it.
-        head = first_video_pes(first)
-        if head is not None:
+        # Read from the segment's first video PES; ffmpeg's extraction when the segment is
+        # not laid out as the muxer writes it.
+        head = read_head(first)
+        pes = first_video_pes(head) if head is not None else None
+        if pes is not None:
             try:
-                return avc1_codec(head)
+                return avc1_codec(pes)
             except MeasureError:
                 pass  # no SPS where the muxer puts it: ffmpeg's own reading below
         return avc1_codec(_first_access_unit(first, ffmpeg))
@@ -388,51 +441,6 @@ def _audio_codec(stream: dict[str, Any]) -> str:
     return AAC_CODECS.get(str(stream.get("profile")), AAC_CODECS["LC"])
 
 
-TS_PACKET = 188
-# Enough for the first PES's headers and parameter sets (they come first in an IDR access
-# unit), far from a whole segment.
-_TS_HEAD_BYTES = 64 * TS_PACKET
-
-
-def first_video_pes(segment: Path) -> bytes | None:
-    """The start of the payload of the first video PES (stream id 0xE0-0xEF) in an MPEG-TS
-    file, up to the next PES of that stream or _TS_HEAD_BYTES; None when none is found."""
-    try:
-        with segment.open("rb") as file:
-            data = file.read(_TS_HEAD_BYTES)
-    except OSError:
-        return None
-    video_pid: int | None = None
-    payload = bytearray()
-    for at in range(0, len(data) - TS_PACKET + 1, TS_PACKET):
-        packet = data[at : at + TS_PACKET]
-        if packet[0] != 0x47:
-            return None
-        pid = ((packet[1] & 0x1F) << 8) | packet[2]
-        unit_start = bool(packet[1] & 0x40)
-        control = (packet[3] >> 4) & 0x3
-        start = 4
-        if control & 0x2:  # an adaptation field comes first
-            start += 1 + packet[4]
-        if not control & 0x1 or start >= TS_PACKET:
-            continue  # no payload
-        body = packet[start:]
-        if video_pid is None:
-            pes = unit_start and len(body) > 3 and body[:3] == b"\x00\x00\x01"
-            if pes and 0xE0 <= body[3] <= 0xEF:
-                video_pid = pid
-                # The PES header: 9 bytes, then PES_header_data_length more.
-                body = body[9 + body[8] :] if len(body) > 9 else b""
-            else:
-                continue
-        elif pid != video_pid:
-            continue
-        elif unit_start:
-            break  # the next access unit
-        payload += body
-    return bytes(payload) if video_pid is not None else None
-
-
 def _first_access_unit(segment: Path, ffmpeg: str) -> bytes:
     """The first access unit of `segment` as a raw H.264 Annex-B byte stream."""
     argv = [ffmpeg, "-v", "error", "-nostdin", *input_args(SEGMENT_FORMATS)]
@@ -449,14 +457,15 @@ def _first_access_unit(segment: Path, ffmpeg: str) -> bytes:
 
 def avc1_codec(annexb: bytes) -> str:
     """RFC 6381 `avc1.PPCCLL` from the first SPS in an Annex-B H.264 byte stream."""
-    start = annexb.find(b"\x00\x00\x01")
-    while start != -1 and start + 6 < len(annexb):
-        if annexb[start + 3] & 0x1F == _SPS_NAL_TYPE:
-            # profile_idc is never 0, so no emulation-prevention byte can sit in these three.
-            profile, constraints, level = annexb[start + 4 : start + 7]
-            return f"avc1.{profile:02x}{constraints:02x}{level:02x}"
-        start = annexb.find(b"\x00\x00\x01", start + 3)
-    raise MeasureError("no sequence parameter set (SPS) in the H.264 stream")
+    try:
+        nal = find_sps(annexb)
+    except SpsError as exc:
+        raise MeasureError(str(exc)) from exc
+    if len(nal) < 4:
+        raise MeasureError("the sequence parameter set (SPS) ends early")
+    # profile_idc is never 0, so no emulation-prevention byte can sit in these three.
+    profile, constraints, level = nal[1:4]
+    return f"avc1.{profile:02x}{constraints:02x}{level:02x}"
 
 
 # ---- the master playlist ---------------------------------------------------------------

@@ -229,8 +229,12 @@ def _measure_master(
 ) -> str:
     """Measure every rendition: the master playlist (without captions) that lists them."""
     init = layout.INIT if plan.options.fmp4 else None
-    # Each measurement is a few ffprobe/ffmpeg runs that mostly wait: run them side by side.
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    # An MPEG-TS rung is read in Python; the rest are ffprobe runs that mostly wait: all of
+    # them side by side, the audio's too.
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        audio = None
+        if plan.audio_kbps is not None:
+            audio = pool.submit(files.measure_audio, ffprobe=tools.ffprobe, init=init)
         stats = list(
             pool.map(
                 lambda r: files.measure_rendition(
@@ -239,10 +243,9 @@ def _measure_master(
                 plan.renditions,
             )
         )
-    audio = None
-    if plan.audio_kbps is not None:
-        audio = files.measure_audio(ffprobe=tools.ffprobe, init=init)
-    return master_playlist(stats, audio=audio, iframe_bandwidths=iframe_rates)
+        return master_playlist(
+            stats, audio=audio.result() if audio else None, iframe_bandwidths=iframe_rates
+        )
 
 
 def pending_publications(settings: Settings) -> list[str]:

@@ -304,7 +304,8 @@ def test_avc1_codec_without_an_sps_fails() -> None:
 def test_the_first_video_pes_of_a_segment_carries_the_sps_ffmpeg_finds(tmp_path: Path) -> None:
     """CODECS is read from the segment's first PES without a process; it must name what
     ffmpeg's own extraction of the first access unit names."""
-    from services.media.playlists import _first_access_unit, first_video_pes
+    from services.media.mpegts import first_video_pes, read_head
+    from services.media.playlists import _first_access_unit
 
     segment = tmp_path / "seg.ts"
     for preset, size in (("ultrafast", "320x240"), ("superfast", "1280x720")):
@@ -314,23 +315,24 @@ def test_the_first_video_pes_of_a_segment_carries_the_sps_ffmpeg_finds(tmp_path:
             ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", lavfi, *encode, str(segment)],
             check=True,
         )
-        head = first_video_pes(segment)
+        head = read_head(segment)
         assert head is not None
-        assert avc1_codec(head) == avc1_codec(_first_access_unit(segment, "ffmpeg"))
-    assert first_video_pes(tmp_path / "missing.ts") is None
-    (tmp_path / "junk.ts").write_bytes(b"\x00" * 4096)
-    assert first_video_pes(tmp_path / "junk.ts") is None
+        pes = first_video_pes(head)
+        assert pes is not None
+        assert avc1_codec(pes) == avc1_codec(_first_access_unit(segment, "ffmpeg"))
+    assert read_head(tmp_path / "missing.ts") is None
+    assert first_video_pes(b"\x00" * 4096) is None
 
 
 def test_a_packet_whose_payload_is_cut_short_by_its_adaptation_field_is_skipped(
     tmp_path: Path,
 ) -> None:
-    from services.media.playlists import first_video_pes
+    from services.media.mpegts import first_video_pes, ts_video_units
 
     # Payload-unit start, adaptation field + payload, the adaptation field filling all but
     # three bytes: the payload is "00 00 01" with no stream id to read.
     header = bytes([0x47, 0x41, 0x00, 0x30, 188 - 4 - 1 - 3])
     packet = header + b"\xff" * (188 - 4 - 1 - 3) + b"\x00\x00\x01"
     assert len(packet) == 188
-    (tmp_path / "short.ts").write_bytes(packet * 4)
-    assert first_video_pes(tmp_path / "short.ts") is None
+    assert first_video_pes(packet * 4) is None
+    assert ts_video_units(packet * 4) is None

@@ -31,6 +31,7 @@ from services.media.ffmpeg_args import (
     video_chunk_command,
 )
 from services.media.ladder import Rendition, plan_ladder
+from services.media.mpegts import ts_video_units
 from services.media.plan import Plan
 from services.media.playlists import (
     IFrame,
@@ -566,3 +567,49 @@ def test_later_keyframes_of_a_segment_start_at_their_own_pes(
     (frame,) = packets(tmp_path / "frame.ts")
     assert "K" in frame["flags"]
     assert float(frame["pts_time"]) == pytest.approx(second.time)
+
+
+def probed_units(segment: Path) -> list[tuple[int, bool, float]]:
+    return [
+        (int(p["pos"]), "K" in p["flags"], float(p["pts_time"]))
+        for p in ffprobe(
+            segment, "-show_entries", "packet=pos,flags,pts_time", "-select_streams", "v:0"
+        )["packets"]
+    ]
+
+
+def test_the_python_packet_reading_finds_what_ffprobe_finds(
+    stitched: Stitched, two_keyframes: Stitched
+) -> None:
+    """Keyframes are indexed from the TS packets in Python (no process per segment): every
+    video PES's offset, keyframe flag and PTS must be what ffprobe reads, on every segment
+    of every rung, the opening's included, and with several keyframes in a segment."""
+    segments = [
+        s
+        for fixture in (stitched, two_keyframes)
+        for n in fixture.names
+        for s in fixture.segments(n)
+    ]
+    keyframes = 0
+    for segment in segments:
+        units = ts_video_units(segment.read_bytes())
+        assert units is not None
+        read = [(u.offset, u.key, u.pts) for u in units]
+        expected = probed_units(segment)
+        assert [(o, k) for o, k, _ in read] == [(o, k) for o, k, _ in expected]
+        assert [t for *_, t in read] == pytest.approx([t for *_, t in expected], abs=1e-6)
+        keyframes += sum(k for _, k, _ in read)
+    assert keyframes > len(segments)  # the two-keyframe segments were among them
+
+
+def test_a_segment_not_laid_out_as_the_muxer_writes_it_is_indexed_by_ffprobe(
+    two_keyframes: Stitched, tmp_path: Path
+) -> None:
+    (segment,) = two_keyframes.segments("240p")
+    # A stray byte in front: no longer whole packets from offset 0, but ffprobe resyncs.
+    shifted = tmp_path / segment.name
+    shifted.write_bytes(b"\x00" + segment.read_bytes())
+    assert ts_video_units(shifted.read_bytes()) is None
+    frames = index_iframes(shifted)
+    assert [f.time for f in frames] == pytest.approx([f.time for f in index_iframes(segment)])
+    assert [f.offset for f in frames][1:] == [f.offset + 1 for f in index_iframes(segment)][1:]
