@@ -56,6 +56,8 @@ UnitFile = tuple[str, str]
 UPLOAD_THREADS = 8
 # How often the growing audio's new segments and playlist go to the bucket while it encodes.
 AUDIO_UPLOAD_SECONDS = 1.0
+# How much lower than the video the audio encode runs (see Worker._nice).
+AUDIO_NICE_EXTRA = 5
 
 
 def _pid_alive(pid: int) -> bool:
@@ -227,6 +229,15 @@ class Worker:
             video = session.get(Video, video_id)
             return video.codec if video is not None else None
 
+    def _nice(self, chunk: ClaimedChunk) -> int:
+        """The CPU priority a unit's ffmpeg runs at: ENCODE_NICE; the audio AUDIO_NICE_EXTRA
+        lower still. The audio (one run for the whole file) costs a few percent of the video
+        and runs far ahead of it, so it gives way: the opening chunk's encode, which the
+        first publish waits for, gets the cores, and the audio still covers it sooner."""
+        if chunk.kind == "audio":
+            return min(19, self.settings.encode_nice + AUDIO_NICE_EXTRA)
+        return self.settings.encode_nice
+
     async def encode(self, chunk: ClaimedChunk, shutdown: asyncio.Event) -> None:
         """Run ffmpeg on one claimed chunk, heartbeating, and record the outcome."""
         plan = Plan.from_dict(chunk.plan)
@@ -245,7 +256,7 @@ class Worker:
                 on_progress=lambda seconds: out_time.__setitem__(0, seconds),
                 stop=stop,
                 grace=self.settings.stop_grace_seconds,
-                nice=self.settings.encode_nice,
+                nice=self._nice(chunk),
             )
         except Stopped:
             await asyncio.to_thread(self._discard, chunk)
