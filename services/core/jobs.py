@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from services.core import events, ids
+from services.core import doorbell, events, ids
 from services.core.errors import Conflict, NotFound
 from services.core.models import ChunkStatus, Job, JobChunk, Status, Video, utcnow
 from services.core.redact import public_text
@@ -93,6 +93,9 @@ def _set_video_status(
         reason=reason,
         actor=actor,
     )
+    if status == Status.QUEUED:
+        # Work to do: idle workers on this machine look as soon as this commits.
+        session.info[doorbell.QUEUED] = True
 
 
 def enqueue(

@@ -176,8 +176,9 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(
         0.25,
         gt=0,
-        description="How often an idle worker looks for work: the wait before a new upload's "
-        "first unit starts (a faster poll costs an idle platform more CPU)",
+        description="How often an idle worker looks for work (a faster poll costs an idle "
+        "platform more CPU). Work queued on the worker's own machine wakes it at once "
+        "(services/core/doorbell.py); from another machine it is found at the next poll",
     )
     max_attempts: int = Field(3, description="Encode attempts before a job is failed")
     retry_backoff_seconds: float = Field(5.0, description="First retry delay, doubled each time")

@@ -1,0 +1,117 @@
+"""The doorbell: queuing work wakes idle workers on the machine once it commits; polling
+stays the rule (a worker whose doorbell cannot be set up, or on another machine, polls)."""
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from services.core import jobs
+from services.core.db import engine, session_scope
+from services.core.doorbell import Doorbell, folder_for, ring
+from services.core.models import ChunkStatus, JobChunk
+from services.core.settings import Settings
+from services.transcoding.worker import Worker
+from tests.clips import make_clip
+from tests.transcoding.conftest import VIDEO_ID, queue_video
+
+# Far longer than any test here waits: a wake-up before it can only be the doorbell's.
+LONG_POLL = 120.0
+
+
+def url_of(settings: Settings) -> str:
+    return engine(settings).url.render_as_string(hide_password=False)
+
+
+async def rang_within(bell: Doorbell, seconds: float) -> bool:
+    return await bell.wait(asyncio.Event(), seconds)
+
+
+def test_a_ring_wakes_the_listening_socket(settings: Settings) -> None:
+    bell = Doorbell(url_of(settings))
+    try:
+        assert ring(url_of(settings)) >= 1
+
+        assert asyncio.run(rang_within(bell, LONG_POLL))
+        # Read: the next wait sleeps its timeout out.
+        assert not asyncio.run(rang_within(bell, 0.05))
+    finally:
+        bell.close()
+    assert not any(folder_for(url_of(settings)).glob(f"{os.getpid()}-*.sock"))  # type: ignore[union-attr]
+
+
+def test_queuing_work_rings_after_the_commit_and_a_rollback_does_not(
+    settings: Settings, tmp_path: Path
+) -> None:
+    queue_video(settings, make_clip(tmp_path / "c.mp4", width=64, height=64, seconds=1))
+    bell = Doorbell(url_of(settings))  # listening from here on
+    try:
+        with pytest.raises(RuntimeError), session_scope(settings) as session:
+            jobs.enqueue(session, video_id=VIDEO_ID)  # started over...
+            raise RuntimeError("...and rolled back")
+        assert not asyncio.run(rang_within(bell, 0.2))
+        with session_scope(settings) as session:
+            jobs.enqueue(session, video_id=VIDEO_ID)
+        assert asyncio.run(rang_within(bell, LONG_POLL))
+    finally:
+        bell.close()
+
+
+def test_an_idle_worker_claims_new_work_without_waiting_for_its_poll(
+    settings: Settings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"poll_seconds": LONG_POLL})
+    clip = make_clip(tmp_path / "clip.mp4", width=160, height=120, seconds=2)
+
+    async def scenario() -> None:
+        shutdown = asyncio.Event()
+        worker = Worker(settings, kinds=("video",))
+        running = asyncio.create_task(worker.run_forever(shutdown))
+        await asyncio.sleep(0.5)  # it found nothing and sleeps its long poll
+        await asyncio.to_thread(queue_video, settings, clip)
+        try:
+            async with asyncio.timeout(LONG_POLL / 2):
+                while not await asyncio.to_thread(_claimed):
+                    await asyncio.sleep(0.05)
+        finally:
+            shutdown.set()
+            await running
+
+    def _claimed() -> bool:
+        with session_scope(settings) as session:
+            return bool(
+                session.query(JobChunk)
+                .filter(JobChunk.video_id == VIDEO_ID, JobChunk.status != ChunkStatus.PENDING)
+                .count()
+            )
+
+    asyncio.run(scenario())
+
+
+def test_a_folder_that_is_not_this_users_own_is_not_used() -> None:
+    url = f"sqlite:////nonexistent/{uuid.uuid4().hex}.db"
+    folder = folder_for(url)
+    assert folder is not None and (folder.stat().st_mode & 0o777) == 0o700
+    try:
+        folder.chmod(0o777)  # anyone could plant sockets or read rings
+        assert folder_for(url) is None
+        assert ring(url) == 0
+        bell = Doorbell(url)  # polls only
+        assert not asyncio.run(rang_within(bell, 0.05))
+        bell.close()
+    finally:
+        folder.chmod(0o700)
+        folder.rmdir()
+
+
+def test_a_socket_left_by_a_killed_worker_is_cleared_by_the_next_ring() -> None:
+    url = f"sqlite:////nonexistent/{uuid.uuid4().hex}.db"
+    folder = folder_for(url)
+    assert folder is not None
+    bell = Doorbell(url)
+    stale = next(folder.glob("*.sock"))
+    bell._sock.close()  # type: ignore[union-attr]  # its process died: nobody reads it
+    assert ring(url) == 0 and not stale.exists()
+    folder.rmdir()
