@@ -85,7 +85,7 @@ class EncodeOptions:
     # half a target duration), so it moves little.
     opening_seconds: int = 0
     opening_preset: str = "ultrafast"
-    opening_x264_params: str = "cabac=1:8x8dct=1:bframes=3:b-adapt=1"
+    opening_x264_params: str = "cabac=1:8x8dct=1:bframes=3:b-adapt=1:aq-mode=1:aq-strength=1.3"
     opening_crf: float = 20.0
 
     @property

@@ -407,7 +407,8 @@ def test_the_opening_chunk_encodes_with_its_own_preset_and_a_capped_crf() -> Non
     # Its own x264 options (the ladder's are tuned for the ladder's preset): CABAC and the
     # 8x8 transform keep ultrafast in the High profile the rest of the rung declares.
     assert (
-        values_of(argv, "-x264-params") == ["cabac=1:8x8dct=1:bframes=3:b-adapt=1:force-cfr=1"] * 4
+        values_of(argv, "-x264-params")
+        == ["cabac=1:8x8dct=1:bframes=3:b-adapt=1:aq-mode=1:aq-strength=1.3:force-cfr=1"] * 4
     )
     assert values_of(argv, "-start_number") == ["0"] * 4
 
