@@ -39,12 +39,15 @@ from services.media.ladder import SEED_LADDER, Rendition, plan_ladder  # noqa: E
 from tests.harness import TEST_SETTINGS, Platform, upload  # noqa: E402
 
 SOURCE_SECONDS = 30
+SOURCE_FPS = 30
 CHUNK = 8 * 1024 * 1024
 
 
 def make_source(path: Path) -> Path:
     """A 30 s 1080p30 H.264 source at about 10 Mb/s with stereo AAC (noise keeps it honest)."""
-    video = f"testsrc2=size=1920x1080:rate=30:duration={SOURCE_SECONDS},noise=alls=12:allf=t"
+    video = (
+        f"testsrc2=size=1920x1080:rate={SOURCE_FPS}:duration={SOURCE_SECONDS},noise=alls=12:allf=t"
+    )
     audio = f"sine=frequency=440:sample_rate=48000:duration={SOURCE_SECONDS}"
     subprocess.run(
         [
@@ -150,45 +153,23 @@ def reference_ladder(source: Path, out: Path) -> float:
     return time.monotonic() - started
 
 
-def ssim(
-    rendition: Path, source: Path, rung: Rendition, start: float = 0.0, length: float = 0.0
-) -> float:
-    """SSIM of a rung's HLS output against the source scaled to the rung's size: over the
-    whole, or over `length` seconds (0: to the end) from `start` of both. Both are cut by
-    their own frames' times from their first frame (a seek in the HLS input would not land
-    on the same frame as one in the source)."""
-    cut = ""
-    if start or length:
-        end = f":end={start + length:.3f}" if length else ""
-        cut = f",trim=start={start:.3f}{end},setpts=PTS-STARTPTS"
-    graph = (
-        f"[0:v]setpts=PTS-STARTPTS{cut}[a];[1:v]scale={rung.width}:{rung.height},"
-        f"setpts=PTS-STARTPTS{cut}[b];[a][b]ssim"
-    )
-    done = subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "info",
-            "-nostats",
-            "-i",
-            str(rendition / "playlist.m3u8"),
-            "-i",
-            str(source),
-            "-lavfi",
-            graph,
-            "-f",
-            "null",
-            "-",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    match = re.search(r"SSIM .* All:([0-9.]+)", done.stderr)
-    if not match:
-        raise SystemExit(f"no SSIM in ffmpeg's output: {done.stderr[-500:]}")
-    return float(match.group(1))
+def ssim_frames(rendition: Path, source: Path, rung: Rendition) -> list[float]:
+    """Each frame's SSIM (ffmpeg's "All") of a rung's HLS output against the source scaled to
+    the rung's size, frame by frame from each one's first frame. Its mean is what ffmpeg
+    prints for the whole; any span (the opening, the rest) is a slice of the same list, so
+    one decode of each pair serves every figure."""
+    with tempfile.NamedTemporaryFile(suffix=".ssim") as stats:
+        graph = (
+            f"[0:v]setpts=PTS-STARTPTS[a];[1:v]scale={rung.width}:{rung.height},"
+            f"setpts=PTS-STARTPTS[b];[a][b]ssim=stats_file={stats.name}"
+        )
+        argv = ["ffmpeg", "-v", "error", "-nostats", "-i", str(rendition / "playlist.m3u8")]
+        argv += ["-i", str(source), "-lavfi", graph, "-f", "null", "-"]
+        subprocess.run(argv, capture_output=True, text=True, check=True)
+        values = re.findall(r"All:([0-9.]+)", Path(stats.name).read_text())
+    if not values:
+        raise SystemExit(f"no SSIM for {rendition}")
+    return [float(v) for v in values]
 
 
 def production_platform(work: Path, **env: str) -> Platform:
@@ -287,27 +268,27 @@ def bench_ladder(work: Path) -> None:
     row("time to ok (s)", ok, baseline, f"{baseline / ok:.2f}x")
     ours = work / "storage" / "hls" / video_id
     rungs = plan_ladder(1920, 1080)
+    pairs = [(folder, r) for r in rungs for folder in (ours, work / "reference")]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        mine = list(pool.map(lambda r: ssim(ours / r.name, source, r), rungs))
-        theirs = list(pool.map(lambda r: ssim(work / "reference" / r.name, source, r), rungs))
-    for rung, a, b in zip(rungs, mine, theirs, strict=True):
-        row(f"SSIM {rung.name} (platform vs reference)", a, b, f"{a - b:+.4f}")
-    opening_ssim(work, ours, source, rungs)
-
-
-def opening_ssim(work: Path, ours: Path, source: Path, rungs: list[Rendition]) -> None:
-    """Each rung's SSIM over the opening segment beside its SSIM over the rest, for the
-    platform (goal: the opening at most 0.01 below) and, on the same seconds, for the
-    reference's continuous encode (how much of a gap the content itself makes)."""
-    opening = float(Settings().opening_seconds)
-    spans = [(0.0, opening), (opening, 0.0)]
-    jobs = [
-        (folder, r, span) for r in rungs for folder in (ours, work / "reference") for span in spans
-    ]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        found = list(pool.map(lambda j: ssim(j[0] / j[1].name, source, j[1], *j[2]), jobs))
+        frames = list(pool.map(lambda p: ssim_frames(p[0] / p[1].name, source, p[1]), pairs))
     for index, rung in enumerate(rungs):
-        head, rest, ref_head, ref_rest = found[index * 4 : index * 4 + 4]
+        mine, theirs = frames[2 * index], frames[2 * index + 1]
+        a, b = statistics.fmean(mine), statistics.fmean(theirs)
+        row(f"SSIM {rung.name} (platform vs reference)", a, b, f"{a - b:+.4f}")
+    opening_ssim(rungs, frames)
+
+
+def opening_ssim(rungs: list[Rendition], frames: list[list[float]]) -> None:
+    """Each rung's SSIM over the opening segment beside its SSIM over the rest, for the
+    platform (goal: the opening at most 0.01 below) and, on the same frames, for the
+    reference's continuous encode (how much of a gap the content itself makes). `frames`:
+    per-frame SSIM, the platform's and the reference's for each rung in turn."""
+    opening = Settings().opening_seconds
+    count = round(opening * SOURCE_FPS)
+    for index, rung in enumerate(rungs):
+        mine, theirs = frames[2 * index], frames[2 * index + 1]
+        head, rest = statistics.fmean(mine[:count]), statistics.fmean(mine[count:])
+        ref_head, ref_rest = statistics.fmean(theirs[:count]), statistics.fmean(theirs[count:])
         row(f"SSIM {rung.name} opening {opening:g} s vs rest", head, rest, f"{head - rest:+.4f}")
         row(
             f"  reference {rung.name}, same seconds (opening vs rest)",
