@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,11 @@ sys.path.insert(0, str(ROOT))
 from bench_table import HEADER, ROWS, row  # noqa: E402
 
 from services.core.settings import Settings  # noqa: E402
+from services.media.chunking import TimeChunk  # noqa: E402
+from services.media.ffmpeg_args import video_chunk_command  # noqa: E402
 from services.media.ladder import SEED_LADDER, Rendition, plan_ladder  # noqa: E402
+from services.media.plan import encode_options  # noqa: E402
+from services.media.probe import probe  # noqa: E402
 from tests.harness import TEST_SETTINGS, Platform, upload  # noqa: E402
 
 SOURCE_SECONDS = 30
@@ -256,7 +261,7 @@ def bench_ladder(work: Path) -> None:
     size_mbit = source.stat().st_size * 8 / 1e6
     print(f"source: {SOURCE_SECONDS} s 1920x1080 30 fps, {size_mbit / SOURCE_SECONDS:.1f} Mb/s")
     baseline = reference_ladder(source, work / "reference")
-    first, ok, wall, video_id = platform_ladder(source, work)
+    first, _, wall, video_id = platform_ladder(source, work)
     firsts = [first] + [
         first_playable(source, work / f"playable{n}") for n in range(1, PLAYABLE_RUNS)
     ]
@@ -265,7 +270,11 @@ def bench_ladder(work: Path) -> None:
     print(f"first playable, {PLAYABLE_RUNS} runs (s): {', '.join(f'{f:.2f}' for f in firsts)}")
     row("first playable, median of 5 (s)", median, baseline, f"{baseline / median:.1f}x")
     row("first playable, p95 (largest of 5) (s)", worst, baseline, f"{baseline / worst:.1f}x")
-    row("time to ok (s)", ok, baseline, f"{baseline / ok:.2f}x")
+    floor = floor_ladder(source, work / "floor")
+    row("floor: one ffmpeg, the same settings (s)", wall, floor, f"{floor / wall:.2f} of it")
+    two = platform_ladder(source, work / "two", WORKERS="2")[2]
+    row("complete->ok, 1 video worker (s)", wall, baseline, f"{baseline / wall:.2f}x")
+    row("complete->ok, 2 video workers (s)", two, baseline, f"{baseline / two:.2f}x")
     ours = work / "storage" / "hls" / video_id
     rungs = plan_ladder(1920, 1080)
     pairs = [(folder, r) for r in rungs for folder in (ours, work / "reference")]
@@ -276,6 +285,29 @@ def bench_ladder(work: Path) -> None:
         a, b = statistics.fmean(mine), statistics.fmean(theirs)
         row(f"SSIM {rung.name} (platform vs reference)", a, b, f"{a - b:+.4f}")
     opening_ssim(rungs, frames)
+
+
+def floor_ladder(source: Path, out: Path) -> float:
+    """Wall seconds of one uninterrupted ffmpeg at the platform's encoder settings: every
+    rung from one decode of the whole file, no chunks, no opening, no audio (the platform's
+    own command for a single chunk). What the chunked ladder's overhead is measured against."""
+    options = replace(encode_options(Settings()), opening_seconds=0)
+    info = probe(source)
+    renditions = plan_ladder(info.width, info.height)
+    for rendition in renditions:
+        (out / rendition.name).mkdir(parents=True)
+    argv = video_chunk_command(
+        ffmpeg="ffmpeg",
+        source=source,
+        info=info,
+        renditions=renditions,
+        out_dir=out,
+        options=options,
+        chunk=TimeChunk(index=0, start=0.0, end=None),
+    )
+    started = time.monotonic()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - started
 
 
 def opening_ssim(rungs: list[Rendition], frames: list[list[float]]) -> None:
