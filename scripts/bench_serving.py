@@ -247,8 +247,10 @@ def check(url: str, expected: bytes, media_type: str) -> None:
         raise SystemExit(f"serving: {url} said {response.headers.get('content-type')}")
 
 
-def wrk(binary: str, url: str, script: Path, duration: str = DURATION) -> tuple[int, int, float]:
-    """One wrk run (-t2 -c50) against `url`: (requests, bytes, seconds); refused on errors."""
+def wrk(binary: str, url: str, script: Path, duration: str | None = None) -> tuple[int, int, float]:
+    """One wrk run (-t2 -c50, DURATION long unless `duration`) against `url`: (requests,
+    bytes, seconds); refused on errors."""
+    duration = duration or DURATION
     done = subprocess.run(
         [
             *(binary, f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration}"),
