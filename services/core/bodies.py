@@ -176,8 +176,9 @@ class Guarded:
         self.started = self.replaced = False
         self.early = False  # the answer started before the whole body was read
         # One reader at a time: Starlette's StreamingResponse listens for a disconnect (it
-        # reads) while the lingering close reads too.
-        self._reading = anyio.Lock()
+        # reads) while the lingering close reads too. Uncontended (every read of a body but
+        # those), taking it costs no trip round the event loop.
+        self._reading = anyio.Lock(fast_acquire=True)
 
     async def run(self, app: ASGIApp) -> None:
         """Run `app` on the guarded body; the refusal if it raised one unanswered."""

@@ -26,6 +26,20 @@ OFD_SETLK: int | None = getattr(fcntl, "F_OFD_SETLK", None)
 _LOCAL_HELD: set[tuple[str, int]] = set()
 _LOCAL_GUARD = threading.Lock()
 
+# Writes into one file take turns here. The kernel serialises them anyway (ext4 and most
+# filesystems hold the file's inode lock across a buffered write), but a writer waiting for
+# that lock spins on a CPU while the holder copies: four chunks of one upload written at once
+# cost 3-5x the CPU of the same writes in turn. Waiting on a Python lock sleeps instead.
+# Striped by inode: a fixed set of locks, nothing to clean up; two files sharing a stripe only
+# take turns they did not need to.
+_WRITE_TURNS = tuple(threading.Lock() for _ in range(64))
+
+
+def write_turn(fd: int) -> threading.Lock:
+    """The lock that writes into the file open as `fd` take turns on."""
+    stat = os.fstat(fd)
+    return _WRITE_TURNS[hash((stat.st_dev, stat.st_ino)) % len(_WRITE_TURNS)]
+
 
 class ChunkLock:
     """The exclusive right to store chunk `index` of the upload whose file is `path`.
@@ -108,11 +122,14 @@ class ChunkWriter:
         self.fed = fed
         self.size = 0
         self._sha256 = hashlib.sha256()
+        self._turn = write_turn(fd) if fd is not None else None
 
     def feed(self, pieces: Sequence[Buffer]) -> None:
         """Write (and hash) the next pieces of the chunk, in order."""
         if self.fd is not None:
-            write_all(self.fd, pieces, self.offset + self.size)
+            assert self._turn is not None
+            with self._turn:
+                write_all(self.fd, pieces, self.offset + self.size)
         for piece in pieces:
             self._sha256.update(piece)
             if self.fed is not None:

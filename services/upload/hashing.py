@@ -35,11 +35,23 @@ _DRAINER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-hash")
 Digest = Any  # hashlib's sha256 object has no public type
 
 
+_BUFFERS = threading.local()
+
+
+def _buffer() -> memoryview:
+    """This thread's read buffer (READ_SIZE), kept for its next call: one per chunk read
+    back would be fresh memory to fault in again each time."""
+    buffer: memoryview | None = getattr(_BUFFERS, "buffer", None)
+    if buffer is None:
+        buffer = _BUFFERS.buffer = memoryview(bytearray(READ_SIZE))
+    return buffer
+
+
 def hash_range(path: Path, digest: Digest, start: int, end: int) -> None:
     """Feed bytes [start, end) of `path` into `digest` (they must all be there)."""
     # One buffer read into again and again: a fresh bytes object per read costs more (page
     # faults on new memory) than the read itself.
-    buffer = memoryview(bytearray(min(READ_SIZE, max(end - start, 1))))
+    buffer = _buffer()
     fd = os.open(path, os.O_RDONLY)
     try:
         position = start
