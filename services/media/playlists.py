@@ -286,13 +286,13 @@ def _ts_picture(first: Path) -> tuple[int, int, float, str] | None:
     if pes is None:
         return None
     try:
-        sps = parse_sps(find_sps(pes))
-        codec = avc1_codec(pes)
-    except (SpsError, MeasureError):
+        nal = find_sps(pes)
+        sps = parse_sps(nal)  # reads past the first three bytes avc1 names, or raises
+    except SpsError:
         return None
     if sps.fps is None or not 0 < sps.fps <= MAX_FPS:
         return None
-    return sps.width, sps.height, sps.fps, codec
+    return sps.width, sps.height, sps.fps, _avc1(nal)
 
 
 def measure_audio(
@@ -463,6 +463,11 @@ def avc1_codec(annexb: bytes) -> str:
         raise MeasureError(str(exc)) from exc
     if len(nal) < 4:
         raise MeasureError("the sequence parameter set (SPS) ends early")
+    return _avc1(nal)
+
+
+def _avc1(nal: bytes) -> str:
+    """`avc1.PPCCLL` of an SPS NAL unit (header byte first) at least four bytes long."""
     # profile_idc is never 0, so no emulation-prevention byte can sit in these three.
     profile, constraints, level = nal[1:4]
     return f"avc1.{profile:02x}{constraints:02x}{level:02x}"
