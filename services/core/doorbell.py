@@ -24,7 +24,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 # Set in a session's info by whatever queues work; the commit then rings.
 QUEUED = "doorbell.queued"
 _names = itertools.count()
+
+
+def key_of(bind: Engine) -> str:
+    """What names an engine's doorbell: its database URL, as the queuer and workers see it."""
+    return bind.url.render_as_string(hide_password=False)
 
 
 def folder_for(database_url: str) -> Path | None:
@@ -140,8 +145,7 @@ def _ring_after_commit(session: Session) -> None:
     """Ring once the transaction that queued work is committed (not before: a worker that
     looked sooner would not see the work yet)."""
     if session.info.pop(QUEUED, False):
-        url = session.get_bind().engine.url
-        ring(url.render_as_string(hide_password=False))
+        ring(key_of(session.get_bind().engine))
 
 
 @event.listens_for(Session, "after_rollback")

@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError
 
 from services.core import jobs, layout
 from services.core.db import engine, init_db, session_scope
-from services.core.doorbell import Doorbell
+from services.core.doorbell import Doorbell, key_of
 from services.core.errors import AppError
 from services.core.jobs import ClaimedChunk
 from services.core.layout import VideoLayout
@@ -101,14 +101,12 @@ class Worker:
         self.worker_id = f"{socket.gethostname()}/{name}:{os.getpid()}"
         # The previous unit's check-index-publish step, running beside the next encode.
         self._finishing: asyncio.Task[None] | None = None
-        self._doorbell: Doorbell | None = None
 
     async def run_forever(self, shutdown: asyncio.Event) -> None:
         """Claim and process units until `shutdown` is set."""
         log.info("worker %s started", self.worker_id)
         # Rung when work is queued on this machine: looked for at once, not at the next poll.
-        url = engine(self.settings).url.render_as_string(hide_password=False)
-        self._doorbell = Doorbell(url)
+        doorbell = Doorbell(key_of(engine(self.settings)))
         try:
             while not shutdown.is_set():
                 try:
@@ -118,10 +116,10 @@ class Worker:
                     log.exception("worker %s: a unit of work raised", self.worker_id)
                     worked = False
                 if not worked:
-                    await self._doorbell.wait(shutdown, self.settings.poll_seconds)
+                    await doorbell.wait(shutdown, self.settings.poll_seconds)
             await self.settle()
         finally:
-            self._doorbell.close()
+            doorbell.close()
 
     async def settle(self) -> None:
         """Wait for the last unit's check-index-publish step (it runs beside the next unit)."""

@@ -10,7 +10,7 @@ import pytest
 
 from services.core import jobs
 from services.core.db import engine, session_scope
-from services.core.doorbell import Doorbell, folder_for, ring
+from services.core.doorbell import Doorbell, folder_for, key_of, ring
 from services.core.models import ChunkStatus, JobChunk
 from services.core.settings import Settings
 from services.transcoding.worker import Worker
@@ -22,7 +22,7 @@ LONG_POLL = 120.0
 
 
 def url_of(settings: Settings) -> str:
-    return engine(settings).url.render_as_string(hide_password=False)
+    return key_of(engine(settings))
 
 
 async def rang_within(bell: Doorbell, seconds: float) -> bool:
