@@ -46,13 +46,11 @@ def keep_freed_memory() -> None:
     mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
 
 
-keep_freed_memory()
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     init_db(settings)
+    keep_freed_memory()
     async with (
         in_background(partial(sweep_forever, settings), grace=5),
         in_background(partial(watch_forever, settings), grace=5),
