@@ -1,9 +1,9 @@
 """The SPS reader against ffprobe on real x264 streams (picture size, cropping, frame rate),
 and the MPEG-TS reading the first master relies on."""
 
-import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +16,7 @@ from services.media.mpegts import (
     stream_types,
 )
 from services.media.playlists import measure_rendition, media_playlist
+from tests.media.test_stitching import ffprobe
 
 # (lavfi size, rate, extra ffmpeg arguments): x264's SPS in the shapes it takes.
 ENCODES = {
@@ -44,23 +45,8 @@ def encode(path: Path, size: str, rate: str, extra: list[str], audio: bool = Fal
     return path
 
 
-def probed(path: Path) -> dict[str, object]:
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_streams",
-            "-of",
-            "json",
-            str(path),
-        ],
-        capture_output=True,
-        check=True,
-    ).stdout
-    stream: dict[str, object] = json.loads(out)["streams"][0]
+def probed(path: Path) -> dict[str, Any]:
+    stream: dict[str, Any] = ffprobe(path, "-select_streams", "v:0", "-show_streams")["streams"][0]
     return stream
 
 
