@@ -1,6 +1,7 @@
 """A worker in this process against a real database (PostgreSQL with TEST_DATABASE_URL) and a
 storage folder of the test's own."""
 
+import asyncio
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from services.core.db import init_db, session_scope
 from services.core.models import Status, Video
 from services.core.settings import Settings
 from services.core.storage import Storage
+from services.transcoding.worker import Worker
 from tests.harness import create_database, database_server_under_test, drop_database
 
 VIDEO_ID = "d" * 32
@@ -48,3 +50,20 @@ def queue_video(settings: Settings, clip: Path) -> Storage:
         session.flush()
         jobs.enqueue(session, video_id=VIDEO_ID)
     return storage
+
+
+def run_until_idle(worker: Worker, limit: int = 20) -> None:
+    """Let `worker` take units until none is left (each one's publish step included), then
+    wait for what it started beside them."""
+    asyncio.run(_until_idle(worker, limit))
+
+
+async def _until_idle(worker: Worker, limit: int) -> None:
+    for _ in range(limit):
+        worked = await worker.run_once()
+        await worker.settle()  # the unit's check-and-publish step, which runs beside the next
+        if not worked:
+            # The poster and storyboard the worker started beside: let them finish.
+            await asyncio.gather(*(asyncio.all_tasks() - {asyncio.current_task()}))
+            return
+    raise AssertionError(f"still working after {limit} units")

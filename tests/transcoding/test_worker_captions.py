@@ -17,7 +17,7 @@ from services.media.plan import CAPTIONS
 from services.transcoding import stitch
 from services.transcoding.worker import Worker
 from tests.clips import make_subtitled_clip, write_srt
-from tests.transcoding.conftest import VIDEO_ID, queue_video
+from tests.transcoding.conftest import VIDEO_ID, queue_video, run_until_idle
 
 
 def _subtitled(settings: Settings, tmp_path: Path) -> Storage:
@@ -26,21 +26,6 @@ def _subtitled(settings: Settings, tmp_path: Path) -> Storage:
     tracks = [(english, "subrip", "eng", "English"), (english, "ass", "ger", "")]
     clip = make_subtitled_clip(tmp_path / "clip.mkv", seconds=2, tracks=tracks)
     return queue_video(settings, clip)
-
-
-def _run_until_idle(worker: Worker, limit: int = 20) -> None:
-    asyncio.run(_until_idle(worker, limit))
-
-
-async def _until_idle(worker: Worker, limit: int) -> None:
-    for _ in range(limit):
-        worked = await worker.run_once()
-        await worker.settle()  # the unit's check-and-publish step, which runs beside the next
-        if not worked:
-            # The poster and storyboard the worker started beside: let them finish.
-            await asyncio.gather(*(asyncio.all_tasks() - {asyncio.current_task()}))
-            return
-    raise AssertionError(f"still working after {limit} units")
 
 
 def _status(settings: Settings) -> str:
@@ -68,11 +53,11 @@ def test_the_captions_unit_is_claimed_after_every_other_unit(settings, tmp_path)
 
 def test_the_final_master_waits_for_the_captions_and_lists_them(settings, tmp_path):
     storage = _subtitled(settings, tmp_path)
-    _run_until_idle(Worker(settings, kinds=("audio", "video")))
+    run_until_idle(Worker(settings, kinds=("audio", "video")))
     # Every chunk is published; the video is not final while its captions are not extracted.
     assert _status(settings) == Status.RUNNING
     assert storage.master_path(VIDEO_ID).is_file() and _subtitles(storage) == []
-    _run_until_idle(Worker(settings, kinds=(CAPTIONS,)))
+    run_until_idle(Worker(settings, kinds=(CAPTIONS,)))
     assert _status(settings) == Status.OK
     assert _subtitles(storage) == [("en", "English"), ("de", "German")]
     with session_scope(settings) as session:
@@ -85,13 +70,13 @@ def test_the_final_master_waits_for_the_captions_and_lists_them(settings, tmp_pa
 
 def test_a_last_captions_unit_left_unpublished_is_published_by_an_idle_worker(settings, tmp_path):
     storage = _subtitled(settings, tmp_path)
-    _run_until_idle(Worker(settings, kinds=("audio", "video")))
+    run_until_idle(Worker(settings, kinds=("audio", "video")))
     extractor = Worker(settings, kinds=(CAPTIONS,))
     # Its worker stops between recording the unit done and publishing.
     with mock.patch.object(Worker, "_publish"):
-        _run_until_idle(extractor)
+        run_until_idle(extractor)
     assert _status(settings) == Status.RUNNING
     assert stitch.pending_publications(settings) == [VIDEO_ID]
-    _run_until_idle(Worker(settings, kinds=("video",)))  # an idle pass publishes it
+    run_until_idle(Worker(settings, kinds=("video",)))  # an idle pass publishes it
     assert _status(settings) == Status.OK
     assert [name for _, name in _subtitles(storage)] == ["English", "German"]

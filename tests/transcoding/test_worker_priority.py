@@ -1,7 +1,6 @@
 """The audio encode gives way to the video's: it costs a few percent of the video and runs
 far ahead of it, and the first publish waits for the opening chunk's video encode."""
 
-import asyncio
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -13,7 +12,7 @@ from services.media import runner
 from services.transcoding import worker as worker_module
 from services.transcoding.worker import AUDIO_NICE_EXTRA, Worker
 from tests.clips import make_clip
-from tests.transcoding.conftest import queue_video
+from tests.transcoding.conftest import queue_video, run_until_idle
 
 
 @pytest.mark.parametrize("encode_nice", [0, 10, 17])
@@ -29,14 +28,8 @@ def test_the_audio_runs_below_the_video_at_the_encode_priority(
         seen["audio" if "0:a:0" in argv and "-vn" in argv else "video"].add(kwargs["nice"])
         await real(argv, **kwargs)
 
-    worker = Worker(settings, kinds=("audio", "video"))
-
-    async def until_idle() -> None:
-        while await worker.run_once():
-            await worker.settle()
-
     with mock.patch.object(worker_module, "run_ffmpeg", recording):
-        asyncio.run(until_idle())
+        run_until_idle(Worker(settings, kinds=("audio", "video")))
     assert seen == {
         "audio": {min(19, encode_nice + AUDIO_NICE_EXTRA)},
         "video": {encode_nice},
