@@ -245,16 +245,29 @@ def kill_a_busy_worker(gateway: Gateway, video_id: str) -> tuple[str, Held]:
                 return host, units
         return None
 
-    host, held = wait_for("a worker encoding a video chunk", busy, every=0.2)
+    def frozen_busy() -> tuple[str, Held] | None:
+        # Look, then freeze the worker seen busy and look again: a frozen worker updates
+        # nothing, so its rows now say what it holds when it dies (between a look and a kill
+        # it could finish its unit, or claim another). Thawed when it holds no later video
+        # chunk any more, and the search goes on.
+        found = busy()
+        if found is None:
+            return None
+        host = found[0]
+        subprocess.run(["docker", "pause", containers[host]], check=True, capture_output=True)
+        status = gateway.admin(f"/admin/videos/{video_id}/status")
+        held = {
+            (c["kind"], c["index"])
+            for c in status["chunks"]
+            if c["status"] == "running" and _host(c["worker"]) == host
+        }
+        if held and all(kind == "video" and index > 0 for kind, index in held):
+            return host, held
+        subprocess.run(["docker", "unpause", containers[host]], check=True, capture_output=True)
+        return None
+
+    host, held = wait_for("a worker encoding a video chunk", frozen_busy, every=0.2)
     subprocess.run(["docker", "kill", containers[host]], check=True, capture_output=True)
-    # The worker may have claimed another unit between the look and the kill: what it held
-    # when it died is what its rows still say it runs (a dead worker updates nothing).
-    after = gateway.admin(f"/admin/videos/{video_id}/status")
-    held |= {
-        (c["kind"], c["index"])
-        for c in after["chunks"]
-        if c["status"] == "running" and _host(c["worker"]) == host
-    }
     print(f"compose-test: killed worker container {host} holding {sorted(held)}")
     return host, held
 
