@@ -182,15 +182,35 @@ def _load_prctl() -> Callable[..., int] | None:
 _prctl = _load_prctl()
 
 
+def lower_priority(nice: int) -> None:
+    """In a child before exec: run it `nice` levels below its parent, in its own scheduling
+    group.
+
+    A thread's nice weighs it only against the threads of its own group. Where the kernel
+    groups tasks by session (autogroup: sched_autogroup_enabled, the default of Debian's and
+    most distributions' kernels) each service the launcher starts is a session, so ffmpeg's
+    nice 10 would weigh it against the transcoding service's own threads and not at all
+    against the streaming service or the gateway: each group gets an equal share of the
+    cores. In a session of its own with that group's nice lowered too, the encoder yields
+    to every server. Where there is no autogroup (a container's cgroup, a kernel built
+    without it) the file is missing or ignored, and the thread nice does the work.
+    """
+    if nice <= 0:
+        return
+    os.setsid()
+    os.nice(nice)
+    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as autogroup:
+        autogroup.write(str(min(nice, 19)))
+
+
 def _before_exec(parent: int, nice: int) -> None:
-    """In the child, before exec: lower its priority by `nice`, and have the kernel SIGKILL
-    ffmpeg when its parent dies.
+    """In the child, before exec: lower its priority by `nice` (`lower_priority`), and have
+    the kernel SIGKILL ffmpeg when its parent dies.
 
     Even a worker killed with kill -9 then leaves no orphaned ffmpeg behind. (The signal
     follows the thread that forked, which is the thread running the event loop.)
     """
-    if nice > 0:
-        os.nice(nice)
+    lower_priority(nice)
     if _prctl is None:
         return
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -178,3 +178,33 @@ async def test_the_encoder_runs_at_the_lower_priority_it_is_given(
     probe = f"import os; open({str(seen)!r}, 'w').write(str(os.nice(0)))"
     await run_ffmpeg([sys.executable, "-c", probe], nice=nice)
     assert int(seen.read_text()) == min(os.nice(0) + nice, 19)
+
+
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def autogroup_enabled() -> bool:
+    enabled = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    return AUTOGROUP.exists() and enabled.exists() and enabled.read_text().strip() == "1"
+
+
+async def test_a_lowered_encoder_is_a_scheduling_group_of_its_own(tmp_path: Path) -> None:
+    """A thread's nice counts only within its scheduling group, and where the kernel groups
+    by session every service is one: the encoder gets a session of its own, and where that
+    is a group (autogroup) the group's nice is lowered too."""
+    seen = tmp_path / "seen"
+    probe = (
+        "import os, pathlib; a = pathlib.Path('/proc/self/autogroup'); "
+        f"open({str(seen)!r}, 'w').write("
+        "f'{os.getsid(0) == os.getpid()} {os.getsid(0) == os.getsid(os.getppid())}\\n'"
+        " + (a.read_text() if a.exists() else ''))"
+    )
+    await run_ffmpeg([sys.executable, "-c", probe], nice=7)
+    first, *group = seen.read_text().splitlines()
+    assert first == "True False"  # a session leader, not in its parent's session
+    if autogroup_enabled():
+        mine = AUTOGROUP.read_text().split()[0]
+        name, _, level = group[0].split()
+        assert (name != mine, level) == (True, "7")
+    await run_ffmpeg([sys.executable, "-c", probe])  # not lowered: stays where it was
+    assert seen.read_text().splitlines()[0] == "False True"
