@@ -267,6 +267,9 @@ def _first_segment(client, video_id: str, uri: str) -> bool:  # type: ignore[no-
     return bool(client.get(f"/stream/{video_id}/{rung}/{names[0]}").status_code == 200)
 
 
+# The ladder benchmark's source and its local (first playable s, ok s), for the S3 one.
+LADDER_RUN: dict = {}
+
 # First-playable runs (the first is the whole ladder's run): the median and the largest.
 PLAYABLE_RUNS = 5
 
@@ -278,6 +281,7 @@ def bench_ladder(work: Path) -> None:
     print(f"source: {SOURCE_SECONDS} s 1920x1080 30 fps, {size_mbit / SOURCE_SECONDS:.1f} Mb/s")
     baseline = reference_ladder(source, work / "reference")
     first, _, wall, video_id = platform_ladder(source, work)
+    LADDER_RUN.update(source=source, local=(first, wall))
     firsts = [first] + [
         first_playable(source, work / f"playable{n}") for n in range(1, PLAYABLE_RUNS)
     ]
@@ -452,11 +456,21 @@ def bench_serving(work: Path) -> None:
 
 def bench_s3(work: Path) -> None:
     """The ladder and ingest on S3 (SeaweedFS) against the local folder and the S3 server's
-    own put throughput (scripts/bench_s3.py)."""
+    own put throughput (scripts/bench_s3.py). After the ladder benchmark in the same run, the
+    S3 ladder encodes its source and is compared with its local run (not a second one)."""
     from bench_s3 import run
 
     work.mkdir(parents=True, exist_ok=True)
-    run(work, row, source=make_source(work / "source.mp4"), ladder=platform_ladder)
+    if LADDER_RUN:
+        run(
+            work,
+            row,
+            source=LADDER_RUN["source"],
+            ladder=platform_ladder,
+            local=LADDER_RUN["local"],
+        )
+    else:
+        run(work, row, source=make_source(work / "source.mp4"), ladder=platform_ladder)
 
 
 def bench_yield(work: Path) -> None:

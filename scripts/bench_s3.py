@@ -2,7 +2,8 @@
 the same run:
 
 - the ladder on S3: time to first playable and complete->ok with STORAGE_URL on a SeaweedFS
-  bucket (tests/s3server.py), against the same source on the local folder;
+  bucket (tests/s3server.py), against the same source on the local folder (the ladder
+  benchmark's platform run when it ran before in the same `bench.py`, else a run here);
 - ingest into S3: a file uploaded through the gateway in 8 MiB chunks into the bucket (init to
   `complete`'s answer), against the S3 server's own put throughput for the same bytes with the
   same client the platform uses (S3Store.put_file: boto3, multipart).
@@ -29,19 +30,34 @@ CHUNK = 8 * 1024 * 1024
 ROUNDS = 3
 
 
-def run(work: Path, row: Row, *, source: Path, ladder: Ladder) -> None:
-    """Every S3 figure; `ladder` runs the platform's ladder on `source` (bench.py's)."""
+def run(
+    work: Path,
+    row: Row,
+    *,
+    source: Path,
+    ladder: Ladder,
+    local: tuple[float, float] | None = None,
+) -> None:
+    """Every S3 figure; `ladder` runs the platform's ladder on `source` (bench.py's);
+    `local`: (first playable s, ok s) of that ladder on the local folder, when measured."""
     work.mkdir(parents=True, exist_ok=True)
     server = start_s3_server(work / "s3")
     try:
-        _ladder(work, row, server, source, ladder)
+        _ladder(work, row, server, source, ladder, local)
         _ingest(work, row, server)
     finally:
         server.stop()
 
 
-def _ladder(work: Path, row: Row, server: S3Server, source: Path, ladder: Ladder) -> None:
-    local_first, local_ok, _, _ = ladder(source, work / "local")
+def _ladder(
+    work: Path,
+    row: Row,
+    server: S3Server,
+    source: Path,
+    ladder: Ladder,
+    local: tuple[float, float] | None,
+) -> None:
+    local_first, local_ok = local or ladder(source, work / "local")[:2]
     s3_first, s3_ok, _, _ = ladder(source, work / "on-s3", **s3_env(server))
     row("S3: first playable (s) vs local folder", s3_first, local_first, _x(s3_first, local_first))
     row("S3: complete->ok (s) vs local folder", s3_ok, local_ok, _x(s3_ok, local_ok))

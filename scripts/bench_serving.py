@@ -1,7 +1,7 @@
-"""serving: one ~3 MB HLS segment and its playlist under 50 concurrent connections for 10 s,
+"""serving: one ~3 MB HLS segment and its playlist under 50 concurrent connections for 5 s,
 from the streaming service and through the gateway, against nginx serving the same files.
 
-    .venv/bin/python scripts/bench_serving.py        # alone, about 2 minutes
+    .venv/bin/python scripts/bench_serving.py        # alone, about 1.2 minutes
     .venv/bin/python scripts/bench.py serving        # as one of the benchmarks
 
 ffmpeg renders a 6 s 1280x720 clip at 4 Mb/s into one ~3.3 MB MPEG-TS segment and its VOD
@@ -12,7 +12,7 @@ platform serves them through its real routes. The platform is started as `make r
 
 The baseline is Debian's nginx-light, started here with `sendfile on` (two workers, access log
 off, as the platform keeps none) serving the same storage folder; the load generator is
-Debian's wrk, `wrk -t2 -c50 -d10s`, the same for every target. Both are installed with
+Debian's wrk, `wrk -t2 -c50 -d5s`, the same for every target. Both are installed with
 apt-get when missing (as root). Per kind the runs alternate, nginx, streaming service, nginx,
 gateway, nginx (each after a 2 s warm-up), and each platform figure's baseline is the mean of
 the nginx runs just before and just after it: on a shared machine the load changes within a
@@ -53,7 +53,9 @@ Row = Callable[[str, float | str, float | str, str], None]
 RUNG = "720p"
 SEGMENT = "seg_00000.ts"
 CLIP_SECONDS = 6
-DURATION = "10s"
+# Ten runs of this: 5 s windows keep the full bench within its 10 minutes (each platform run
+# is bracketed by nginx runs, which is what absorbs the machine's drift, not the window).
+DURATION = "5s"
 WARMUP = "2s"
 CONNECTIONS = 50
 THREADS = 2

@@ -1,24 +1,25 @@
 """viewers: how many simulated HLS viewers (scripts/locustfile.py) the machine sustains with a
 p99 under 100 ms for the playlists (master and media) and for the segments.
 
-    .venv/bin/python scripts/bench_viewers.py        # alone, about 4.5 minutes
+    .venv/bin/python scripts/bench_viewers.py        # alone, about 2.5 minutes
     .venv/bin/python scripts/bench.py viewers        # as one of the benchmarks
 
 A generated 30 s 1280x720 clip goes through the platform (ultrafast preset, the production 6 s
 segments: 720p, 480p and 360p rungs plus a separate audio track). Then locust runs headless at
 increasing viewer counts through the gateway: doubling while both groups keep p99 < 100 ms with
 no failure, then bisecting between the last level that held and the first that did not, until
-the time budget is spent (if 50 already fails, 25 is tried; below that 20 s hold too few
+the time budget is spent (if 100 already fails, 50 is tried; below that 10 s hold too few
 playlist requests for a p99). Each level spawns its viewers in a few seconds, resets the
-statistics and measures a 20 s window; viewers join mid-video, so the window sees the steady
+statistics and measures a 10 s window; viewers join mid-video, so the window sees the steady
 mix of a long-running audience rather than a flash crowd of simultaneous starts.
 
 The baseline is nginx (one worker, sendfile) serving the same files from the same storage
 folder to the same viewers: same locust, same machine, same run, so what differs is the cost
-of the platform's serving path. nginx is first measured at the gateway's figure (or at 50 if
-the gateway held none: the same load, p99s side by side), then at twice that; when it holds at
-the highest level tried its figure is a floor (>=N) and the ratio a ceiling (<=). The streaming
-service alone (no gateway hop) is measured at the first level the gateway did not hold.
+of the platform's serving path. nginx is first measured at the gateway's figure (or at the
+first level if the gateway held none: the same load, p99s side by side), then at twice that;
+when it holds at the highest level tried its figure is a floor (>=N) and the ratio a ceiling
+(<=). The streaming service alone (no gateway hop) is measured at the first level the gateway
+did not hold.
 Locust's and the server's CPU (% of one core, over the level) and the machine's load average
 are printed per level: on a 2-core machine shared with other work, a level can fail for want
 of CPU the platform never got, and locust above 85% of a core ("locust-bound") adds its own
@@ -57,16 +58,20 @@ GROUPS = {"playlists": ("master", "playlist"), "segments": ("segment",)}
 TARGET_MS = 100
 CLIP_SECONDS = 30
 SPAWN_SECONDS = 4  # viewers join this fast; the join requests land before the window
-WINDOW_SECONDS = 20  # each level is measured over this window after the spawn
-FIRST_LEVEL = 50
-# Below this, 20 s hold too few playlist requests to judge a p99 (a viewer asks for 3 in 30 s).
-LOWEST_LEVEL = 25
+# Each level is measured over this window after the spawn. 10 s hold about 185 master, 370
+# media playlist and 1,500 segment requests at 400 viewers: enough for a p99, and the whole
+# search fits the full bench's 10 minutes (20 s windows made it 4 of them).
+WINDOW_SECONDS = 10
+# Every run so far held 50, 100 and 200 through the gateway: the search starts at 100.
+FIRST_LEVEL = 100
+# Below this, 10 s hold too few playlist requests to judge a p99 (a viewer asks for 3 in 30 s).
+LOWEST_LEVEL = 50
 MAX_LEVEL = 3200
 BISECT_UNTIL = 1.2  # stop bisecting once the failing level is within 20% of the held one
 MIN_SAMPLES = 50  # a group with fewer samples in the window cannot carry a p99
 # No gateway level is started after this many seconds of searching.
-# 50, 100, 200 and 400 take about 100 s: this lets 800 be tried, and one bisection after.
-SEARCH_BUDGET_SECONDS = 130.0
+# 100, 200 and 400 take about 50 s: this lets 800 be tried, and one bisection after.
+SEARCH_BUDGET_SECONDS = 70.0
 NGINX_LEVELS = 2
 # Above this much of a core, locust's own scheduling shows in its latencies.
 LOCUST_BOUND = 85.0
