@@ -48,7 +48,8 @@ CHUNK = 8 * MiB
 IN_FLIGHT = 4  # the page's PARALLEL
 BIG = GiB
 SMALL = 64 * MiB
-ROUNDS = 3
+# Two of each (best, or median of two): three made the full bench overrun its 10 minutes.
+ROUNDS = 2
 FORMS = ("multipart", "octet-stream")
 Row = Callable[[str, float | str, float | str, str], None]
 

@@ -14,7 +14,7 @@ The baseline is Debian's nginx-light, started here with `sendfile on` (two worke
 off, as the platform keeps none) serving the same storage folder; the load generator is
 Debian's wrk, `wrk -t2 -c50 -d5s`, the same for every target. Both are installed with
 apt-get when missing (as root). Per kind the runs alternate, nginx, streaming service, nginx,
-gateway, nginx (each after a 2 s warm-up), and each platform figure's baseline is the mean of
+gateway, nginx (each after a 1 s warm-up), and each platform figure's baseline is the mean of
 the nginx runs just before and just after it: on a shared machine the load changes within a
 minute, and this is nginx at the time the platform was measured. Goals (issue 6): segments
 at least 90 % of nginx's bytes per second, playlists at least 30 % of its requests per second.
@@ -56,7 +56,7 @@ CLIP_SECONDS = 6
 # Ten runs of this: 5 s windows keep the full bench within its 10 minutes (each platform run
 # is bracketed by nginx runs, which is what absorbs the machine's drift, not the window).
 DURATION = "5s"
-WARMUP = "2s"
+WARMUP = "1s"
 CONNECTIONS = 50
 THREADS = 2
 GOALS = {"segment": 0.90, "playlist": 0.30}

@@ -55,7 +55,7 @@ from services.media.runner import lower_priority  # noqa: E402
 from tests.harness import Platform  # noqa: E402
 
 DURATION = "10s"
-WARMUP = "2s"
+WARMUP = "1s"
 ENCODERS = 2
 GOAL = 1.5
 # wrk's own latency distribution: the 99th percentile in microseconds, and the error counts.
