@@ -489,7 +489,7 @@ def bench_viewers(work: Path) -> None:
     """Concurrent HLS viewers at p99 < 100 ms, against nginx (scripts/bench_viewers.py)."""
     from bench_viewers import run  # scripts/ is on sys.path when bench.py runs as a script
 
-    run(work, row)
+    run(work, row, alone=False)
 
 
 def bench_ingest(work: Path) -> None:

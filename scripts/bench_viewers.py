@@ -19,7 +19,7 @@ of the platform's serving path. nginx is first measured at the gateway's figure 
 first level if the gateway held none: the same load, p99s side by side), then at twice that;
 when it holds at the highest level tried its figure is a floor (>=N) and the ratio a ceiling
 (<=). The streaming service alone (no gateway hop) is measured at the first level the gateway
-did not hold.
+did not hold (when this script runs alone; bench.py leaves it out).
 Locust's and the server's CPU (% of one core, over the level) and the machine's load average
 are printed per level: on a 2-core machine shared with other work, a level can fail for want
 of CPU the platform never got, and locust above 85% of a core ("locust-bound") adds its own
@@ -414,8 +414,10 @@ class Results:
     streaming: list[Level]
 
 
-def run(work: Path, row: Row) -> None:
-    """The viewers benchmark: the searches, then one row per figure."""
+def run(work: Path, row: Row, *, alone: bool = True) -> None:
+    """The viewers benchmark: the searches, then one row per figure (`alone`: also the
+    streaming service without the gateway, at the level the gateway did not hold; bench.py
+    leaves that level out to stay within its 10 minutes)."""
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     command = locust_command()
@@ -423,15 +425,20 @@ def run(work: Path, row: Row) -> None:
     try:
         video_id = transcode_clip(work, platform)
         print(f"viewers: clip ready after {time.monotonic() - started:.0f} s", flush=True)
-        results = measure(work, platform, LoadRunner(work, video_id, command), video_id)
+        results = measure(
+            work, platform, LoadRunner(work, video_id, command), video_id, alone=alone
+        )
     finally:
         platform.drop()
     report(row, results)
     print(f"viewers: {time.monotonic() - started:.0f} s in all", flush=True)
 
 
-def measure(work: Path, platform: Platform, runner: LoadRunner, video_id: str) -> Results:
-    """The gateway search, then nginx and the streaming service alone around its answer."""
+def measure(
+    work: Path, platform: Platform, runner: LoadRunner, video_id: str, *, alone: bool = True
+) -> Results:
+    """The gateway search, then nginx and (`alone`) the streaming service alone around its
+    answer."""
     assert platform.process is not None
     pid = platform.process.pid
     deadline = time.monotonic() + SEARCH_BUDGET_SECONDS
@@ -441,9 +448,11 @@ def measure(work: Path, platform: Platform, runner: LoadRunner, video_id: str) -
     # Where the gateway gave out (if it never did: its figure; if it never held: its first
     # level): would the service alone have held?
     at = (above or ours or gateway[0]).viewers if ours else gateway[0].viewers
-    print("viewers: the streaming service alone", flush=True)
-    streaming = [runner.level("streaming", platform.service_url("streaming"), at, pid)]
-    print(streaming[0].describe(), flush=True)
+    streaming: list[Level] = []
+    if alone:
+        print("viewers: the streaming service alone", flush=True)
+        streaming.append(runner.level("streaming", platform.service_url("streaming"), at, pid))
+        print(streaming[0].describe(), flush=True)
     binary = nginx_binary()
     if not binary:
         print("viewers: no nginx could be installed: no nginx baseline", flush=True)
