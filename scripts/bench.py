@@ -214,12 +214,11 @@ def platform_client(work: Path, **env: str) -> Iterator[tuple[Platform, httpx.Cl
         platform.drop()
 
 
-def platform_ladder(source: Path, work: Path, **env: str) -> tuple[float, float, float, str]:
-    """(first playable s, ok s, wall s from complete, video id): `source` uploaded to a fresh
-    real platform (`env`: settings over the production ones)."""
+def platform_ladder(source: Path, work: Path, **env: str) -> tuple[float, float, str]:
+    """(first playable s, ok s, video id): `source` uploaded to a fresh real platform
+    (`env`: settings over the production ones)."""
     with platform_client(work, **env) as (_, client):
-        first, ok, video_id = _ladder_on(client, source)
-    return first, ok, ok, video_id
+        return _ladder_on(client, source)
 
 
 def first_playables(source: Path, work: Path, runs: int, **env: str) -> list[float]:
@@ -230,11 +229,17 @@ def first_playables(source: Path, work: Path, runs: int, **env: str) -> list[flo
 
 def _ladder_on(client: httpx.Client, source: Path) -> tuple[float, float, str]:
     """(first playable s, ok s, video id) of `source` uploaded through `client`."""
+    video_id, first, answered = _until_playable(client, source)
+    return first, _ready_after(client, video_id, answered), video_id
+
+
+def _until_playable(client: httpx.Client, source: Path) -> tuple[str, float, float]:
+    """Upload `source` through `client` and wait until it is playable: (video id, seconds
+    from `complete`'s answer to playable, the wall clock at that answer)."""
     video_id, done = upload(client, source, chunk_size=CHUNK)
     completed, answered = time.monotonic(), time.time()
     assert done is not None and done.status_code == 200, done.text
-    first = _first_playable(client, video_id) - completed
-    return first, _ready_after(client, video_id, answered), video_id
+    return video_id, _first_playable(client, video_id) - completed, answered
 
 
 def _playables_on(platform: Platform, client: httpx.Client, source: Path, runs: int) -> list[float]:
@@ -248,10 +253,8 @@ def _playables_on(platform: Platform, client: httpx.Client, source: Path, runs: 
     for _ in range(runs):
         if leaked := platform.wait_no_ffmpeg(timeout=30):
             raise SystemExit(f"ffmpeg still running after 30 s: {leaked}")
-        video_id, done = upload(client, source, chunk_size=CHUNK)
-        completed = time.monotonic()
-        assert done is not None and done.status_code == 200, done.text
-        times.append(_first_playable(client, video_id) - completed)
+        video_id, first, _ = _until_playable(client, source)
+        times.append(first)
         stopped = client.post(f"/admin/videos/{video_id}/stop")
         # 409: the job has already ended (a short video can be done by now).
         if stopped.status_code == 409:
@@ -343,7 +346,7 @@ def bench_ladder(work: Path) -> None:
     row("first playable, p95 (largest of 5) (s)", worst, baseline, f"{baseline / worst:.1f}x")
     floor = floor_ladder(source, work / "floor")
     row("floor: one ffmpeg, the same settings (s)", wall, floor, f"{floor / wall:.2f} of it")
-    two = platform_ladder(source, work / "two", WORKERS="2")[2]
+    two = platform_ladder(source, work / "two", WORKERS="2")[1]
     row("complete->ok, 2 video workers (s)", two, baseline, f"{baseline / two:.2f}x")
     ours = work / "storage" / "hls" / video_id
     rungs = plan_ladder(1920, 1080)

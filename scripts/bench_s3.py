@@ -22,8 +22,8 @@ from tests.harness import Platform, s3_env, upload
 from tests.s3server import S3Server, start_s3_server
 
 Row = Callable[[str, float | str, float | str, str], None]
-# (source, work folder, extra settings) -> (first playable s, ok s, wall s, video id)
-Ladder = Callable[..., tuple[float, float, float, str]]
+# (source, work folder, extra settings) -> (first playable s, ok s, video id)
+Ladder = Callable[..., tuple[float, float, str]]
 
 INGEST_BYTES = 256 * 1024 * 1024
 CHUNK = 8 * 1024 * 1024
@@ -59,7 +59,7 @@ def _ladder(
     local: tuple[float, float] | None,
 ) -> None:
     local_first, local_ok = local or ladder(source, work / "local")[:2]
-    s3_first, s3_ok, _, _ = ladder(source, work / "on-s3", **s3_env(server))
+    s3_first, s3_ok, _ = ladder(source, work / "on-s3", **s3_env(server))
     row("S3: first playable (s) vs local folder", s3_first, local_first, _x(s3_first, local_first))
     row("S3: complete->ok (s) vs local folder", s3_ok, local_ok, _x(s3_ok, local_ok))
 
