@@ -516,16 +516,8 @@ def bench_s3(work: Path) -> None:
     from bench_s3 import run
 
     work.mkdir(parents=True, exist_ok=True)
-    if LADDER_RUN:
-        run(
-            work,
-            row,
-            source=LADDER_RUN["source"],
-            ladder=platform_ladder,
-            local=LADDER_RUN["local"],
-        )
-    else:
-        run(work, row, source=make_source(work / "source.mp4"), ladder=platform_ladder)
+    source = LADDER_RUN.get("source") or make_source(work / "source.mp4")
+    run(work, row, source=source, ladder=platform_ladder, local=LADDER_RUN.get("local"))
 
 
 def bench_yield(work: Path) -> None:
