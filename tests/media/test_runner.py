@@ -203,8 +203,10 @@ async def test_a_lowered_encoder_is_a_scheduling_group_of_its_own(tmp_path: Path
     first, *group = seen.read_text().splitlines()
     assert first == "True False"  # a session leader, not in its parent's session
     if autogroup_enabled():
-        mine = AUTOGROUP.read_text().split()[0]
+        # A process in the default group (init's session, as under some CI runners) reads
+        # an empty file: that group is the root task group, not an autogroup.
+        mine = AUTOGROUP.read_text().split()[:1]
         name, _, level = group[0].split()
-        assert (name != mine, level) == (True, "7")
+        assert ([name] != mine, level) == (True, "7")
     await run_ffmpeg([sys.executable, "-c", probe])  # not lowered: stays where it was
     assert seen.read_text().splitlines()[0] == "False True"
