@@ -5,7 +5,7 @@ Each is read as the segment is published, without a process per segment; a file 
 as the muxer writes it reads as None, and the caller asks ffprobe instead.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,21 +34,36 @@ class _Packet:
     payload: memoryview
 
 
-def _ts_packets(data: bytes) -> Iterator[_Packet] | None:
-    """The packets of an MPEG-TS byte string that carry a payload; None when `data` is not
-    whole 188-byte packets each starting with the sync byte."""
-    if (
-        not data
-        or len(data) % TS_PACKET
-        or any(data[at] != 0x47 for at in range(0, len(data), TS_PACKET))
-    ):
+def _ts_packets(data: bytes, *, unit_starts: bool = False) -> Iterator[_Packet] | None:
+    """The packets of an MPEG-TS byte string that carry a payload (with `unit_starts`, only
+    those that start a PES or a section); None when `data` is not whole 188-byte packets
+    each starting with the sync byte."""
+    if not data or len(data) % TS_PACKET or data[::TS_PACKET].strip(_SYNC):
         return None
-    return _packets(data)
+    if not unit_starts:
+        return _packets(data, range(0, len(data), TS_PACKET))
+    return _packets(data, _unit_start_offsets(data))
 
 
-def _packets(data: bytes) -> Iterator[_Packet]:
+_SYNC = b"\x47"
+# Each packet's second byte mapped to 1 where its payload_unit_start_indicator (0x40) is
+# set: the flags of every packet in one C-speed pass, searched with bytes.find.
+_UNIT_START = bytes(1 if byte & 0x40 else 0 for byte in range(256))
+
+
+def _unit_start_offsets(data: bytes) -> Iterator[int]:
+    """Where the packets that start a unit lie: a segment has thousands of packets and
+    one in tens starts a unit, so the rest are never looked at one by one in Python."""
+    flags = data[1::TS_PACKET].translate(_UNIT_START)
+    index = flags.find(1)
+    while index != -1:
+        yield index * TS_PACKET
+        index = flags.find(1, index + 1)
+
+
+def _packets(data: bytes, offsets: Iterable[int]) -> Iterator[_Packet]:
     view = memoryview(data)
-    for at in range(0, len(data), TS_PACKET):
+    for at in offsets:
         header = data[at + 1 : at + 4]
         control = (header[2] >> 4) & 0x3
         start = 4
@@ -83,7 +98,7 @@ def ts_video_units(data: bytes) -> list[VideoUnit] | None:
     """Every video PES of the first video stream in an MPEG-TS file: where it starts,
     whether its packet says random access (the muxer sets it on keyframes), its PTS;
     None when `data` is not MPEG-TS as the muxer writes it or holds no video PES."""
-    packets = _ts_packets(data)
+    packets = _ts_packets(data, unit_starts=True)
     if packets is None:
         return None
     video_pid: int | None = None
@@ -158,7 +173,7 @@ def _section(payload: bytes) -> bytes | None:
 def stream_types(head: bytes) -> list[int] | None:
     """The stream type of every elementary stream the first program's map lists, in order;
     None when `head` (whole packets from the file's start) has no PAT and PMT to read."""
-    packets = _ts_packets(head)
+    packets = _ts_packets(head, unit_starts=True)
     if packets is None:
         return None
     pmt_pid: int | None = None
