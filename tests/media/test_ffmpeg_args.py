@@ -399,7 +399,7 @@ OPENING = EncodeOptions(segment_seconds=6, opening_seconds=2, x264_params="me=di
 def test_the_opening_chunk_encodes_with_its_own_preset_and_a_capped_crf() -> None:
     argv = command(chunk=TimeChunk(index=0, start=0.0, end=2.0), options=OPENING)
     assert values_of(argv, "-preset") == ["ultrafast"] * 4
-    assert values_of(argv, "-crf") == ["20"] * 4
+    assert values_of(argv, "-crf") == ["18"] * 4
     assert values_of(argv, "-b:v") == []
     # Still capped by every rung's VBV.
     assert values_of(argv, "-maxrate") == ["6400k", "3900k", "1900k", "1100k"]
@@ -408,7 +408,8 @@ def test_the_opening_chunk_encodes_with_its_own_preset_and_a_capped_crf() -> Non
     # 8x8 transform keep ultrafast in the High profile the rest of the rung declares.
     assert (
         values_of(argv, "-x264-params")
-        == ["cabac=1:8x8dct=1:bframes=3:b-adapt=1:aq-mode=1:aq-strength=1.3:force-cfr=1"] * 4
+        == ["cabac=1:8x8dct=1:bframes=3:b-adapt=1:aq-mode=1:aq-strength=1.3:vbv-init=1:force-cfr=1"]
+        * 4
     )
     assert values_of(argv, "-start_number") == ["0"] * 4
 

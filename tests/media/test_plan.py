@@ -70,7 +70,7 @@ def test_the_opening_follows_an_ultrafast_ladder_and_keeps_its_own_options_other
     default = encode_options(Settings())
     assert (default.opening_preset, default.opening_x264_params) == (
         "ultrafast",
-        "cabac=1:8x8dct=1:bframes=3:b-adapt=1:aq-mode=1:aq-strength=1.3",
+        "cabac=1:8x8dct=1:bframes=3:b-adapt=1:aq-mode=1:aq-strength=1.3:vbv-init=1",
     )
     assert default.opening_seconds == Settings().opening_seconds
 

@@ -50,8 +50,13 @@ from tests.clips import make_clip
 SEGMENT_SECONDS = 2
 # The `stitched` clips' short opening segment.
 OPENING_SECONDS = 1
-# How full x264's VBV buffer starts (its vbv-init default).
-X264_VBV_INIT = 0.9
+# How full x264's VBV buffer starts for the opening (vbv-init in its options, else x264's
+# default 0.9).
+X264_VBV_INIT = float(
+    dict(p.split("=", 1) for p in EncodeOptions().opening_x264_params.split(":") if "=" in p).get(
+        "vbv-init", 0.9
+    )
+)
 # Apple's limit: no segment longer than the target duration + 0.5 s.
 MAX_SEGMENT_SECONDS = SEGMENT_SECONDS + 0.5
 # MPEG-TS clock ticks per second; one AAC frame is 1024 samples at 48 kHz.
