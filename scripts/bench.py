@@ -17,9 +17,11 @@ against the source scaled to that rung, time to first playable and time to ok.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -53,47 +55,50 @@ SOURCE_FPS = 30
 CHUNK = 8 * 1024 * 1024
 
 
+# Generated sources are kept here between runs, named by what made them: the ffmpeg command
+# and ffmpeg's version. Making them takes about 90 s of a full run on 2 cores (35 s the 1080p
+# source, 36 s the 4K HEVC one), none of it measured. BENCH_CACHE moves the folder;
+# --no-cache (SOURCE_CACHE None) makes every source afresh.
+SOURCE_CACHE: Path | None = Path(
+    os.environ.get("BENCH_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "video-platform-bench"
+)
+
+
+def generated(argv: list[str], path: Path) -> Path:
+    """`path` made by ffmpeg `argv` (its output file left off), from the cache when an
+    earlier run made it with the same command and the same ffmpeg."""
+    if SOURCE_CACHE is None:
+        subprocess.run([*argv, str(path)], check=True)
+        return path
+    version = subprocess.run(
+        ["ffmpeg", "-version"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()[0]
+    key = hashlib.sha256(json.dumps([version, argv]).encode()).hexdigest()[:32]
+    cached = SOURCE_CACHE / f"{key}{path.suffix}"
+    if not cached.exists():
+        SOURCE_CACHE.mkdir(parents=True, exist_ok=True)
+        # Written under another name and renamed when whole: an interrupted run leaves no
+        # half-written source for the next one to take.
+        partial = SOURCE_CACHE / f"{key}.{os.getpid()}.partial{path.suffix}"
+        try:
+            subprocess.run([*argv, str(partial)], check=True)
+            partial.replace(cached)
+        finally:
+            partial.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cached, path)
+    return path
+
+
 def make_source(path: Path, seconds: int = SOURCE_SECONDS) -> Path:
     """A 1080p30 H.264 source at about 10 Mb/s with stereo AAC (noise keeps it honest)."""
     video = f"testsrc2=size=1920x1080:rate={SOURCE_FPS}:duration={seconds},noise=alls=12:allf=t"
     audio = f"sine=frequency=440:sample_rate=48000:duration={seconds}"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            video,
-            "-f",
-            "lavfi",
-            "-i",
-            audio,
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-b:v",
-            "10M",
-            "-maxrate",
-            "10M",
-            "-bufsize",
-            "20M",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-ac",
-            "2",
-            "-b:a",
-            "192k",
-            str(path),
-        ],
-        check=True,
-    )
-    return path
+    argv = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", video, "-f", "lavfi", "-i", audio]
+    argv += ["-c:v", "libx264", "-preset", "veryfast", "-b:v", "10M", "-maxrate", "10M"]
+    argv += ["-bufsize", "20M", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2", "-b:a", "192k"]
+    return generated(argv, path)
 
 
 def reference_ladder(source: Path, out: Path) -> float:
@@ -412,9 +417,8 @@ def make_4k_hevc_source(path: Path, seconds: int = 9) -> Path:
     argv = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", video, "-f", "lavfi", "-i", audio]
     argv += ["-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le"]
     argv += ["-b:v", "20M", "-x265-params", "log-level=error", "-tag:v", "hvc1"]
-    argv += ["-c:a", "aac", "-ac", "2", str(path)]
-    subprocess.run(argv, check=True)
-    return path
+    argv += ["-c:a", "aac", "-ac", "2"]
+    return generated(argv, path)
 
 
 # The baseline without the opening is one whole encode of the source: three runs of it
@@ -442,7 +446,11 @@ RESUME_SECONDS = 15
 def bench_resume(work: Path) -> None:
     """kill -9 of the process running ffmpeg mid-job: how much work is done again."""
     work.mkdir(parents=True, exist_ok=True)
-    source = make_source(work / "source.mp4", RESUME_SECONDS)
+    # The ladder's source cut at RESUME_SECONDS (the same frames, copied: no encode).
+    whole = LADDER_RUN.get("source") or make_source(work / "whole.mp4")
+    source = work / "source.mp4"
+    argv = ["ffmpeg", "-v", "error", "-y", "-i", str(whole), "-t", str(RESUME_SECONDS)]
+    subprocess.run([*argv, "-c", "copy", str(source)], check=True)
     platform = production_platform(work, CHUNK_SEGMENTS="1").start()
     try:
         with platform.client() as client:
@@ -564,6 +572,7 @@ BENCHMARKS = {
 
 
 def main() -> None:
+    global SOURCE_CACHE
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -573,7 +582,14 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the table to this file")
     parser.add_argument("--chart", type=Path, help="also draw the table as a PNG here")
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help=f"make the generated sources afresh instead of taking them from {SOURCE_CACHE}",
+    )
     args = parser.parse_args()
+    if args.no_cache:
+        SOURCE_CACHE = None
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
