@@ -542,11 +542,12 @@ def bench_yield(work: Path) -> None:
     run(work, row)
 
 
-# Usual seconds of each benchmark on the 2-core development machine, for the progress lines.
+# Usual seconds of each benchmark on the 2-core development machine, for the progress lines:
+# a run with its sources in the cache (a first run makes them: about 70 s more).
 USUAL_SECONDS = {
-    "ladder": 200,
-    "playable4k": 80,
-    "resume": 30,
+    "ladder": 180,
+    "playable4k": 40,
+    "resume": 25,
     "viewers": 95,
     "ingest": 50,
     "serving": 65,
