@@ -56,7 +56,7 @@ CHUNK = 8 * 1024 * 1024
 
 
 # Generated sources are kept here between runs, named by what made them: the ffmpeg command
-# and ffmpeg's version. Making them takes about 90 s of a full run on 2 cores (35 s the 1080p
+# and ffmpeg's version. Making them takes about 70 s of a full run on 2 cores (35 s the 1080p
 # source, 36 s the 4K HEVC one), none of it measured. BENCH_CACHE moves the folder;
 # --no-cache (SOURCE_CACHE None) makes every source afresh.
 SOURCE_CACHE: Path | None = Path(
