@@ -91,8 +91,10 @@ def generated(argv: list[str], path: Path) -> Path:
     return path
 
 
-def make_source(path: Path, seconds: int = SOURCE_SECONDS) -> Path:
-    """A 1080p30 H.264 source at about 10 Mb/s with stereo AAC (noise keeps it honest)."""
+def make_source(path: Path) -> Path:
+    """A SOURCE_SECONDS 1080p30 H.264 source at about 10 Mb/s with stereo AAC (noise keeps it
+    honest)."""
+    seconds = SOURCE_SECONDS
     video = f"testsrc2=size=1920x1080:rate={SOURCE_FPS}:duration={seconds},noise=alls=12:allf=t"
     audio = f"sine=frequency=440:sample_rate=48000:duration={seconds}"
     argv = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", video, "-f", "lavfi", "-i", audio]

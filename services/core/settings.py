@@ -152,12 +152,10 @@ class Settings(BaseSettings):
     # quality for a few per cent more time. Adaptive quantisation (off in ultrafast) buys
     # the most of the rest: on the bench clip's opening second, SSIM 0.938/0.960/0.972/0.983
     # against 0.935/0.948/0.969/0.979 without it (1080p/720p/480p/360p), for no time to
-    # measure; superfast gave 0.941/0.958/0.972/0.983 for about 0.2 s more. A full VBV
-    # buffer at the start (vbv-init=1) with OPENING_CRF 18 gives the rungs their buffer's
-    # worth: 0.943-0.947/0.963/0.977/0.984 (720p was 0.007-0.010 below its rest, now
-    # 0.004-0.0045 in scripts/bench.py); a lower CRF than 18 gains nothing (the buffer
-    # holds), trellis=1 0.0005 on 720p for 0.2 s more, and subme 1-4 lowers SSIM at the
-    # same CRF (fewer bits).
+    # measure; superfast gave 0.941/0.958/0.972/0.983 for about 0.2 s more. vbv-init=1
+    # with OPENING_CRF 18: see EncodeOptions (the buffer, not the options, held 720p back);
+    # beside them a lower CRF gains nothing, trellis=1 0.0005 on 720p for 0.2 s more, and
+    # subme 1-4 lowers SSIM at the same CRF (fewer bits).
     opening_x264_params: str = Field(
         "cabac=1:8x8dct=1:bframes=3:b-adapt=1:aq-mode=1:aq-strength=1.3:vbv-init=1",
         description="x264 options over the opening's preset",
