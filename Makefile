@@ -49,12 +49,16 @@ S3_TESTS := $(S3_DB_TESTS) tests/test_metadata.py tests/test_access.py \
 	tests/test_upload_bounds.py tests/test_upload_hashing.py tests/test_crafted.py \
 	tests/test_caption_serving.py tests/test_metrics.py tests/test_watch.py
 
+# The SQLite pass in one lane; the PostgreSQL, S3 and S3 + PostgreSQL passes one after
+# another in a second lane beside it (scripts/test_lanes.sh: a pass alone leaves a quarter
+# of the two cores idle, and no pass can disturb another's platforms).
 test: lint
 	bash scripts/ensure_postgres.sh
-	$(PY) -m pytest --ignore=tests/s3
-	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(DB_TESTS)
-	TEST_STORAGE=s3 $(PY) -m pytest $(S3_TESTS)
-	TEST_STORAGE=s3 TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(S3_DB_TESTS)
+	bash scripts/test_lanes.sh \
+		sqlite '$(PY) -m pytest --ignore=tests/s3' \
+		postgres-s3 'TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(DB_TESTS) \
+			&& TEST_STORAGE=s3 $(PY) -m pytest $(S3_TESTS) \
+			&& TEST_STORAGE=s3 TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(S3_DB_TESTS)'
 	$(MAKE) test-compose
 
 # The platform as containers, end to end, sharing nothing but PostgreSQL and a bucket (Docker
