@@ -5,9 +5,10 @@
     .venv/bin/python scripts/bench.py --quick    # the short subset (QUICK)
     .venv/bin/python scripts/bench.py --chart bench.png --json bench.json   # also a picture
 
-Before each benchmark a progress line says which it is, how long the run has taken and about
-how long is left (from each benchmark's usual duration on the 2-core machine, corrected by
-how the run has gone so far).
+First the tools the chosen benchmarks use are installed when missing, in the background while
+their sources are generated (`prepare`). Before each benchmark a progress line says which it
+is, how long the run has taken and about how long is left (from each benchmark's usual
+duration on the 2-core machine, corrected by how the run has gone so far).
 
 ladder: a generated 30 s 1920x1080 30 fps H.264 source (~10 Mb/s, stereo AAC) through the
 platform from `complete` to `ok`, against the reference system's way: four ffmpeg processes
@@ -556,6 +557,40 @@ USUAL_SECONDS = {
     "s3": 55,
     "yield": 40,
 }
+# What each benchmark needs before it measures: Debian's wrk and nginx-light, the `bench`
+# extra (locust), the generated sources (the ladder's is also the resume and S3 ones').
+NEEDS_APT = {"serving", "viewers", "yield"}
+NEEDS_LOCUST = {"viewers"}
+NEEDS_SOURCE = {"ladder", "resume", "s3"}
+
+
+def prepare(names: list[str], work: Path, chart: bool) -> None:
+    """A first run's set-up, all before the first measurement: what is missing is installed
+    in the background (the package mirrors and the disk) while the sources are generated
+    into the cache (the cores), instead of each on its own in the middle of the run. With
+    everything there already (or --no-cache), only the installs are checked."""
+    from bench_chart import require_matplotlib
+    from bench_serving import install_tools
+    from bench_viewers import locust_command
+
+    chosen = set(names)
+    installs = [install_tools] if chosen & NEEDS_APT else []
+    # The bench extra brings locust and matplotlib at once: one pip run for either.
+    if chosen & NEEDS_LOCUST:
+        installs.append(locust_command)
+    elif chart:
+        installs.append(require_matplotlib)
+    with ThreadPoolExecutor(max_workers=max(1, len(installs))) as pool:
+        installing = [pool.submit(install) for install in installs]
+        if SOURCE_CACHE is not None:
+            if chosen & NEEDS_SOURCE:
+                make_source(work / "source.mp4")
+            if "playable4k" in chosen:
+                make_4k_hevc_source(work / "source4k.mp4")
+        for install in installing:
+            install.result()
+
+
 # --quick: the figures that need no long encode.
 QUICK = ["yield", "serving"]
 # --quick also measures each wrk run over this window instead of 10 s (the subset in about
@@ -605,8 +640,12 @@ def main() -> None:
     print(HEADER)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        prepare(names, Path(tmp) / "prepare", chart=args.chart is not None)
+        ready = time.monotonic()
+        print(f"ready in {ready - started:.0f} s", flush=True)
         for done, name in enumerate(names):
-            progress(names, done, time.monotonic() - started)
+            now = time.monotonic()
+            progress(names, done, now - started, now - ready)
             BENCHMARKS[name](Path(tmp) / name)
     took = time.monotonic() - started
     print(f"[{len(names)}/{len(names)}] done in {took / 60:.1f} min", flush=True)
@@ -619,11 +658,12 @@ def main() -> None:
         print(f"chart: {draw(ROWS, args.chart, title)}", flush=True)
 
 
-def progress(names: list[str], done: int, elapsed: float) -> None:
+def progress(names: list[str], done: int, elapsed: float, measuring: float) -> None:
     """One line before benchmark `done`: which, time so far, about how long is left (the
-    usual durations, scaled by how the finished ones compared with theirs)."""
+    usual durations, scaled by how the finished ones, `measuring` seconds since `prepare`,
+    compared with theirs)."""
     usual_done = sum(USUAL_SECONDS[n] for n in names[:done])
-    pace = elapsed / usual_done if usual_done else 1.0
+    pace = measuring / usual_done if usual_done else 1.0
     left = pace * sum(USUAL_SECONDS[n] for n in names[done:])
     print(
         f"[{done + 1}/{len(names)}] {names[done]}: {elapsed / 60:.1f} min so far, about "

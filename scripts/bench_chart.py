@@ -33,7 +33,8 @@ def ratios(rows: list[tuple[str, str, str, str]]) -> list[tuple[str, float]]:
     return found
 
 
-def _matplotlib() -> None:
+def require_matplotlib() -> None:
+    """matplotlib, installed with the `bench` extra when it is missing."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -45,7 +46,7 @@ def _matplotlib() -> None:
 
 def draw(rows: list[tuple[str, str, str, str]], out: Path, title: str) -> Path:
     """Write the PNG; returns its path."""
-    _matplotlib()
+    require_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg")  # no display here
