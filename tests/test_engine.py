@@ -49,18 +49,7 @@ def test_kill_9_mid_job_reencodes_only_the_chunks_in_flight(own_platform, clips)
         expected = rung_timeline(client, reference)
 
         video_id, _ = upload(client, clips["long"], chunk_size=CHUNK)
-        chunks = wait_chunks(
-            client,
-            video_id,
-            lambda cs: len(video_done(cs)) >= 2 and any(c["status"] == "running" for c in cs),
-        )
-        in_flight = [c for c in chunks if c["status"] == "running"]
-        done_before = set(video_done(chunks))
-        worker_pid = int(in_flight[0]["worker"].rsplit(":", 1)[1])
-        encoders = own_platform.ffmpeg_pids()
-        assert encoders
-        os.kill(worker_pid, signal.SIGKILL)
-        _wait_gone(encoders)
+        in_flight, done_before = kill_9_worker_mid_job(own_platform, client, video_id)
 
         assert wait_status(client, video_id, timeout=300)["overall"] == "ok"
         final = chunks_of(client, video_id)
@@ -72,6 +61,36 @@ def test_kill_9_mid_job_reencodes_only_the_chunks_in_flight(own_platform, clips)
         repeated = sum(c["encodes"] - 1 for c in final)
         assert repeated <= len(in_flight), final
         assert rung_timeline(client, video_id) == expected
+
+
+def kill_9_worker_mid_job(
+    platform, client, video_id: str, timeout: float = 120
+) -> tuple[list[dict], set[int]]:
+    """kill -9 of the process running the job's units once two video chunks are done and
+    another is running: (the units it held, the video chunks done) at the kill.
+
+    The process is stopped (SIGSTOP) before the units are read: a running worker may finish
+    one unit and claim the next between a read and the kill (it records a unit beside the
+    next one's encode), which on a loaded machine made two units in flight where the read
+    saw one. Stopped, it claims and records nothing more; its ffmpeg go on until the kill."""
+    chunks = wait_chunks(
+        client,
+        video_id,
+        lambda cs: len(video_done(cs)) >= 2 and any(c["status"] == "running" for c in cs),
+        timeout=timeout,
+    )
+    running = next(c for c in chunks if c["status"] == "running")
+    worker_pid = int(running["worker"].rsplit(":", 1)[1])
+    os.kill(worker_pid, signal.SIGSTOP)
+    encoders = platform.ffmpeg_pids()
+    chunks = chunks_of(client, video_id)  # the admin service reads them: not the stopped one
+    in_flight = [c for c in chunks if c["status"] == "running"]
+    done_before = set(video_done(chunks))
+    os.kill(worker_pid, signal.SIGKILL)
+    assert encoders
+    assert in_flight
+    _wait_gone(encoders)
+    return in_flight, done_before
 
 
 def _wait_gone(pids: list[int], timeout: float = 5.0) -> None:

@@ -5,8 +5,6 @@ kill -9 of a worker re-encodes only the chunks it held."""
 
 import base64
 import hashlib
-import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +31,11 @@ from tests.s3.test_upload_s3 import (
     settings_of,
 )
 from tests.s3server import S3Server
-from tests.test_engine import _wait_gone, chunks_of, rung_timeline, video_done, wait_chunks
+from tests.test_engine import (
+    chunks_of,
+    kill_9_worker_mid_job,
+    rung_timeline,
+)
 
 TUS = {"Tus-Resumable": "1.0.0"}
 STREAM = {"Content-Type": "application/offset+octet-stream"}
@@ -253,19 +255,7 @@ def test_kill_9_of_a_worker_mid_job_reencodes_only_the_chunks_in_flight(own_plat
         expected = rung_timeline(client, reference)
 
         video_id, _ = upload(client, clips["long"], chunk_size=CHUNK)
-        chunks = wait_chunks(
-            client,
-            video_id,
-            lambda cs: len(video_done(cs)) >= 2 and any(c["status"] == "running" for c in cs),
-            timeout=300,
-        )
-        in_flight = [c for c in chunks if c["status"] == "running"]
-        done_before = set(video_done(chunks))
-        worker_pid = int(in_flight[0]["worker"].rsplit(":", 1)[1])
-        encoders = own_platform.ffmpeg_pids()
-        assert encoders
-        os.kill(worker_pid, signal.SIGKILL)
-        _wait_gone(encoders)
+        in_flight, done_before = kill_9_worker_mid_job(own_platform, client, video_id, 300)
 
         assert wait_status(client, video_id, timeout=300)["overall"] == "ok"
         final = chunks_of(client, video_id)
