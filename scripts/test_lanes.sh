@@ -21,7 +21,7 @@ fi
 LANE_LOGS=${LANE_LOGS:-$(mktemp -d -t test-lanes.XXXXXX)}
 mkdir -p "$LANE_LOGS"
 
-pids=()
+pids=() names=()
 started=$(date +%s)
 while (($#)); do
   name=$1 command=$2
@@ -43,11 +43,24 @@ while (($#)); do
     fi
     exit "$status"
   ) &
-  pids+=("$!")
+  pids+=("$!") names+=("$name")
 done
 
+# A lane's failure scrolls by while the other lane is still running; CI keeps the end of the
+# output. So once every lane has ended, say again why each failed lane failed: the assertion
+# lines (E ...) and pytest's short summary, or the end of its log when pytest never got there.
 failed=0
-for pid in "${pids[@]}"; do
-  wait "$pid" || failed=1
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}" && continue
+  failed=1
+  name=${names[$i]} log="$LANE_LOGS/${names[$i]}.log"
+  echo "[$name] ---- why lane $name failed (from $log) ----"
+  if grep -q "short test summary info" "$log"; then
+    grep -E "^E  " "$log" | head -n 40
+    # from the last summary: a lane's passes run until one fails, so the last is the failing one
+    awk '/short test summary info/ { n = 0 } { kept[++n] = $0 } END { for (i = 1; i <= n && i <= 60; i++) print kept[i] }' "$log"
+  else
+    tail -n 60 "$log"
+  fi | sed "s/^/[$name] /"
 done
 exit "$failed"
