@@ -50,18 +50,19 @@ async def test_progress_callbacks_report_increasing_output_time() -> None:
     assert seen[-1] == pytest.approx(1.0, abs=0.15)
 
 
-async def test_stop_event_terminates_a_long_encode_within_two_seconds() -> None:
+async def test_stop_event_ends_an_endless_encode_by_sigterm_before_any_sigkill() -> None:
+    # An endless encode ends only if the stop ends it; with a grace longer than the wait, it
+    # must be SIGTERM (ffmpeg closing its outputs cleanly) that did, not the SIGKILL after it.
+    # (How fast is the benchmarks' business: a wall-clock bound here fails on a busy machine.)
     stop = asyncio.Event()
     running = asyncio.Event()
     task = asyncio.create_task(
-        run_ffmpeg(ENDLESS, on_progress=lambda _: running.set(), stop=stop, grace=1.0)
+        run_ffmpeg(ENDLESS, on_progress=lambda _: running.set(), stop=stop, grace=120.0)
     )
-    await asyncio.wait_for(running.wait(), timeout=10)
-    started = time.monotonic()
+    await asyncio.wait_for(running.wait(), timeout=30)
     stop.set()
     with pytest.raises(Stopped):
-        await task
-    assert time.monotonic() - started < 2.0
+        await asyncio.wait_for(task, timeout=60)
     assert children(os.getpid()) == []
 
 
@@ -70,7 +71,7 @@ async def test_process_ignoring_sigterm_is_killed_after_the_grace_period() -> No
         "import signal, sys, time\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         "print('out_time_us=1', flush=True)\n"
-        "time.sleep(30)\n"
+        "time.sleep(600)\n"
     )
     stop = asyncio.Event()
     ready = asyncio.Event()
@@ -84,7 +85,8 @@ async def test_process_ignoring_sigterm_is_killed_after_the_grace_period() -> No
     stop.set()
     with pytest.raises(Stopped):
         await task
-    assert 0.3 <= time.monotonic() - started < 2.0
+    # It waited out the grace, and it was the SIGKILL that ended it (it would sleep on).
+    assert 0.3 <= time.monotonic() - started < 300
 
 
 async def test_stop_set_before_start_runs_nothing() -> None:
@@ -161,7 +163,7 @@ def test_ffmpeg_dies_with_a_worker_killed_by_sigkill() -> None:
         finally:
             worker.kill()  # the kill -9 under test (and the clean-up if the set-up failed)
         worker.wait(timeout=5)
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 30  # an orphan would run on; a wait, not a time limit
     while alive(ffmpeg_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     survived = alive(ffmpeg_pid)
