@@ -225,9 +225,12 @@ class Platform:
         pids = ffmpeg_pids(str(self.storage))
         return [p for p in pids if video_id is None or video_id in _cmdline(p)]
 
-    def wait_no_ffmpeg(self, timeout: float = 10.0) -> list[int]:
+    def wait_no_ffmpeg(self, timeout: float = 90.0) -> list[int]:
         """The ffmpeg pids still alive after `timeout` s: a background picture (poster,
-        storyboard) ends within a second, a leaked encoder never does."""
+        storyboard) ends within a second on an idle machine, a leaked encoder never does.
+        The wait is long because make test's lanes load the machine: a storyboard of a
+        20 s 1080p clip, at the encoders' low priority, can then take many seconds; it
+        costs time only when something is left running."""
         deadline = time.monotonic() + timeout
         while (pids := self.ffmpeg_pids()) and time.monotonic() < deadline:
             time.sleep(0.1)
