@@ -223,7 +223,7 @@ class Platform:
         """ffmpeg processes working on this platform's storage (on one video's files, if
         given: posters and storyboards of other videos are made in the background)."""
         pids = ffmpeg_pids(str(self.storage))
-        return [p for p in pids if video_id is None or video_id in _cmdline(p)]
+        return [p for p in pids if video_id is None or video_id in cmdline(p)]
 
     def wait_no_ffmpeg(self, timeout: float = 90.0) -> list[int]:
         """The ffmpeg pids still alive after `timeout` s: a background picture (poster,
@@ -389,7 +389,7 @@ def wait_status(
     raise AssertionError(f"{video_id} not in {wanted} after {timeout} s: {status}")
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
     try:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
