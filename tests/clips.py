@@ -6,11 +6,25 @@ from pathlib import Path
 
 
 def make_clip(
-    path: Path, *, width: int, height: int, seconds: float, fps: float = 30, audio: bool = True
+    path: Path,
+    *,
+    width: int,
+    height: int,
+    seconds: float,
+    fps: float = 30,
+    audio: bool = True,
+    noise: int = 0,
+    pattern: str = "testsrc2",
 ) -> Path:
-    """Render an H.264 (+ stereo 48 kHz AAC) mp4 test pattern at `path` and return it."""
+    """Render an H.264 (+ stereo 48 kHz AAC) mp4 test pattern at `path` and return it; with
+    `noise` (a strength, 1-100), grain that changes every frame: footage that needs every
+    bit a rung's cap allows, where the plain pattern is easy to compress. `pattern`: lavfi's
+    moving testsrc2, or its still testsrc (a counter ticking on a fixed picture: a slide)."""
     argv = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
-    argv += ["-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}:duration={seconds}"]
+    video = f"{pattern}=size={width}x{height}:rate={fps}:duration={seconds}"
+    if noise:
+        video += f",noise=alls={noise}:allf=t"
+    argv += ["-f", "lavfi", "-i", video]
     if audio:
         argv += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
         argv += ["-map", "0:v", "-map", "1:a", "-c:a", "aac", "-ac", "2", "-ar", "48000"]

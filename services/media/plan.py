@@ -11,7 +11,15 @@ from services.core.jobs import CAPTIONS, ChunkSpec
 from services.core.settings import Settings
 from services.media.bounds import check_source
 from services.media.chunking import split_chunks
-from services.media.ffmpeg_args import CODECS, HEVC, MAX_AUDIO_KBPS, EncodeOptions, audio_bitrate
+from services.media.ffmpeg_args import (
+    CODECS,
+    FIXED,
+    H264,
+    HEVC,
+    MAX_AUDIO_KBPS,
+    EncodeOptions,
+    audio_bitrate,
+)
 from services.media.ladder import Rendition, plan_ladder
 from services.media.probe import SourceInfo
 
@@ -88,6 +96,9 @@ def encode_options(settings: Settings, codec: str | None = None) -> EncodeOption
         opening_preset=settings.x264_preset if ultrafast else settings.opening_x264_preset,
         opening_x264_params="" if ultrafast else settings.opening_x264_params,
         opening_crf=settings.opening_crf,
+        # The HEVC ladder's rates stay fixed (x265's CRF scale is not x264's): its plan says so.
+        rate_control=settings.rate_control if codec == H264 else FIXED,
+        crf=settings.ladder_crf,
     )
 
 

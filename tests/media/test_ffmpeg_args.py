@@ -7,6 +7,7 @@ import pytest
 from services.core import layout
 from services.media.chunking import TimeChunk
 from services.media.ffmpeg_args import (
+    CAPPED_CRF,
     MAX_AUDIO_KBPS,
     TS_OFFSET_SECONDS,
     EncodeOptions,
@@ -435,3 +436,50 @@ def test_hevc_encodes_its_opening_as_the_rest() -> None:
     argv = command(chunk=TimeChunk(index=0, start=0.0, end=2.0), options=hevc)
     assert values_of(argv, "-c:v") == ["libx265"] * 4
     assert values_of(argv, "-crf") == []
+
+
+CAPPED = replace(OPENING, rate_control=CAPPED_CRF, crf=20)
+
+
+def test_capped_crf_keeps_a_constant_quality_under_each_rung_s_average_rate() -> None:
+    argv = command(chunk=TimeChunk(index=1, start=2.0, end=8.0), options=CAPPED)
+    assert values_of(argv, "-preset") == ["veryfast"] * 4
+    assert values_of(argv, "-crf") == ["20"] * 4
+    assert values_of(argv, "-b:v") == []
+    # The cap is the rung's average bit rate (what the fixed ladder targets), the buffer
+    # the rung's own. It starts only as full as keeps a chunk's first 6 s segment within the
+    # rung's maxrate: (maxrate / 1.06 - cap) x 6 s of the buffer (1080p: 0.147). The
+    # operator's options come after, and may still set it.
+    assert values_of(argv, "-maxrate") == ["5800k", "3500k", "1600k", "900k"]
+    assert values_of(argv, "-bufsize") == ["9600k", "5800k", "3000k", "2200k"]
+    assert values_of(argv, "-x264-params") == [
+        "vbv-init=0.15:me=dia:force-cfr=1",
+        "vbv-init=0.19:force-cfr=1",
+        "vbv-init=0.38:force-cfr=1",
+        "vbv-init=0.38:force-cfr=1",
+    ]
+
+
+def test_capped_crf_leaves_the_opening_to_its_own_rate_control() -> None:
+    opening = command(chunk=TimeChunk(index=0, start=0.0, end=2.0), options=CAPPED)
+    plain = command(chunk=TimeChunk(index=0, start=0.0, end=2.0), options=OPENING)
+    assert opening == plain
+
+
+def test_an_opening_that_is_a_peak_window_of_its_own_starts_its_buffer_lower() -> None:
+    """With a 2 s target the 1 s opening alone is a window of RFC 8216's peak: its buffer
+    starts only as full as keeps it within twice the rung's average rate [1.30]. With 6 s
+    segments it counts with the next segment, and keeps its full buffer."""
+    short = replace(OPENING, segment_seconds=2, opening_seconds=1)
+    argv = command(chunk=TimeChunk(index=0, start=0.0, end=1.0), options=short)
+    # 1080p: (2 x 5800 / 1.06 - 6400) x 1 s / 9600 = 0.47 of its buffer; after the
+    # opening's own vbv-init=1, so it is the one x264 takes.
+    fills = [p.split(":vbv-init=")[-1].split(":")[0] for p in values_of(argv, "-x264-params")]
+    assert fills == ["0.47", "0.47", "0.37", "0.27"]
+    opening = command(chunk=TimeChunk(index=0, start=0.0, end=2.0), options=OPENING)
+    assert all(p.count("vbv-init=") == 1 for p in values_of(opening, "-x264-params"))
+
+
+def test_an_unknown_rate_control_is_refused() -> None:
+    with pytest.raises(ValueError, match="rate control"):
+        command(options=replace(OPENING, rate_control="vbr"))

@@ -75,6 +75,31 @@ def test_the_opening_follows_an_ultrafast_ladder_and_keeps_its_own_options_other
     assert default.opening_seconds == Settings().opening_seconds
 
 
+def test_the_rate_control_is_the_settings_and_recorded_in_the_plan(tmp_path: Path) -> None:
+    info = SourceInfo(
+        duration=20.0,
+        width=1280,
+        height=720,
+        fps=30.0,
+        video_codec="h264",
+        audio_codec="aac",
+        format_name="mov,mp4,m4a,3gp,3g2,mj2",
+        bit_rate=4_000_000,
+    )
+    fixed, _ = make_plan(info, settings(tmp_path))
+    assert fixed.options.rate_control == "fixed"
+    capped = Settings(storage_dir=tmp_path, rate_control="capped-crf", ladder_crf=21)
+    plan, _ = make_plan(info, capped)
+    assert (plan.options.rate_control, plan.options.crf) == ("capped-crf", 21)
+    # A job resumed from its stored plan encodes as it began, whatever the settings now say.
+    assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))).options == plan.options
+    # The HEVC ladder keeps fixed rates, and its plan says so.
+    hevc, _ = make_plan(info, capped, codec="hevc")
+    assert hevc.options.rate_control == "fixed"
+    with pytest.raises(ValueError, match="rate_control"):
+        Settings(rate_control="crf")
+
+
 def test_an_opening_in_another_h264_profile_than_the_ladder_is_refused() -> None:
     with pytest.raises(ValueError, match="8x8dct=1 and bframes=3"):
         Settings(opening_x264_preset="ultrafast", opening_x264_params="cabac=1")

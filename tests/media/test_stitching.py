@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -25,6 +26,8 @@ from services.core import layout
 from services.core.storage import Storage
 from services.media.chunking import TimeChunk, split_chunks
 from services.media.ffmpeg_args import (
+    CAPPED_CRF,
+    FIXED,
     EncodeOptions,
     audio_bitrate,
     audio_command,
@@ -66,6 +69,8 @@ AAC_FRAME_TICKS = 1024 * TICKS // 48_000
 PROFILE_IDC = {"Constrained Baseline": 0x42, "Baseline": 0x42, "Main": 0x4D, "High": 0x64}
 VIDEO_ID = "5717c4ed" * 4
 FRAME_RATES = {"30": Fraction(30), "25": Fraction(25), "29.97": Fraction(30000, 1001)}
+# Grain strength of the clip the capped-CRF ladder is checked on where it meets its cap.
+NOISE = 16
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class Stitched:
     chunks: list[TimeChunk]
     out_dir: Path
     master: m3u8.M3U8
+    source: Path
 
     @property
     def names(self) -> list[str]:
@@ -94,7 +100,13 @@ class Stitched:
 
 
 def encode(
-    root: Path, source: Path, *, preset: str, keyframe_seconds: int = 2, opening_seconds: int = 0
+    root: Path,
+    source: Path,
+    *,
+    preset: str,
+    keyframe_seconds: int = 2,
+    opening_seconds: int = 0,
+    rate_control: str = FIXED,
 ) -> Stitched:
     """Encode `source` in chunks plus its audio, the way the worker does (each chunk's
     keyframes indexed as it finishes), then stitch it with the publisher's own code."""
@@ -111,6 +123,7 @@ def encode(
         segment_seconds=SEGMENT_SECONDS,
         keyframe_seconds=keyframe_seconds,
         opening_seconds=opening_seconds,
+        rate_control=rate_control,
     )
     storage = Storage(root)
     out_dir = storage.hls_dir(VIDEO_ID)
@@ -135,7 +148,7 @@ def encode(
     plan = Plan(info=info, renditions=renditions, options=options, audio_kbps=audio_kbps)
     write_presentation(storage, VIDEO_ID, plan, len(chunks), final=True)
     master = storage.master_path(VIDEO_ID).read_text()
-    return Stitched(info, renditions, chunks, out_dir, m3u8.loads(master))
+    return Stitched(info, renditions, chunks, out_dir, m3u8.loads(master), source)
 
 
 async def run_all(commands: list[list[str]]) -> None:
@@ -152,12 +165,66 @@ def rung_iframes(rung: Path, segments: list[tuple[str, float]]) -> tuple[list[IF
     return iframes, iframes[0].time + sum(seconds for _, seconds in segments)
 
 
-@pytest.fixture(scope="module", params=list(FRAME_RATES), ids=lambda rate: f"{rate}fps")
-def stitched(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stitched:
-    rate = FRAME_RATES[request.param]
-    folder = tmp_path_factory.mktemp(f"chunked{request.param}")
-    source = make_clip(folder / "source.mp4", width=854, height=480, seconds=10, fps=float(rate))
-    return encode(folder / "storage", source, preset="superfast", opening_seconds=OPENING_SECONDS)
+@dataclass(frozen=True)
+class Case:
+    """One `stitched` encode: the clip's frame rate, the ladder's rate control, the clip's
+    grain (0: none) and lavfi pattern (moving testsrc2, or still testsrc: a slide)."""
+
+    rate: str
+    rate_control: str = FIXED
+    noise: int = 0
+    pattern: str = "testsrc2"
+
+    @property
+    def name(self) -> str:
+        noisy = f"-noise{self.noise}" if self.noise else ""
+        return f"{self.rate}fps-{self.rate_control}-{self.pattern}{noisy}"
+
+
+# Footage that needs far less than any rung's average bit rate, and footage that needs more.
+EASY = {"pattern": "testsrc"}
+HARD = {"noise": NOISE}
+CASES = [Case(rate) for rate in FRAME_RATES] + [
+    Case("30", rate_control, **clip)  # type: ignore[arg-type]
+    for clip in (EASY, HARD)
+    for rate_control in (FIXED, CAPPED_CRF)
+]
+
+
+@pytest.fixture(scope="session")
+def encoded(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Case], Stitched]:
+    """`Case` -> its clip (854x480, 10 s) encoded with a 1 s opening and stitched, once."""
+    done: dict[Case, Stitched] = {}
+
+    def get(case: Case) -> Stitched:
+        if case not in done:
+            folder = tmp_path_factory.mktemp(f"chunked{case.name}")
+            rate = float(FRAME_RATES[case.rate])
+            path = folder / "source.mp4"
+            source = make_clip(
+                path,
+                width=854,
+                height=480,
+                seconds=10,
+                fps=rate,
+                noise=case.noise,
+                pattern=case.pattern,
+            )
+            done[case] = encode(
+                folder / "storage",
+                source,
+                preset="superfast",
+                opening_seconds=OPENING_SECONDS,
+                rate_control=case.rate_control,
+            )
+        return done[case]
+
+    return get
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda case: case.name)
+def stitched(request: pytest.FixtureRequest, encoded: Callable[[Case], Stitched]) -> Stitched:
+    return encoded(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -436,6 +503,13 @@ def test_master_bandwidth_covers_video_and_audio(stitched: Stitched) -> None:
         assert infs[name].average_bandwidth == video.average_bandwidth + audio.average_bandwidth
 
 
+def test_the_peak_is_at_most_twice_the_average(stitched: Stitched) -> None:
+    """HLS authoring spec [1.30], for every rate control: a peak that is the opening alone
+    (capped CRF with a full buffer) would break it; it counts with the segment after it."""
+    for name, inf in stream_infs(stitched).items():
+        assert inf.average_bandwidth <= inf.bandwidth <= 2 * inf.average_bandwidth, name
+
+
 def test_master_lists_an_iframe_playlist_per_rung(stitched: Stitched) -> None:
     assert stitched.master.version == 4
     iframes = stitched.master.iframe_playlists
@@ -446,6 +520,57 @@ def test_master_lists_an_iframe_playlist_per_rung(stitched: Stitched) -> None:
         assert info.resolution == variant.stream_info.resolution
         # Only keyframes: a fraction of the rung's own rate.
         assert 0 < info.bandwidth < variant.stream_info.bandwidth
+
+
+# ---- rate control: capped CRF beside the fixed ladder, on the same clips ----------------
+
+
+def rung_bytes(stitched: Stitched, name: str) -> int:
+    return sum(path.stat().st_size for path in stitched.segments(name))
+
+
+def rung_ssim(stitched: Stitched, rung: Rendition, into: Path) -> float:
+    """SSIM of the rung's segments, end to end, against the source scaled to the rung."""
+    joined = concatenated(stitched.segments(rung.name), into / f"{rung.name}.ts")
+    graph = f"[1:v]scale={rung.width}:{rung.height}[ref];[0:v][ref]ssim"
+    argv = ["ffmpeg", "-nostdin", "-i", str(joined), "-i", str(stitched.source), "-lavfi", graph]
+    result = subprocess.run([*argv, "-f", "null", "-"], capture_output=True, text=True, check=True)
+    return float(result.stderr.rsplit("All:", 1)[1].split()[0])
+
+
+def test_capped_crf_spends_far_less_than_the_fixed_ladder_on_easy_footage(
+    encoded: Callable[[Case], Stitched], tmp_path: Path
+) -> None:
+    """A still picture with a ticking counter (a slide, a screen) needs far less than any
+    rung's average bit rate: the fixed ladder spends it anyway, capped CRF spends what the
+    picture needs, at the same SSIM."""
+    fixed, capped = encoded(Case("30", **EASY)), encoded(Case("30", CAPPED_CRF, **EASY))
+    for rung in fixed.renditions:
+        ratio = rung_bytes(capped, rung.name) / rung_bytes(fixed, rung.name)
+        assert ratio <= 0.8, (rung.name, ratio)
+        change = rung_ssim(capped, rung, tmp_path) - rung_ssim(fixed, rung, tmp_path)
+        assert change >= -0.002, (rung.name, change)
+
+
+def test_capped_crf_meets_its_cap_on_hard_footage_and_no_segment_passes_the_rungs_maxrate(
+    encoded: Callable[[Case], Stitched], tmp_path: Path
+) -> None:
+    """Grain that changes every frame wants more than the cap at CRF 18: the cap, not the
+    quality, decides. Every segment after the opening stays under the rung's maxrate (the
+    seed ladder's cap, counted with MPEG-TS's own bytes), and the ladder costs about what
+    the fixed one does, at an SSIM as good."""
+    fixed, capped = encoded(Case("30", noise=NOISE)), encoded(Case("30", CAPPED_CRF, NOISE))
+    for rung in capped.renditions:
+        uris = capped.extinfs(rung.name)
+        rates = [
+            (capped.out_dir / rung.name / uri).stat().st_size * 8 / seconds / 1000
+            for uri, seconds in uris[1:]
+        ]
+        assert max(rates) <= rung.maxrate_kbps, (rung.name, rates)
+        # Held at the cap: about the rung's average bit rate, as the fixed ladder spends.
+        assert sum(rates) / len(rates) >= 0.85 * rung.video_kbps, (rung.name, rates)
+        change = rung_ssim(capped, rung, tmp_path) - rung_ssim(fixed, rung, tmp_path)
+        assert change >= -0.002, (rung.name, change)
 
 
 # ---- the full HD clip: every rung, measured --------------------------------------------
