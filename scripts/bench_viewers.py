@@ -20,6 +20,12 @@ first level if the gateway held none: the same load, p99s side by side), then at
 when it holds at the highest level tried its figure is a floor (>=N) and the ratio a ceiling
 (<=). The streaming service alone (no gateway hop) is measured at the first level the gateway
 did not hold (when this script runs alone; bench.py leaves it out).
+Then, at the gateway's figure, the same viewers while two x264 encodes run on the machine
+lowered as the worker lowers ffmpeg (ENCODE_NICE; scripts/bench_yield.py's encoders, one per
+core as two video workers would run), and idle again after: the viewers' p99 while encoding
+against the mean of the idle windows just before (the search's level) and just after (issue
+15's goal: within 1.5x). Unlike bench_yield.py's wrk, which saturates the server, these
+viewers ask at playback speed, as real ones do.
 Locust's and the server's CPU (% of one core, over the level) and the machine's load average
 are printed per level: on a 2-core machine shared with other work, a level can fail for want
 of CPU the platform never got, and locust above 85% of a core ("locust-bound") adds its own
@@ -48,7 +54,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_serving import install_tools, tree_cpu_seconds  # noqa: E402  (scripts/)
+from bench_yield import ENCODERS, encoding  # noqa: E402
 
+from services.core.settings import Settings  # noqa: E402
 from tests.clips import make_clip  # noqa: E402
 from tests.harness import Platform, free_ports, upload, wait_status  # noqa: E402
 
@@ -77,6 +85,8 @@ SEARCH_BUDGET_SECONDS = 50.0
 NGINX_LEVELS = 2
 # Above this much of a core, locust's own scheduling shows in its latencies.
 LOCUST_BOUND = 85.0
+# Viewers' p99 while encoding at ENCODE_NICE, at most this many times the idle one (issue 15).
+YIELD_GOAL = 1.5
 
 Row = Callable[[str, float | str, float | str, str], None]
 
@@ -414,6 +424,10 @@ class Results:
     gateway: list[Level]
     nginx: list[Level]
     streaming: list[Level]
+    # At the gateway's figure: [while encoding at ENCODE_NICE, idle just after]; and the
+    # frames per second the encoders made meanwhile.
+    encoding: list[Level]
+    encoder_fps: float = math.nan
 
 
 def run(work: Path, row: Row, *, alone: bool = True) -> None:
@@ -455,10 +469,11 @@ def measure(
         print("viewers: the streaming service alone", flush=True)
         streaming.append(runner.level("streaming", platform.service_url("streaming"), at, pid))
         print(streaming[0].describe(), flush=True)
+    encoding_levels, fps = while_encoding(runner, platform, ours, pid)
     binary = nginx_binary()
     if not binary:
         print("viewers: no nginx could be installed: no nginx baseline", flush=True)
-        return Results(gateway, [], streaming)
+        return Results(gateway, [], streaming, encoding_levels, fps)
     nginx = Nginx(binary, platform.storage, work)
     try:
         nginx.wait(f"/stream/{video_id}/master.m3u8")
@@ -471,7 +486,24 @@ def measure(
         )
     finally:
         nginx.stop()
-    return Results(gateway, theirs, streaming)
+    return Results(gateway, theirs, streaming, encoding_levels, fps)
+
+
+def while_encoding(
+    runner: LoadRunner, platform: Platform, ours: Level | None, pid: int
+) -> tuple[list[Level], float]:
+    """The gateway's figure again while encoders run at ENCODE_NICE, then idle once more:
+    ([encoding, idle after], the encoders' frames per second). Nothing when no level held."""
+    if ours is None:
+        return [], math.nan
+    nice = Settings().encode_nice
+    print(f"viewers: {ours.viewers} while {ENCODERS} encodes run at nice {nice}", flush=True)
+    with encoding(nice) as made:
+        busy = runner.level("encoding", platform.url, ours.viewers, pid)
+    print(busy.describe() + f"; encoders made {made[0]:.1f} frames/s", flush=True)
+    after = runner.level("gateway", platform.url, ours.viewers, pid)
+    print(after.describe(), flush=True)
+    return [busy, after], made[0]
 
 
 def report(row: Row, results: Results) -> None:
@@ -498,6 +530,27 @@ def report(row: Row, results: Results) -> None:
         _of(same, "load", 1),
         "",
     )
+    if len(results.encoding) == 2:
+        busy, after = results.encoding
+        nice = Settings().encode_nice
+        for group in GROUPS:
+            if group not in busy.groups or group not in ours.groups or group not in after.groups:
+                continue
+            idle = (ours.groups[group].p99_ms + after.groups[group].p99_ms) / 2
+            p99 = busy.groups[group].p99_ms
+            verdict = _x(p99, idle) + (" ok" if p99 <= YIELD_GOAL * idle else " SHORT")
+            row(
+                f"p99 {group} at {n}, encoding at nice {nice} (ms, vs idle)",
+                _ms(p99),
+                _ms(idle),
+                verdict,
+            )
+        row(
+            f"encoders' frames/s meanwhile ({ENCODERS} at nice {nice})",
+            f"{results.encoder_fps:.1f}",
+            "",
+            "",
+        )
     for alone in results.streaming:
         gateway = next(lv for lv in results.gateway if lv.viewers == alone.viewers)
         row(
