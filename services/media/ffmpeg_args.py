@@ -389,7 +389,7 @@ def _video_args(
         params = ":".join(
             p for p in (options.opening_x264_params, _opening_buffer(r, options)) if p
         )
-    if options.rate_control == CAPPED_CRF and not opening:
+    elif options.rate_control == CAPPED_CRF:
         # First, so the operator's own X264_PARAMS may still set it.
         params = ":".join(p for p in (_capped_crf_buffer(r, options), params) if p)
     # The 90 kHz encoder clock (ENCODER_TIME_BASE) would otherwise become the stream's
@@ -416,8 +416,8 @@ def _capped_crf_buffer(r: Rendition, options: EncodeOptions) -> str:
     segment under its maxrate; on the same pattern without the noise 0.72-0.96x, within
     0.0008.
     """
-    spare = (r.maxrate_kbps / TS_OVERHEAD - r.video_kbps) * options.segment_seconds
-    return f"vbv-init={min(0.9, max(0.01, spare / r.bufsize_kbps)):.2f}"
+    fill = _start_fill(r.maxrate_kbps, r.video_kbps, options.segment_seconds, r.bufsize_kbps)
+    return f"vbv-init={min(0.9, fill):.2f}"
 
 
 def _opening_buffer(r: Rendition, options: EncodeOptions) -> str:
@@ -434,8 +434,17 @@ def _opening_buffer(r: Rendition, options: EncodeOptions) -> str:
     length = opening_length(options.segment_seconds, options.opening_seconds)
     if 2 * length < options.segment_seconds:
         return ""
-    allowed = 2 * r.video_kbps * length / TS_OVERHEAD - r.maxrate_kbps * length
-    return f"vbv-init={min(1.0, max(0.0, allowed / r.bufsize_kbps)):.2f}"
+    fill = _start_fill(2 * r.video_kbps, r.maxrate_kbps, length, r.bufsize_kbps)
+    return f"vbv-init={fill:.2f}"
+
+
+def _start_fill(limit_kbps: float, maxrate_kbps: int, seconds: float, bufsize_kbps: int) -> float:
+    """How full (0-1) a VBV buffer may start for `seconds` of output to stay within
+    `limit_kbps` once in MPEG-TS: by the VBV's own bound, those seconds hold at most the
+    starting fill plus `maxrate_kbps` x `seconds`. (x264 raises a fill below one frame's worth
+    of maxrate to that.)"""
+    spare = (limit_kbps / TS_OVERHEAD - maxrate_kbps) * seconds
+    return min(1.0, max(0.0, spare / bufsize_kbps))
 
 
 def _hls_args(
