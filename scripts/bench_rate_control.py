@@ -23,7 +23,7 @@ no segment past its cap, the peak at most twice the average [HLS authoring 1.30]
 
 import argparse
 import asyncio
-import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,11 +34,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import ssim_frames  # noqa: E402  (scripts/)
+
 from services.core import layout  # noqa: E402
 from services.core.settings import Settings  # noqa: E402
 from services.media.chunking import TimeChunk  # noqa: E402
 from services.media.ffmpeg_args import CAPPED_CRF, FIXED, video_chunk_command  # noqa: E402
-from services.media.ladder import Rendition, plan_ladder  # noqa: E402
+from services.media.ladder import plan_ladder  # noqa: E402
 from services.media.plan import make_plan  # noqa: E402
 from services.media.playlists import (  # noqa: E402
     measure_rendition,
@@ -48,7 +50,6 @@ from services.media.playlists import (  # noqa: E402
 from services.media.probe import SourceInfo, probe  # noqa: E402
 from services.media.runner import run_ffmpeg  # noqa: E402
 
-SSIM_RE = re.compile(r"All:([0-9.]+)")
 CAMERA_FILES = ("bikes.mp4", "carphone_pristine.mp4")
 
 
@@ -101,27 +102,6 @@ def camera(folder: Path) -> list[Path]:
     return paths
 
 
-def ssim(segments: list[Path], source: Path, r: Rendition, into: Path) -> float:
-    """SSIM of the rung's segments end to end against the source scaled to the rung."""
-    whole = into / f"{r.name}.ts"
-    with whole.open("wb") as out:
-        for segment in segments:
-            out.write(segment.read_bytes())
-    result = subprocess.run(
-        joined(
-            ["ffmpeg", "-nostdin", "-i", str(whole), "-i", str(source), "-lavfi"],
-            [f"[1:v]scale={r.width}:{r.height}[ref];[0:v][ref]ssim", "-f", "null", "-"],
-        ),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    found = SSIM_RE.search(result.stderr)
-    assert found, result.stderr[-500:]
-    whole.unlink()
-    return float(found.group(1))
-
-
 def ladder(
     source: Path, info: SourceInfo, folder: Path, rate_control: str, crf: float
 ) -> dict[str, Rung]:
@@ -157,7 +137,7 @@ def ladder(
         rates = [p.stat().st_size * 8 / s / 1000 for p, (_, s) in zip(paths, segments, strict=True)]
         measured[r.name] = Rung(
             bytes=sum(p.stat().st_size for p in paths),
-            ssim=ssim(paths, source, r, folder),
+            ssim=statistics.fmean(ssim_frames([rung_dir], source, r)[0]),
             peak=stats.bandwidth,
             average=stats.average_bandwidth,
             worst_segment=max(rates[1:] or rates),
