@@ -7,6 +7,7 @@ the strict one a visitor may have: sound needs a click, muted autoplay does not.
 """
 
 import functools
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +37,8 @@ MiB = 1024 * 1024
 UNKNOWN_ID = "0" * 31 + "a"
 RUNGS_OF_720P = ["720p", "480p", "360p"]
 PLAY_TIMEOUT_MS = 30_000
+# A media segment of any rung, as the player fetches it.
+SEGMENT_URL = re.compile(r"/seg_[0-9]{5}\.(ts|m4s)(\?|$)")
 # A visitor's Chromium: instead of the tests' usual flag that lets any page autoplay with
 # sound, the policy that refuses sound until a gesture, stated rather than left to the build's
 # default, and with no media engagement bypass (an origin that has played enough with sound
@@ -287,7 +290,18 @@ def test_autoplay_muted_plays_without_a_click(visitor: Visitor, videos: Videos) 
 def test_autoplay_with_sound_that_the_browser_refuses_plays_muted(
     visitor: Visitor, videos: Videos
 ) -> None:
-    frame = visitor.embed(f"/embed/{videos.wide}?autoplay=1")
+    # Nothing may touch the frame before the player has asked to play: Playwright evaluates
+    # its scripts as a user gesture (CDP's userGesture), which would let the sound through.
+    # A segment is fetched only after the manifest was parsed, where the player asks.
+    segments: list[str] = []
+    frame = visitor.embed(
+        f"/embed/{videos.wide}?autoplay=1",
+        on_request=lambda r: segments.append(r.url) if SEGMENT_URL.search(r.url) else None,
+    )
+    deadline = time.monotonic() + PLAY_TIMEOUT_MS / 1000
+    while not segments and time.monotonic() < deadline:
+        frame.page.wait_for_timeout(50)  # lets events in, evaluates nothing in the frame
+    assert segments, "the player fetched no segment"
     plays_past(frame, 2)
     # Chromium lets no page start sound before a click: the player falls back to muted.
     assert player(frame, "autoplayed") == "muted-by-browser"
