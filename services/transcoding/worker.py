@@ -246,6 +246,7 @@ class Worker:
 
     async def encode(self, chunk: ClaimedChunk, shutdown: asyncio.Event) -> None:
         """Run ffmpeg on one claimed chunk, heartbeating, and record the outcome."""
+        log.info("job %s unit %d: encoding (claim %d)", chunk.video_id, chunk.index, chunk.attempt)
         plan = Plan.from_dict(chunk.plan)
         argv = self._command(chunk, plan)
         out_time = [0.0]

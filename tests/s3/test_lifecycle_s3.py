@@ -32,6 +32,7 @@ from tests.s3.test_upload_s3 import (
 )
 from tests.s3server import S3Server
 from tests.test_engine import (
+    assert_reencoded_only_in_flight,
     chunks_of,
     kill_9_worker_mid_job,
     rung_timeline,
@@ -260,9 +261,5 @@ def test_kill_9_of_a_worker_mid_job_reencodes_only_the_chunks_in_flight(own_plat
         assert wait_status(client, video_id, timeout=300)["overall"] == "ok"
         final = chunks_of(client, video_id)
         assert len(final) > 4, "a multi-chunk job"
-        for chunk in final:
-            assert chunk["status"] == "done"
-            if chunk["index"] in done_before:
-                assert chunk["encodes"] == 1, chunk
-        assert sum(c["encodes"] - 1 for c in final) <= len(in_flight), final
+        assert_reencoded_only_in_flight(own_platform, video_id, final, in_flight, done_before)
         assert rung_timeline(client, video_id) == expected
