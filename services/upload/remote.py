@@ -40,7 +40,7 @@ from services.core.errors import Conflict, TooLarge
 from services.core.layout import VideoLayout
 from services.core.models import Upload, UploadChunk, UploadPart
 from services.core.settings import Settings
-from services.core.storage import Storage
+from services.core.storage import Storage, remove_tree
 from services.core.storage.factory import store_of, uses_object_storage
 from services.core.storage.interface import (
     MAX_PARTS,
@@ -236,10 +236,15 @@ def probe_source(settings: Settings, upload_id: str) -> RemoteSource:
 
 
 def finished(settings: Settings, storage: Storage, upload_id: str) -> None:
-    """After registration: the parts' rows and the staging file are no longer needed."""
+    """After registration: the parts' rows and the staging file are no longer needed.
+
+    Only the staging folder goes: the video is registered, so a worker on this machine may
+    already be encoding it into its scratch under hls/{id} (the audio's growing rendition,
+    a chunk's claim folder), which removing the whole video's folders would pull away from
+    under its ffmpeg."""
     with session_scope(settings) as session:
         session.execute(delete(UploadPart).where(UploadPart.upload_id == upload_id))
-    storage.delete_video(upload_id)
+    remove_tree(storage.original_dir(upload_id))
 
 
 def discard(settings: Settings, upload_id: str) -> None:

@@ -143,6 +143,30 @@ def test_chunked_upload_lands_in_the_bucket_without_a_whole_local_copy(
     assert not any(upload_id in key for key in pending_multiparts(s3_server, s3_platform))
 
 
+def test_complete_removes_the_staging_file_and_leaves_the_encodes_scratch(
+    s3_platform, s3_client, big_clip
+):
+    """`complete` registers the video, so a worker on this machine may already encode it
+    into its scratch under hls/{id}: the upload's cleanup after registration takes only its
+    staging folder. (It removed the whole video's folders: the audio's ffmpeg, started a
+    moment before, failed on its first segment, and a kill -9 test counted one encode too
+    many in CI.)"""
+    data = big_clip.read_bytes()
+    upload_id = init(s3_client, big_clip.name, data, sha256=sha(data))
+    for index in range(-(-len(data) // CHUNK)):
+        assert send_chunk(s3_client, upload_id, index, data).status_code == 200
+    staging = Storage(s3_platform.storage).original_dir(upload_id)
+    assert staging.is_dir()
+    # What a worker's encode has in its scratch (no worker touches this name).
+    encoding = Storage(s3_platform.storage).hls_dir(upload_id) / "an-encode-in-progress"
+    encoding.parent.mkdir(parents=True, exist_ok=True)
+    encoding.write_bytes(b"segment")
+    done = s3_client.post("/upload/complete", data={"upload_id": upload_id})
+    assert done.status_code == 200, done.text
+    assert not staging.exists()
+    assert encoding.read_bytes() == b"segment"
+
+
 def test_out_of_order_and_resent_chunks_and_a_wrong_resend(
     s3_platform, s3_client, platform_store, big_clip
 ):
