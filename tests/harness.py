@@ -52,27 +52,32 @@ def database_server_under_test() -> str | None:
     return os.environ.get("TEST_DATABASE_URL") or None
 
 
-def create_database(server_url: str) -> str:
-    """A fresh, empty database on `server_url`'s server; returns its SQLAlchemy URL."""
+def pg_connect(url: str, **change: str) -> Any:
+    """An autocommit psycopg connection to the PostgreSQL database of SQLAlchemy URL `url`
+    (`change`: parts of the URL to replace first, e.g. database="postgres")."""
     import psycopg
     from sqlalchemy.engine import make_url
 
+    plain = make_url(url).set(drivername="postgresql", **change)
+    return psycopg.connect(plain.render_as_string(hide_password=False), autocommit=True)
+
+
+def create_database(server_url: str) -> str:
+    """A fresh, empty database on `server_url`'s server; returns its SQLAlchemy URL."""
+    from sqlalchemy.engine import make_url
+
     name = f"vp_test_{uuid.uuid4().hex[:12]}"
-    admin = make_url(server_url).set(drivername="postgresql")
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+    with pg_connect(server_url) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_database(url: str) -> None:
     """Drop a database made by create_database (connections are closed by force)."""
-    import psycopg
     from sqlalchemy.engine import make_url
 
-    parsed = make_url(url)
-    admin = parsed.set(drivername="postgresql", database="postgres")
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+    with pg_connect(url, database="postgres") as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
 def storage_under_test() -> str:

@@ -155,10 +155,11 @@ def test_complete_removes_the_staging_file_and_leaves_the_encodes_scratch(
     upload_id = init(s3_client, big_clip.name, data, sha256=sha(data))
     for index in range(-(-len(data) // CHUNK)):
         assert send_chunk(s3_client, upload_id, index, data).status_code == 200
-    staging = Storage(s3_platform.storage).original_dir(upload_id)
+    scratch = Storage(s3_platform.storage)
+    staging = scratch.original_dir(upload_id)
     assert staging.is_dir()
     # What a worker's encode has in its scratch (no worker touches this name).
-    encoding = Storage(s3_platform.storage).hls_dir(upload_id) / "an-encode-in-progress"
+    encoding = scratch.hls_dir(upload_id) / "an-encode-in-progress"
     encoding.parent.mkdir(parents=True, exist_ok=True)
     encoding.write_bytes(b"segment")
     done = s3_client.post("/upload/complete", data={"upload_id": upload_id})
