@@ -75,12 +75,16 @@ def compose(*args: str, capture: bool = False, quiet: bool = False) -> str:
     return done.stdout if capture else ""
 
 
+def docker_said(*args: str) -> str | None:
+    """Run `docker ARGS`: None when it succeeded, else what docker said."""
+    done = subprocess.run(["docker", *args], capture_output=True, text=True)
+    return None if done.returncode == 0 else (done.stderr or done.stdout).strip()[-1000:]
+
+
 def docker(*args: str) -> None:
     """Run `docker ARGS` (raises Failed with what docker said when it fails)."""
-    done = subprocess.run(["docker", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        said = (done.stderr or done.stdout).strip()[-1000:]
-        raise Failed(f"docker {' '.join(args)} exited with {done.returncode}: {said}")
+    if (said := docker_said(*args)) is not None:
+        raise Failed(f"docker {' '.join(args)} failed: {said}")
 
 
 def paused(container: str) -> bool:
@@ -88,13 +92,12 @@ def paused(container: str) -> bool:
     CI saw `docker pause` exit 1 (its message was not kept) just as the worker began a unit's
     encode; runc's freezer is known to miss a container now and then ("unable to freeze",
     moby/moby#48205)."""
-    done = subprocess.run(["docker", "pause", container], capture_output=True, text=True)
-    if done.returncode == 0:
+    said = docker_said("pause", container)
+    if said is None:
         return True
-    said = (done.stderr or done.stdout).strip()[-300:]
     print(f"compose-test: docker pause missed {container[:12]}, trying again: {said}", flush=True)
     # A freeze that failed halfway must not leave it frozen (unpausing a running one fails).
-    subprocess.run(["docker", "unpause", container], capture_output=True)
+    docker_said("unpause", container)
     return False
 
 
