@@ -296,6 +296,9 @@ def test_a_failing_chunk_retries_then_fails_the_job_and_resume_requeues_it(tmp_p
         FFMPEG_BIN=str(wrapper),
         MAX_ATTEMPTS="3",
         RETRY_BACKOFF_SECONDS="0.2",
+        # An ffmpeg per chunk, so the one starting at 2 s is chunk 1's: a run from chunk 0
+        # would encode it without a start of its own (see tests/transcoding/test_worker_runs).
+        CHUNK_RUNS="false",
     ).start()
     try:
         with platform.client() as client:

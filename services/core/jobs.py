@@ -223,8 +223,10 @@ def claim_chunk(
     worker_id: str,
     lease_seconds: float,
     kinds: Sequence[str] = ("audio", "video", CAPTIONS),
+    only: tuple[str, int] | None = None,
 ) -> ClaimedChunk | None:
-    """Claim the next unit of one of `kinds` (oldest job first, then in time order).
+    """Claim the next unit of one of `kinds` (oldest job first, then in time order); with
+    `only` (video id, unit index), that unit or none.
 
     On PostgreSQL the candidate row is locked with FOR UPDATE SKIP LOCKED, so workers on many
     machines each get a different chunk without waiting on each other. The UPDATE re-checks
@@ -232,10 +234,11 @@ def claim_chunk(
     one machine.
     """
     now = utcnow()
+    wanted = [JobChunk.video_id == only[0], JobChunk.index == only[1]] if only is not None else []
     candidate = session.execute(
         select(JobChunk.video_id, JobChunk.index)
         .join(Job, Job.video_id == JobChunk.video_id)
-        .where(Job.status.in_(RUNNABLE), JobChunk.kind.in_(kinds), _claimable(now))
+        .where(Job.status.in_(RUNNABLE), JobChunk.kind.in_(kinds), _claimable(now), *wanted)
         # A job's captions are extracted after its other units were claimed: reading the
         # whole file for them must not hold back the first playable chunk.
         .order_by(Job.created_at, case((JobChunk.kind == CAPTIONS, 1), else_=0), JobChunk.index)

@@ -179,6 +179,12 @@ class VideoLayout:
             raise ValueError(f"no attempt folder for chunk {index}, claim {attempt}")
         return f"{self.work}{index:05d}-{attempt}/"
 
+    def run(self, index: int, attempt: int) -> str:
+        """The output prefix of an ffmpeg run that starts at claim `attempt` of chunk `index`
+        and runs on into the chunks after it ({rung}/ inside): each chunk's files move from
+        here into its own claim's folder once its segments are closed."""
+        return f"{self.attempt(index, attempt).removesuffix('/')}-run/"
+
     def attempt_file(self, index: int, attempt: int, rung: str, file: str) -> str:
         """A file claim `attempt` of chunk `index` wrote in its own folder of rung `rung`."""
         return f"{self.attempt(index, attempt)}{ids.quality(rung)}/{_file_name(file)}"

@@ -187,6 +187,13 @@ class Settings(BaseSettings):
     first_chunk_segments: int = Field(
         1, ge=1, description="Segments in the first chunk (small: the first playable comes fast)"
     )
+    chunk_runs: bool = Field(
+        True,
+        description="A video worker's ffmpeg runs on into the job's next chunk whenever it can "
+        "claim that chunk as the run reaches it (each chunk is still checked, recorded and "
+        "published on its own as its segments close): no start-up, drain or decoding up to a "
+        "chunk's start at every boundary. A chunk another worker holds ends the run there",
+    )
 
     workers: int = Field(
         1, description="Video workers inside the transcoding service (one fills a 2-core box)"

@@ -127,8 +127,12 @@ def video_chunk_command(
     out_dir: Path,
     options: EncodeOptions,
     chunk: TimeChunk,
+    playlist_type: str = "vod",
 ) -> list[str]:
-    """One ffmpeg run that decodes `chunk` of `source` once and writes its segments per rung."""
+    """One ffmpeg run that decodes `chunk` of `source` once and writes its segments per rung.
+
+    `playlist_type` "event" rewrites each rung's playlist as every segment closes (a run
+    whose chunks are taken out while it goes on); "vod" writes it once, at the end."""
     if not renditions:
         raise ValueError("a ladder needs at least one rendition")
     # Input options: only the upload's own bytes, read as one of the upload formats (a file
@@ -167,6 +171,7 @@ def video_chunk_command(
             rung_dir,
             options,
             flags="independent_segments+temp_file",
+            playlist_type=playlist_type,
             init=layout.chunk_init(chunk.index),
         )
         argv += [str(rung_dir / layout.chunk_playlist(chunk.index))]

@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,13 +42,14 @@ from services.media import video_captions as captions
 from services.media.bounds import check_source
 from services.media.chunking import TimeChunk
 from services.media.demuxers import RemoteSource, Source
-from services.media.ffmpeg_args import audio_command, video_chunk_command
+from services.media.ffmpeg_args import audio_command, is_opening, video_chunk_command
 from services.media.plan import CAPTIONS, Plan, make_plan
 from services.media.playlists import parse_media_playlist, read_media_playlist
 from services.media.probe import ProbeError, probe
 from services.media.runner import FFmpegError, Stopped, run_ffmpeg
 from services.media.video_files import SOURCE_URL_SECONDS, put_bytes, put_file
 from services.transcoding import embedded, stitch
+from services.transcoding.runs import Run
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,10 @@ UPLOAD_THREADS = 8
 AUDIO_UPLOAD_SECONDS = 1.0
 # How much lower than the video the audio encode runs (see Worker._nice).
 AUDIO_NICE_EXTRA = 5
+# How often a run's playlists are read for a chunk it has closed (see runs.py).
+RUN_POLL_SECONDS = 0.2
+# A run claims no chunk after this long: its presigned source URL must outlive it.
+RUN_MAX_SECONDS = SOURCE_URL_SECONDS / 2
 
 
 def _pid_alive(pid: int) -> bool:
@@ -248,6 +254,9 @@ class Worker:
         """Run ffmpeg on one claimed chunk, heartbeating, and record the outcome."""
         log.info("job %s unit %d: encoding (claim %d)", chunk.video_id, chunk.index, chunk.attempt)
         plan = Plan.from_dict(chunk.plan)
+        if self._runs_on(chunk, plan):
+            await self._encode_run(Run(chunk, self._run_dir(chunk), plan), shutdown)
+            return
         argv = self._command(chunk, plan)
         out_time = [0.0]
         stop = asyncio.Event()
@@ -258,26 +267,13 @@ class Worker:
             mirror = asyncio.create_task(self._upload_growing_audio(chunk, encoded))
         started = time.monotonic()
         try:
-            await run_ffmpeg(
-                argv,
-                on_progress=lambda seconds: out_time.__setitem__(0, seconds),
-                stop=stop,
-                grace=self.settings.stop_grace_seconds,
-                nice=self._nice(chunk),
-            )
+            await self._run_ffmpeg(argv, chunk, out_time, stop)
         except Stopped:
             await asyncio.to_thread(self._discard, chunk)
             await asyncio.to_thread(self._release, chunk)
             return
         except FFmpegError as exc:
-            log.warning("job %s unit %d: ffmpeg failed: %s", chunk.video_id, chunk.index, exc)
-            await asyncio.to_thread(self._discard, chunk)
-            if await asyncio.to_thread(self._storage_down, chunk.video_id):
-                # It could not read the source: retried when the bucket answers, not failed.
-                await asyncio.to_thread(self._release, chunk)
-                return
-            FFMPEG_FAILURES.labels(chunk.kind).inc()
-            await asyncio.to_thread(self._fail, chunk, str(exc))
+            await self._ffmpeg_failed(chunk, exc, lambda: self._discard(chunk))
             return
         finally:
             beat.cancel()
@@ -289,6 +285,191 @@ class Worker:
         # chunks. One such step at a time, under a lease kept alive until it is recorded.
         await self.settle()
         self._finishing = asyncio.create_task(self._finish_unit(chunk, plan, seconds))
+
+    # --- runs: one ffmpeg on into the next chunks (see runs.py) ---------------------------
+    def _runs_on(self, chunk: ClaimedChunk, plan: Plan) -> bool:
+        """Whether `chunk`'s ffmpeg may run on into the chunks after it: a video chunk with
+        one after it, encoded as they are (the opening has settings of its own)."""
+        if not self.settings.chunk_runs or chunk.kind != "video" or chunk.end is None:
+            return False
+        return not is_opening(TimeChunk(chunk.index, chunk.start, chunk.end), plan.options)
+
+    def _run_dir(self, chunk: ClaimedChunk) -> Path:
+        return self.storage.run_dir(chunk.video_id, chunk.index, chunk.attempt)
+
+    async def _encode_run(self, run: Run, shutdown: asyncio.Event) -> None:
+        """Encode from `run.first` to the end of the file, or until the chunk after the one
+        it is on cannot be claimed: each chunk is handed to the check-and-record step (beside
+        the encode) as soon as its segments are closed, and the next one claimed."""
+        argv = self._run_command(run)
+        out_time = [0.0]
+        stop = asyncio.Event()
+        ended = asyncio.Event()
+        beat = asyncio.create_task(self._run_heartbeat(run, out_time, stop, shutdown))
+        follow = asyncio.create_task(self._follow_run(run, stop, ended))
+        failure: FFmpegError | None = None
+        stopped = False
+        try:
+            await self._run_ffmpeg(argv, run.first, out_time, stop)
+        except Stopped:
+            stopped = True
+        except FFmpegError as exc:
+            failure = exc
+        finally:
+            ended.set()
+            beat.cancel()
+            await asyncio.gather(beat, follow, return_exceptions=True)
+        held = run.held
+        if stopped and not run.cut:
+            # Stopped, deleted, lost or shut down: the chunk it was on is not finished.
+            await asyncio.to_thread(self._discard_run, run)
+            await asyncio.to_thread(self._release, held)
+            return
+        if failure is not None:
+            # The chunks it closed before are handed over already: only this one failed.
+            await self._ffmpeg_failed(held, failure, lambda: self._discard_run(run))
+            return
+        # At the end of the file, or cut at the end of the chunk it was on: its segments are
+        # all closed. Chunks ffmpeg closed since the last look are claimed and handed over
+        # first (a short file can be encoded whole before the first look).
+        if not run.cut:
+            while await self._go_on(run) is True:
+                pass
+        await self._hand_over(run, run.held)
+        await asyncio.to_thread(remove_tree, run.folder)
+
+    def _run_command(self, run: Run) -> list[str]:
+        first = run.first
+        for rendition in run.plan.renditions:
+            (run.folder / rendition.name).mkdir(parents=True, exist_ok=True)
+        return video_chunk_command(
+            ffmpeg=self.settings.ffmpeg_bin,
+            source=self._source(first.video_id),
+            info=run.plan.info,
+            renditions=run.plan.renditions,
+            out_dir=run.folder,
+            options=run.plan.options,
+            chunk=TimeChunk(first.index, first.start, None),
+            playlist_type="event",
+        )
+
+    async def _follow_run(self, run: Run, stop: asyncio.Event, ended: asyncio.Event) -> None:
+        """While the run's ffmpeg goes on: once the chunk it is on is closed, claim the next
+        and hand this one over; if the next cannot be claimed, end the run (`stop`)."""
+        try:
+            while not ended.is_set() and not stop.is_set():
+                await sleep_unless(ended, RUN_POLL_SECONDS)
+                if ended.is_set():
+                    return  # what is left is taken over once ffmpeg has exited
+                while (going_on := await self._go_on(run)) is True:
+                    pass
+                if going_on is False:
+                    run.cut = True
+                    stop.set()
+        except Exception:
+            # The run ends at this chunk's end; what it finished is kept.
+            log.exception("job %s: following the run raised", run.first.video_id)
+            run.cut = True
+            stop.set()
+
+    async def _go_on(self, run: Run) -> bool | None:
+        """If the chunk the run is on is closed, claim the next one and hand this one over
+        (True), or find the next cannot be claimed (False); None: not closed yet (or the last
+        chunk, which ends with the file)."""
+        held = run.held
+        if held.end is None or not await asyncio.to_thread(run.closed, held):
+            return None
+        following = None
+        if time.monotonic() - run.began < RUN_MAX_SECONDS:
+            following = await asyncio.to_thread(self._claim_following, held)
+        if following is None:
+            return False
+        log.info(
+            "job %s unit %d: encoding (claim %d), the run from unit %d going on",
+            following.video_id,
+            following.index,
+            following.attempt,
+            run.first.index,
+        )
+        run.held = following
+        run.since[following.index] = time.monotonic()
+        await self._hand_over(run, held)
+        return True
+
+    def _claim_following(self, held: ClaimedChunk) -> ClaimedChunk | None:
+        """Claim the video chunk right after `held` (None: another worker has it, it is done,
+        or the job stopped)."""
+        with session_scope(self.settings) as session:
+            following = jobs.claim_chunk(
+                session,
+                worker_id=self.worker_id,
+                lease_seconds=self.settings.lease_seconds,
+                kinds=("video",),
+                only=(held.video_id, held.index + 1),
+            )
+        if following is not None and following.start != held.end:
+            # Not the chunk the run's frames reach next (a plan cut otherwise): give it back.
+            self._release(following)
+            return None
+        return following
+
+    async def _hand_over(self, run: Run, chunk: ClaimedChunk) -> None:
+        """Move `chunk`'s closed segments out of the run into its claim's folder, then check,
+        record and publish it beside the encode, as a chunk of its own."""
+        seconds = time.monotonic() - run.since.get(chunk.index, run.began)
+        try:
+            await asyncio.to_thread(run.split_off, chunk, self._output_dir(chunk))
+        except OSError:
+            # Its check then finds it incomplete: encoded again, nothing lost.
+            log.exception("job %s unit %d: taking it out of the run", chunk.video_id, chunk.index)
+        await self.settle()
+        self._finishing = asyncio.create_task(self._finish_unit(chunk, run.plan, seconds))
+
+    async def _run_heartbeat(
+        self, run: Run, out_time: list[float], stop: asyncio.Event, shutdown: asyncio.Event
+    ) -> None:
+        """The heartbeat of whichever chunk the run is on, with its progress in that chunk."""
+        interval = min(0.5, self.settings.poll_seconds)
+        while not stop.is_set():
+            held = run.held
+            done = max(0.0, out_time[0] - (held.start - run.first.start))
+            stop_asked = await self._beat_to_the_end(held, done)
+            # A beat for the chunk just handed over may find it recorded: not a stop.
+            if (stop_asked and held is run.held) or shutdown.is_set():
+                stop.set()
+                return
+            await sleep_unless(shutdown, interval)
+
+    def _discard_run(self, run: Run) -> None:
+        self._discard(run.held)
+        remove_tree(run.folder)
+
+    async def _run_ffmpeg(
+        self, argv: list[str], chunk: ClaimedChunk, out_time: list[float], stop: asyncio.Event
+    ) -> None:
+        """Run a unit's ffmpeg at its priority, its progress in `out_time[0]`, until done or
+        `stop` (Stopped) or it fails (FFmpegError)."""
+        await run_ffmpeg(
+            argv,
+            on_progress=lambda seconds: out_time.__setitem__(0, seconds),
+            stop=stop,
+            grace=self.settings.stop_grace_seconds,
+            nice=self._nice(chunk),
+        )
+
+    async def _ffmpeg_failed(
+        self, chunk: ClaimedChunk, exc: FFmpegError, discard: Callable[[], None]
+    ) -> None:
+        """`chunk`'s ffmpeg failed: what it wrote is discarded (`discard`), and the chunk is
+        failed (retried until MAX_ATTEMPTS) or, when the bucket is down, released."""
+        log.warning("job %s unit %d: ffmpeg failed: %s", chunk.video_id, chunk.index, exc)
+        await asyncio.to_thread(discard)
+        if await asyncio.to_thread(self._storage_down, chunk.video_id):
+            # It could not read the source: retried when the bucket answers, not failed.
+            await asyncio.to_thread(self._release, chunk)
+            return
+        FFMPEG_FAILURES.labels(chunk.kind).inc()
+        await asyncio.to_thread(self._fail, chunk, str(exc))
 
     async def _finish_unit(self, chunk: ClaimedChunk, plan: Plan, seconds: float) -> None:
         # The lease is renewed while the unit is checked and recorded: on a loaded machine that

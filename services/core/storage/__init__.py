@@ -83,6 +83,11 @@ class Storage:
         """
         return self.path(VideoLayout.of(video_id).attempt(index, attempt))
 
+    def run_dir(self, video_id: str, index: int, attempt: int) -> Path:
+        """The output folder of an ffmpeg run from claim `attempt` of chunk `index` on into
+        the chunks after it (see VideoLayout.run)."""
+        return self.path(VideoLayout.of(video_id).run(index, attempt))
+
     def rung_dir(self, video_id: str, rung: str) -> Path:
         return self.path(VideoLayout.of(video_id).rung(rung))
 
