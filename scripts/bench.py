@@ -15,6 +15,9 @@ platform from `complete` to `ok`, against the reference system's way: four ffmpe
 in parallel, one per rung, each decoding the source itself (`-preset faster`, main profile,
 the seed ladder, 6 s segments). Reports wall times, their ratio, SSIM per rung for both
 against the source scaled to that rung, time to first playable and time to ok.
+
+runs (only when named, about 4.5 min): complete->ok with one ffmpeg on across chunks (the
+default) against an ffmpeg per chunk (CHUNK_RUNS=false), alternating, with the floor.
 """
 
 import argparse
@@ -370,6 +373,41 @@ def bench_ladder(work: Path) -> None:
     opening_ssim(rungs, frames)
 
 
+# Rounds of the runs benchmark: each one ladder with runs, one without (alternating which goes
+# first) and one floor.
+RUNS_ROUNDS = 3
+
+
+def bench_runs(work: Path) -> None:
+    """complete->ok with CHUNK_RUNS (one ffmpeg on across chunks, the default) against an
+    ffmpeg per chunk, RUNS_ROUNDS alternating rounds on the ladder's source, each against the
+    floor measured in its round: medians."""
+    work.mkdir(parents=True, exist_ok=True)
+    source = make_source(work / "source.mp4")
+    times: dict[str, list[float]] = {"runs": [], "per chunk": [], "floor": []}
+    settings = {"runs": {}, "per chunk": {"CHUNK_RUNS": "false"}}
+    for round_ in range(RUNS_ROUNDS):
+        order = ["runs", "per chunk"] if round_ % 2 == 0 else ["per chunk", "runs"]
+        for name in order:
+            wall = platform_ladder(source, work / f"{round_}-{name}", **settings[name])[1]
+            times[name].append(wall)
+        times["floor"].append(floor_ladder(source, work / f"{round_}-floor"))
+        print(", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
+    runs, per_chunk, floor = (statistics.median(times[k]) for k in ("runs", "per chunk", "floor"))
+    row(
+        f"complete->ok with runs, median of {RUNS_ROUNDS} (s)",
+        runs,
+        per_chunk,
+        f"{per_chunk / runs:.3f}x faster than an ffmpeg per chunk",
+    )
+    row(
+        f"the floor, median of {RUNS_ROUNDS} (s): with runs / an ffmpeg per chunk",
+        runs,
+        floor,
+        f"{floor / runs:.3f} / {floor / per_chunk:.3f} of it",
+    )
+
+
 def floor_ladder(source: Path, out: Path) -> float:
     """Wall seconds of one uninterrupted ffmpeg at the platform's encoder settings: every
     rung from one decode of the whole file, no chunks, no opening, no audio (the platform's
@@ -556,12 +594,13 @@ USUAL_SECONDS = {
     "serving": 65,
     "s3": 55,
     "yield": 40,
+    "runs": 270,
 }
 # What each benchmark needs before it measures: Debian's wrk and nginx-light, the `bench`
 # extra (locust), the generated sources (the ladder's is also the resume and S3 ones').
 NEEDS_APT = {"serving", "viewers", "yield"}
 NEEDS_LOCUST = {"viewers"}
-NEEDS_SOURCE = {"ladder", "resume", "s3"}
+NEEDS_SOURCE = {"ladder", "resume", "s3", "runs"}
 
 
 def prepare(names: list[str], work: Path, chart: bool) -> None:
@@ -607,6 +646,8 @@ BENCHMARKS = {
     "s3": bench_s3,
     "yield": bench_yield,
 }
+# Run only when named: the ladder benchmark's 1-worker figure already runs with the defaults.
+ON_REQUEST = {"runs": bench_runs}
 
 
 def main() -> None:
@@ -614,7 +655,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("names", nargs="*", help=f"benchmarks to run: {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        help=f"benchmarks to run: {', '.join(BENCHMARKS)} (every one by default); "
+        f"named only: {', '.join(ON_REQUEST)}",
+    )
     parser.add_argument(
         "--quick", action="store_true", help=f"only {', '.join(QUICK)}, wrk over {QUICK_WRK}"
     )
@@ -628,7 +674,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.no_cache:
         SOURCE_CACHE = None
-    unknown = set(args.names) - set(BENCHMARKS)
+    unknown = set(args.names) - set(BENCHMARKS) - set(ON_REQUEST)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     names = args.names or (QUICK if args.quick else list(BENCHMARKS))
@@ -646,7 +692,7 @@ def main() -> None:
         for done, name in enumerate(names):
             now = time.monotonic()
             progress(names, done, now - started, now - ready)
-            BENCHMARKS[name](Path(tmp) / name)
+            {**BENCHMARKS, **ON_REQUEST}[name](Path(tmp) / name)
     took = time.monotonic() - started
     print(f"[{len(names)}/{len(names)}] done in {took / 60:.1f} min", flush=True)
     if args.json:

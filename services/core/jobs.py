@@ -225,8 +225,10 @@ def claim_chunk(
     kinds: Sequence[str] = ("audio", "video", CAPTIONS),
     only: tuple[str, int] | None = None,
 ) -> ClaimedChunk | None:
-    """Claim the next unit of one of `kinds` (oldest job first, then in time order); with
-    `only` (video id, unit index), that unit or none.
+    """Claim the next unit of one of `kinds` (oldest job first, then in time order).
+
+    With `only` (video id, unit index): that unit, and only while no unit of an older job
+    waits (a worker going on with one job must not hold back a job queued before it).
 
     On PostgreSQL the candidate row is locked with FOR UPDATE SKIP LOCKED, so workers on many
     machines each get a different chunk without waiting on each other. The UPDATE re-checks
@@ -234,20 +236,20 @@ def claim_chunk(
     one machine.
     """
     now = utcnow()
-    wanted = [JobChunk.video_id == only[0], JobChunk.index == only[1]] if only is not None else []
     candidate = session.execute(
         select(JobChunk.video_id, JobChunk.index)
         .join(Job, Job.video_id == JobChunk.video_id)
-        .where(Job.status.in_(RUNNABLE), JobChunk.kind.in_(kinds), _claimable(now), *wanted)
+        .where(Job.status.in_(RUNNABLE), JobChunk.kind.in_(kinds), _claimable(now))
         # A job's captions are extracted after its other units were claimed: reading the
         # whole file for them must not hold back the first playable chunk.
         .order_by(Job.created_at, case((JobChunk.kind == CAPTIONS, 1), else_=0), JobChunk.index)
         .limit(1)
         .with_for_update(skip_locked=True, of=JobChunk)
     ).first()
-    if candidate is None:
+    if candidate is None or (only is not None and candidate[0] != only[0]):
         return None
-    video_id, index = candidate
+    # The UPDATE below re-checks that the unit asked for is claimable.
+    video_id, index = only if only is not None else candidate
     claimed = session.execute(
         update(JobChunk)
         .where(JobChunk.video_id == video_id, JobChunk.index == index, _claimable(now))

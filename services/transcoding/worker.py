@@ -398,13 +398,13 @@ class Worker:
 
     def _claim_following(self, held: ClaimedChunk) -> ClaimedChunk | None:
         """Claim the video chunk right after `held` (None: another worker has it, it is done,
-        or the job stopped)."""
+        the job stopped, or work of an older job waits for this worker)."""
         with session_scope(self.settings) as session:
             following = jobs.claim_chunk(
                 session,
                 worker_id=self.worker_id,
                 lease_seconds=self.settings.lease_seconds,
-                kinds=("video",),
+                kinds=self.kinds,
                 only=(held.video_id, held.index + 1),
             )
         if following is not None and following.start != held.end:

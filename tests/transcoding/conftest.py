@@ -39,16 +39,16 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
         drop_database(url)
 
 
-def queue_video(settings: Settings, clip: Path) -> Storage:
+def queue_video(settings: Settings, clip: Path, video_id: str = VIDEO_ID) -> Storage:
     """A video whose source is in place and whose job waits for a worker to plan it."""
     storage = Storage(settings.storage_dir)
     storage.ensure_layout()
-    storage.original_dir(VIDEO_ID).mkdir(parents=True)
-    shutil.copyfile(clip, storage.source_path(VIDEO_ID))
+    storage.original_dir(video_id).mkdir(parents=True)
+    shutil.copyfile(clip, storage.source_path(video_id))
     with session_scope(settings) as session:
-        session.add(Video(id=VIDEO_ID, filename="clip.mp4", status=Status.UPLOADING, qualities=[]))
+        session.add(Video(id=video_id, filename="clip.mp4", status=Status.UPLOADING, qualities=[]))
         session.flush()
-        jobs.enqueue(session, video_id=VIDEO_ID)
+        jobs.enqueue(session, video_id=video_id)
     return storage
 
 

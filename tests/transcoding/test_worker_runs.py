@@ -8,6 +8,7 @@ ffmpeg processes made them.
 import asyncio
 import json
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -197,6 +198,41 @@ def test_a_run_whose_chunk_is_taken_over_stops_and_leaves_the_finished_chunks(se
     for rung in storage.hls_dir(VIDEO_ID).glob("[0-9]*p"):
         assert not (rung / layout.chunk_playlist(2)).exists()
     assert not any(storage.work_dir(VIDEO_ID).glob("*-run")), "the run's folder is removed"
+
+
+def test_a_run_gives_way_to_an_older_job_with_work_waiting(settings, clip):
+    """Going on with one job must not hold back a job queued before it (one whose chunk came
+    back: a retry, a resume, a lapsed lease): the run ends at its chunk's end instead."""
+    queue_video(settings, clip)
+    ours = Worker(settings, name="ours", kinds=("video",))
+    asyncio.run(ours.run_once())  # plans the job
+    first = ours._claim_chunk()
+    assert first is not None and (first.video_id, first.index) == (VIDEO_ID, 0)
+    older = "e" * 32
+    queue_video(settings, clip, video_id=older)
+    assert ours._claim_planning() == older
+    ours.plan(older)
+    with session_scope(settings) as session:
+        ours_created = jobs.get_job(session, video_id=VIDEO_ID).created_at
+        jobs.get_job(session, video_id=older).created_at = ours_created - timedelta(hours=1)
+
+    calls, patched = _counting()
+    with patched:
+
+        async def go() -> None:
+            await ours.encode(first, asyncio.Event())
+            await ours.settle()
+
+        asyncio.run(go())
+    assert len(_video_ffmpegs(calls)) == 1
+    rows = _chunks(settings)
+    assert [r.status for r in rows] == [ChunkStatus.DONE] + [ChunkStatus.PENDING] * (SECONDS - 1)
+    with session_scope(settings) as session:
+        waiting = [c for c in jobs.chunks_of(session, video_id=older) if c.kind == "video"]
+        assert {c.status for c in waiting} == {ChunkStatus.PENDING}
+    # The worker's next claim is the older job's.
+    following = ours._claim_chunk()
+    assert following is not None and (following.video_id, following.index) == (older, 0)
 
 
 def test_segments_go_to_the_chunk_their_start_lies_in() -> None:
