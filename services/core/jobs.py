@@ -268,6 +268,16 @@ def claim_chunk(
     return _mark_running(session, video_id, index, worker_id)
 
 
+def is_claimable(session: Session, *, video_id: str, index: int) -> bool:
+    """Whether unit `index` of the video waits for a worker (pending, or its lease lapsed)."""
+    found = session.scalar(
+        select(JobChunk.index).where(
+            JobChunk.video_id == video_id, JobChunk.index == index, _claimable(utcnow())
+        )
+    )
+    return found is not None
+
+
 def _mark_running(session: Session, video_id: str, index: int, worker_id: str) -> ClaimedChunk:
     job = session.get(Job, video_id, populate_existing=True)
     chunk = session.get(JobChunk, (video_id, index), populate_existing=True)

@@ -254,7 +254,7 @@ class Worker:
         """Run ffmpeg on one claimed chunk, heartbeating, and record the outcome."""
         log.info("job %s unit %d: encoding (claim %d)", chunk.video_id, chunk.index, chunk.attempt)
         plan = Plan.from_dict(chunk.plan)
-        if self._runs_on(chunk, plan):
+        if await asyncio.to_thread(self._runs_on, chunk, plan):
             await self._encode_run(Run(chunk, self._run_dir(chunk), plan), shutdown)
             return
         argv = self._command(chunk, plan)
@@ -289,10 +289,16 @@ class Worker:
     # --- runs: one ffmpeg on into the next chunks (see runs.py) ---------------------------
     def _runs_on(self, chunk: ClaimedChunk, plan: Plan) -> bool:
         """Whether `chunk`'s ffmpeg may run on into the chunks after it: a video chunk with
-        one after it, encoded as they are (the opening has settings of its own)."""
+        one after it, encoded as they are (the opening has settings of its own), that waits
+        for a worker now. One another worker already holds (several workers sharing a job)
+        gets an ffmpeg that ends with this chunk: a run would encode past its end for
+        nothing."""
         if not self.settings.chunk_runs or chunk.kind != "video" or chunk.end is None:
             return False
-        return not is_opening(TimeChunk(chunk.index, chunk.start, chunk.end), plan.options)
+        if is_opening(TimeChunk(chunk.index, chunk.start, chunk.end), plan.options):
+            return False
+        with session_scope(self.settings) as session:
+            return jobs.is_claimable(session, video_id=chunk.video_id, index=chunk.index + 1)
 
     def _run_dir(self, chunk: ClaimedChunk) -> Path:
         return self.storage.run_dir(chunk.video_id, chunk.index, chunk.attempt)

@@ -161,6 +161,34 @@ def test_a_run_ends_where_another_worker_holds_the_next_chunk(settings, clip):
     _assert_every_chunk_is_its_own(settings, storage)
 
 
+def test_a_chunk_whose_next_one_another_worker_already_holds_gets_an_ffmpeg_of_its_own(
+    settings, clip
+):
+    """Workers sharing a job from its start: no run past a chunk whose next one is taken."""
+    queue_video(settings, clip)
+    ours = Worker(settings, name="ours", kinds=("video",))
+    other = Worker(settings, name="other", kinds=("video",))
+    asyncio.run(ours.run_once())  # plans the job
+    first = ours._claim_chunk()
+    assert first is not None and first.index == 0
+    with session_scope(settings) as session:
+        held = jobs.claim_chunk(
+            session, worker_id=other.worker_id, lease_seconds=60, only=(VIDEO_ID, 1)
+        )
+    assert held is not None
+    calls, patched = _counting()
+    with patched:
+
+        async def go() -> None:
+            await ours.encode(first, asyncio.Event())
+            await ours.settle()
+
+        asyncio.run(go())
+    (argv,) = _video_ffmpegs(calls)
+    assert argv[argv.index("-t") + 1] == "1.000000", "it ends with its chunk"
+    assert [r.status for r in _chunks(settings)][:2] == [ChunkStatus.DONE, ChunkStatus.RUNNING]
+
+
 def test_a_run_whose_chunk_is_taken_over_stops_and_leaves_the_finished_chunks(settings, clip):
     """The lease of the chunk a run is on lapses (its worker stalled): another claim takes it,
     and the run's next heartbeat ends it (or, if ffmpeg got to the end of this tiny file
