@@ -316,7 +316,9 @@ class Worker:
         failure: FFmpegError | None = None
         stopped = False
         try:
-            await self._run_ffmpeg(argv, run.first, out_time, stop)
+            # Ended early, a run keeps nothing past the chunks it closed: killed at once, not
+            # left to flush its four encoders' queued frames into segments that are dropped.
+            await self._run_ffmpeg(argv, run.first, out_time, stop, grace=0.0)
         except Stopped:
             stopped = True
         except FFmpegError as exc:
@@ -451,15 +453,22 @@ class Worker:
         remove_tree(run.folder)
 
     async def _run_ffmpeg(
-        self, argv: list[str], chunk: ClaimedChunk, out_time: list[float], stop: asyncio.Event
+        self,
+        argv: list[str],
+        chunk: ClaimedChunk,
+        out_time: list[float],
+        stop: asyncio.Event,
+        *,
+        grace: float | None = None,
     ) -> None:
         """Run a unit's ffmpeg at its priority, its progress in `out_time[0]`, until done or
-        `stop` (Stopped) or it fails (FFmpegError)."""
+        `stop` (Stopped: SIGTERM, SIGKILL after `grace`, STOP_GRACE_SECONDS by default) or
+        it fails (FFmpegError)."""
         await run_ffmpeg(
             argv,
             on_progress=lambda seconds: out_time.__setitem__(0, seconds),
             stop=stop,
-            grace=self.settings.stop_grace_seconds,
+            grace=self.settings.stop_grace_seconds if grace is None else grace,
             nice=self._nice(chunk),
         )
 

@@ -17,6 +17,7 @@ import pytest
 
 from services.core import jobs, layout
 from services.core.db import session_scope
+from services.core.jobs import ClaimedChunk
 from services.core.models import ChunkStatus, JobChunk, Status
 from services.core.settings import Settings
 from services.core.storage import Storage
@@ -52,6 +53,19 @@ def _counting() -> tuple[list[list[str]], Any]:
         await run_ffmpeg(argv, **kwargs)
 
     return calls, mock.patch.object(worker_module, "run_ffmpeg", counted)
+
+
+def _encode_counting(worker: Worker, claimed: ClaimedChunk) -> list[list[str]]:
+    """Encode `claimed` (and whatever run it starts) to its end: the ffmpeg command lines."""
+    calls, patched = _counting()
+
+    async def encode() -> None:
+        await worker.encode(claimed, asyncio.Event())
+        await worker.settle()
+
+    with patched:
+        asyncio.run(encode())
+    return calls
 
 
 def _chunks(settings: Settings) -> list[JobChunk]:
@@ -176,14 +190,7 @@ def test_a_chunk_whose_next_one_another_worker_already_holds_gets_an_ffmpeg_of_i
             session, worker_id=other.worker_id, lease_seconds=60, only=(VIDEO_ID, 1)
         )
     assert held is not None
-    calls, patched = _counting()
-    with patched:
-
-        async def go() -> None:
-            await ours.encode(first, asyncio.Event())
-            await ours.settle()
-
-        asyncio.run(go())
+    calls = _encode_counting(ours, first)
     (argv,) = _video_ffmpegs(calls)
     assert argv[argv.index("-t") + 1] == "1.000000", "it ends with its chunk"
     assert [r.status for r in _chunks(settings)][:2] == [ChunkStatus.DONE, ChunkStatus.RUNNING]
@@ -244,14 +251,7 @@ def test_a_run_gives_way_to_an_older_job_with_work_waiting(settings, clip):
         ours_created = jobs.get_job(session, video_id=VIDEO_ID).created_at
         jobs.get_job(session, video_id=older).created_at = ours_created - timedelta(hours=1)
 
-    calls, patched = _counting()
-    with patched:
-
-        async def go() -> None:
-            await ours.encode(first, asyncio.Event())
-            await ours.settle()
-
-        asyncio.run(go())
+    calls = _encode_counting(ours, first)
     assert len(_video_ffmpegs(calls)) == 1
     rows = _chunks(settings)
     assert [r.status for r in rows] == [ChunkStatus.DONE] + [ChunkStatus.PENDING] * (SECONDS - 1)
