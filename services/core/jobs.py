@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.core import doorbell, events, ids
@@ -550,9 +550,18 @@ def claim_final(session: Session, *, video_id: str) -> bool:
     for the lock, then finds the job `ok` and does nothing (no second round of measuring).
     If writing the presentation fails, the transaction rolls back and the job is not `ok`.
     """
+    # And only while every unit is still done: on SQLite the publisher's reads take no
+    # snapshot, so the rows it decided on may be older than this UPDATE, and a job started
+    # over meanwhile (its units dropped, or planned anew and pending) must stay `queued`.
+    units = exists().where(JobChunk.video_id == video_id)
     claimed = session.execute(
         update(Job)
-        .where(Job.video_id == video_id, Job.status != Status.OK)
+        .where(
+            Job.video_id == video_id,
+            Job.status != Status.OK,
+            units,
+            ~units.where(JobChunk.status != ChunkStatus.DONE),
+        )
         .values(status=Status.OK, published_chunks=Job.total_chunks, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
