@@ -75,6 +75,11 @@ class Run:
     def __post_init__(self) -> None:
         self.held = self.first
 
+    def progress(self, out_time: float) -> tuple[ClaimedChunk, float]:
+        """The chunk the run is on and how far into it (ffmpeg's `out_time` counts from the
+        run's start)."""
+        return self.held, max(0.0, out_time - (self.held.start - self.first.start))
+
     @property
     def tolerance(self) -> float:
         return self.plan.options.segment_seconds / 2

@@ -260,7 +260,7 @@ class Worker:
         argv = self._command(chunk, plan)
         out_time = [0.0]
         stop = asyncio.Event()
-        beat = asyncio.create_task(self._heartbeat(chunk, out_time, stop, shutdown))
+        beat = asyncio.create_task(self._heartbeat(lambda: (chunk, out_time[0]), stop, shutdown))
         encoded = asyncio.Event()
         mirror = None
         if self.remote and chunk.kind == "audio":
@@ -311,7 +311,9 @@ class Worker:
         out_time = [0.0]
         stop = asyncio.Event()
         ended = asyncio.Event()
-        beat = asyncio.create_task(self._run_heartbeat(run, out_time, stop, shutdown))
+        beat = asyncio.create_task(
+            self._heartbeat(lambda: run.progress(out_time[0]), stop, shutdown)
+        )
         follow = asyncio.create_task(self._follow_run(run, stop, ended))
         failure: FFmpegError | None = None
         stopped = False
@@ -432,21 +434,6 @@ class Worker:
             log.exception("job %s unit %d: taking it out of the run", chunk.video_id, chunk.index)
         await self.settle()
         self._finishing = asyncio.create_task(self._finish_unit(chunk, run.plan, seconds))
-
-    async def _run_heartbeat(
-        self, run: Run, out_time: list[float], stop: asyncio.Event, shutdown: asyncio.Event
-    ) -> None:
-        """The heartbeat of whichever chunk the run is on, with its progress in that chunk."""
-        interval = min(0.5, self.settings.poll_seconds)
-        while not stop.is_set():
-            held = run.held
-            done = max(0.0, out_time[0] - (held.start - run.first.start))
-            stop_asked = await self._beat_to_the_end(held, done)
-            # A beat for the chunk just handed over may find it recorded: not a stop.
-            if (stop_asked and held is run.held) or shutdown.is_set():
-                stop.set()
-                return
-            await sleep_unless(shutdown, interval)
 
     def _discard_run(self, run: Run) -> None:
         self._discard(run.held)
@@ -584,17 +571,19 @@ class Worker:
 
     async def _heartbeat(
         self,
-        chunk: ClaimedChunk,
-        out_time: list[float],
+        current: Callable[[], tuple[ClaimedChunk, float]],
         stop: asyncio.Event,
         shutdown: asyncio.Event,
     ) -> None:
-        """Renew the lease and publish progress; a stop, a lost lease or shutdown sets `stop`."""
+        """Renew the lease of the chunk `current()` names and publish its progress (seconds
+        into it); a stop, a lost lease or shutdown sets `stop`."""
         # Stop must end ffmpeg within 2 s: beat at least twice a second.
         interval = min(0.5, self.settings.poll_seconds)
         while not stop.is_set():
-            stop_asked = await self._beat_to_the_end(chunk, out_time[0])
-            if stop_asked or shutdown.is_set():
+            chunk, done = current()
+            stop_asked = await self._beat_to_the_end(chunk, done)
+            # A run that went on meanwhile may find the chunk it handed over recorded: no stop.
+            if (stop_asked and current()[0] is chunk) or shutdown.is_set():
                 stop.set()
                 return
             await sleep_unless(shutdown, interval)
