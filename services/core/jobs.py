@@ -534,9 +534,18 @@ def advance_published(session: Session, *, video_id: str, count: int) -> bool:
     The UPDATE takes the job row's lock (a write lock on SQLite) until the transaction ends,
     so publishers write playlists one at a time and a playlist never shrinks.
     """
+    # And only while the first `count` video chunks are still done (as in claim_final): a
+    # publisher's rows may be older than this UPDATE on SQLite, and a video started over
+    # meanwhile must not get the old encode's growing playlists.
+    video = (JobChunk.video_id == video_id, JobChunk.kind == "video", JobChunk.index < count)
+    done = select(func.count()).where(*video, JobChunk.status == ChunkStatus.DONE)
     advanced = session.execute(
         update(Job)
-        .where(Job.video_id == video_id, Job.published_chunks < count)
+        .where(
+            Job.video_id == video_id,
+            Job.published_chunks < count,
+            done.scalar_subquery() == count,
+        )
         .values(published_chunks=count, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
