@@ -322,6 +322,28 @@ def _owned_chunk(
     return chunk
 
 
+def _write_owned(session: Session, chunk: JobChunk, holder: str, /, **values: Any) -> bool:
+    """Write `values` into `chunk` (read by `_owned_chunk`) only while it is still held by
+    `holder` under the claim read; False when it no longer is.
+
+    Compare-and-set in the UPDATE itself: on SQLite the read takes no snapshot, and between
+    it and this write the chunk may have been taken over, or the video started over (its
+    units dropped, or planned anew under the same keys), which the write must not touch."""
+    written = session.execute(
+        update(JobChunk)
+        .where(
+            JobChunk.video_id == chunk.video_id,
+            JobChunk.index == chunk.index,
+            JobChunk.worker_id == holder,
+            JobChunk.encodes == chunk.encodes,
+            JobChunk.status == ChunkStatus.RUNNING,
+        )
+        .values(**values, updated_at=utcnow())
+        .execution_options(synchronize_session="fetch")
+    )
+    return bool(written.rowcount == 1)  # type: ignore[attr-defined]
+
+
 def holds_chunk(
     session: Session, *, video_id: str, index: int, worker_id: str, attempt: int | None = None
 ) -> bool:
@@ -390,11 +412,18 @@ def finish_chunk(
 ) -> bool:
     """Mark a chunk done; False when it was no longer ours (its work is then discarded)."""
     chunk = _owned_chunk(session, video_id, index, worker_id, attempt)
-    if chunk is None:
+    if chunk is None or not _write_owned(
+        session,
+        chunk,
+        worker_id,
+        status=ChunkStatus.DONE,
+        error=None,
+        done_by=worker_id,
+        worker_id=None,
+        lease_expires_at=None,
+        encode_seconds=encode_seconds,
+    ):
         return False
-    chunk.status, chunk.error, chunk.done_by = ChunkStatus.DONE, None, worker_id
-    chunk.worker_id = chunk.lease_expires_at = None
-    chunk.encode_seconds = encode_seconds
     job = session.get(Job, video_id, populate_existing=True)
     if job is not None:
         update_progress(session, job)
@@ -407,7 +436,14 @@ def release_chunk(
     """Give a chunk back (stop, shutdown): pending again, its partial output is overwritten."""
     chunk = _owned_chunk(session, video_id, index, worker_id, attempt)
     if chunk is not None:
-        chunk.status, chunk.worker_id, chunk.lease_expires_at = ChunkStatus.PENDING, None, None
+        _write_owned(
+            session,
+            chunk,
+            worker_id,
+            status=ChunkStatus.PENDING,
+            worker_id=None,
+            lease_expires_at=None,
+        )
 
 
 def fail_chunk(
@@ -428,25 +464,35 @@ def fail_chunk(
     chunk = _owned_chunk(session, video_id, index, worker_id, attempt)
     if chunk is None:
         return False
-    chunk.attempts += 1
+    attempts = chunk.attempts + 1
     # The worker logged the full text; the chunk and the trail show the public one.
     error = public_text(error)
-    chunk.error, chunk.worker_id, chunk.lease_expires_at = error, None, None
     what = "audio" if chunk.kind == "audio" else f"chunk {index}"
-    if chunk.attempts < max_attempts:
-        delay = backoff_seconds * 2 ** (chunk.attempts - 1)
-        chunk.status, chunk.not_before = ChunkStatus.PENDING, utcnow() + timedelta(seconds=delay)
+    retry = attempts < max_attempts
+    delay = backoff_seconds * 2 ** (attempts - 1)
+    if not _write_owned(
+        session,
+        chunk,
+        worker_id,
+        attempts=attempts,
+        error=error,
+        worker_id=None,
+        lease_expires_at=None,
+        status=ChunkStatus.PENDING if retry else ChunkStatus.FAILED,
+        not_before=utcnow() + timedelta(seconds=delay) if retry else chunk.not_before,
+    ):
+        return False
+    if retry:
         events.record(
             session,
             video_id=video_id,
             kind=events.CHUNK_RETRY,
-            reason=f"{what} attempt {chunk.attempts} of {max_attempts} failed, "
+            reason=f"{what} attempt {attempts} of {max_attempts} failed, "
             f"retry in {delay:g} s: {error[-500:]}",
             actor=worker_id,
         )
         return False
-    chunk.status = ChunkStatus.FAILED
-    error = f"{what} failed {chunk.attempts} times: {error}"
+    error = f"{what} failed {attempts} times: {error}"
     fail(session, video_id=video_id, error=error, actor=worker_id)
     return True
 
