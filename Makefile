@@ -51,17 +51,14 @@ S3_TESTS := $(S3_DB_TESTS) tests/test_metadata.py tests/test_access.py \
 
 # The SQLite pass in one lane; the PostgreSQL, S3 and S3 + PostgreSQL passes one after
 # another in a second lane beside it (scripts/test_lanes.sh: a pass alone leaves a quarter
-# of the two cores idle, and no pass can disturb another's platforms); in a third, the
-# containers' test is prepared (Docker installed, base images made, images built: mostly
-# downloads and unpacking, 3-4 minutes on a new machine), and it runs once the lanes end.
+# of the two cores idle, and no pass can disturb another's platforms).
 test: lint
 	bash scripts/ensure_postgres.sh
 	bash scripts/test_lanes.sh \
 		sqlite '$(PY) -m pytest --ignore=tests/s3' \
 		postgres-s3 'TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(DB_TESTS) \
 			&& TEST_STORAGE=s3 $(PY) -m pytest $(S3_TESTS) \
-			&& TEST_STORAGE=s3 TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(S3_DB_TESTS)' \
-		compose-prep 'bash scripts/test_compose.sh --prepare'
+			&& TEST_STORAGE=s3 TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(S3_DB_TESTS)'
 	$(MAKE) test-compose
 
 # The platform as containers, end to end, sharing nothing but PostgreSQL and a bucket (Docker

@@ -11,9 +11,8 @@ worker held), finds the video's objects in the bucket through SeaweedFS's S3 por
 on 127.0.0.1, then `docker compose down -v` and checks that no container, network or volume
 (the containers' own scratch volumes included) is left. Prints how long each phase took.
 
-`--build` only builds the images (the run's own build then finds every layer built). Only the
-standard library: it runs before any virtual environment exists. Environment: what the compose
-files read (BASE_IMAGE, POSTGRES_IMAGE, CA_BUNDLE, ...), COMPOSE_TEST_PROJECT.
+Only the standard library: it runs before any virtual environment exists. Environment: what
+the compose files read (BASE_IMAGE, POSTGRES_IMAGE, CA_BUNDLE, ...), COMPOSE_TEST_PROJECT.
 """
 
 import contextlib
@@ -481,19 +480,8 @@ def run(gateway: Gateway, s3_port: int, scratch: set[str]) -> None:
     print(f"compose-test: the killed container now: {after}")
 
 
-def build() -> int:
-    """`--build`: only build the images (make test does it beside the test lanes, so the run
-    itself finds them built)."""
-    os.environ.setdefault("ADMIN_TOKEN", secrets.token_urlsafe(24))
-    with phase("build"):
-        compose("build", "migrate", "seaweedfs")
-    return 0
-
-
 def main() -> int:
     """Run, tear down whatever happened, print the phase times; 0 when every check held."""
-    if sys.argv[1:] == ["--build"]:
-        return build()
     port, s3_port = free_port(), free_port()
     while s3_port == port:
         s3_port = free_port()

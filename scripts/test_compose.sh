@@ -7,10 +7,6 @@
 # mid-job, and tears everything down. It fails (never skips) when Docker cannot be made to run:
 # `make test` ends with it, and CI runs that.
 # Its traffic: the registries (build), then 127.0.0.1 and the containers' own network only.
-#   bash scripts/test_compose.sh            # everything
-#   bash scripts/test_compose.sh --prepare  # only the engine, the base images and the build
-# (`make test` prepares beside its test lanes: mostly downloads and unpacking, minutes on a
-# new machine, that then do not add to the run.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +25,4 @@ echo "compose-test: base images ($BASE_IMAGE, $POSTGRES_IMAGE): $((SECONDS - sta
 CA_BUNDLE=${CA_BUNDLE:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}
 [ -f "$CA_BUNDLE" ] || CA_BUNDLE=/dev/null
 export BASE_IMAGE POSTGRES_IMAGE CA_BUNDLE
-if [ "${1:-}" = --prepare ]; then
-  exec python3 scripts/compose_e2e.py --build
-fi
 exec python3 scripts/compose_e2e.py
