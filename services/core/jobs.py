@@ -470,6 +470,11 @@ def fail_chunk(
     what = "audio" if chunk.kind == "audio" else f"chunk {index}"
     retry = attempts < max_attempts
     delay = backoff_seconds * 2 ** (attempts - 1)
+    outcome: dict[str, Any] = (
+        {"status": ChunkStatus.PENDING, "not_before": utcnow() + timedelta(seconds=delay)}
+        if retry
+        else {"status": ChunkStatus.FAILED}
+    )
     if not _write_owned(
         session,
         chunk,
@@ -478,8 +483,7 @@ def fail_chunk(
         error=error,
         worker_id=None,
         lease_expires_at=None,
-        status=ChunkStatus.PENDING if retry else ChunkStatus.FAILED,
-        not_before=utcnow() + timedelta(seconds=delay) if retry else chunk.not_before,
+        **outcome,
     ):
         return False
     if retry:
