@@ -177,7 +177,7 @@ def supervise(procs: list[Child], stopping: list[bool]) -> None:
 
 def prepare(settings: Settings) -> None:
     """Bring the schema up to date and make sure there is an admin token (saying where)."""
-    init_db(settings)  # once, before five processes race to create the tables
+    init_db(settings, migrate=True)  # once, before five processes race to create the tables
     token, generated = ensure_admin_token(settings)
     if generated:
         print(f"[launcher] admin token (stored in {token_path(settings)}, mode 600): {token}")
@@ -197,6 +197,9 @@ def main() -> int:
     prepare(settings)
     if sys.argv[1:] == ["--init"]:
         return 0
+    # The schema is current: the services it starts need not each look again (a restarted
+    # one neither: only a newer launcher brings newer migrations).
+    os.environ["MIGRATE_ON_START"] = "false"
     procs = children(settings)
     stopping: list[bool] = []
 

@@ -1,8 +1,44 @@
 """Tiny test clips rendered with lavfi, so no media file is ever committed."""
 
+import fcntl
+import functools
+import hashlib
+import os
+import shutil
 import struct
 import subprocess
 from pathlib import Path
+
+
+@functools.cache
+def _ffmpeg_version() -> str:
+    return subprocess.run(
+        ["ffmpeg", "-hide_banner", "-version"], check=True, capture_output=True, text=True
+    ).stdout.splitlines()[0]
+
+
+def render(argv: list[str], path: Path) -> Path:
+    """Run ffmpeg's `argv`, whose last item is `path`, and return `path`.
+
+    With TEST_CLIP_CACHE (a folder; make test gives its run a fresh one), a clip rendered once
+    by the same command and ffmpeg is copied from there instead: make test's passes and
+    lanes render each clip once, not once per pytest run. The lock makes a lane that asks
+    for a clip the other lane is rendering wait for it, not render it again."""
+    folder = os.environ.get("TEST_CLIP_CACHE")
+    if not folder:
+        subprocess.run(argv, check=True, capture_output=True, timeout=60)
+        return path
+    recipe = "\0".join([_ffmpeg_version(), *argv[:-1], path.suffix])
+    cached = Path(folder) / f"{hashlib.sha256(recipe.encode()).hexdigest()}{path.suffix}"
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with open(cached.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not cached.exists():
+            partial = cached.with_suffix(f".part{path.suffix}")
+            subprocess.run([*argv[:-1], str(partial)], check=True, capture_output=True, timeout=60)
+            partial.rename(cached)  # only a whole clip is ever found in the cache
+    shutil.copyfile(cached, path)
+    return path
 
 
 def make_clip(
@@ -30,8 +66,7 @@ def make_clip(
         argv += ["-map", "0:v", "-map", "1:a", "-c:a", "aac", "-ac", "2", "-ar", "48000"]
     # ultrafast: the clips only need to exist, quickly.
     argv += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)]
-    subprocess.run(argv, check=True, capture_output=True, timeout=60)
-    return path
+    return render(argv, path)
 
 
 def make_audio_clip(
@@ -53,8 +88,7 @@ def make_audio_clip(
         argv += ["-map", "0:a", "-map", "1:v", "-frames:v", "1", "-c:v", "mjpeg"]
         argv += ["-disposition:v:0", "attached_pic"]
     argv += ["-ac", str(channels), "-ar", str(sample_rate), *encoder, str(path)]
-    subprocess.run(argv, check=True, capture_output=True, timeout=60)
-    return path
+    return render(argv, path)
 
 
 # EBML ids of Matroska's Segment Info element and of the Duration float inside it.

@@ -136,8 +136,6 @@ TEST_SETTINGS = {
     "OPENING_SECONDS": "0",
     "LOG_LEVEL": "INFO",
     "LEASE_SECONDS": "5",
-    # An idle worker picks a new job up within 0.1 s: tests wait less for each job.
-    "POLL_SECONDS": "0.1",
     "RETRY_BACKOFF_SECONDS": "0.5",
 }
 

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -138,8 +139,15 @@ def test_start_all_returns_healthy_and_stop_all_stops(tmp_path):
 
 
 def test_init_only_migrates_and_makes_the_admin_token(tmp_path):
-    """`--init` (compose's one-shot `migrate`) prepares the storage and exits: no server."""
-    env = {**os.environ, "STORAGE_DIR": str(tmp_path), "ADMIN_TOKEN": "", "DATABASE_URL": ""}
+    """`--init` (compose's one-shot `migrate`) prepares the storage and exits: no server. It
+    migrates whatever MIGRATE_ON_START says (that setting is for the services)."""
+    env = {
+        **os.environ,
+        "STORAGE_DIR": str(tmp_path),
+        "ADMIN_TOKEN": "",
+        "DATABASE_URL": "",
+        "MIGRATE_ON_START": "false",
+    }
     done = subprocess.run(
         [sys.executable, "-m", "services.launcher", "--init"],
         cwd=ROOT,
@@ -152,3 +160,5 @@ def test_init_only_migrates_and_makes_the_admin_token(tmp_path):
     token = (tmp_path / "admin_token").read_text().strip()
     assert token and token in done.stdout
     assert (tmp_path / "videos.db").stat().st_size > 0
+    with sqlite3.connect(tmp_path / "videos.db") as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()

@@ -5,16 +5,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from services.core.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 
 class Base(DeclarativeBase):
@@ -55,30 +54,42 @@ def engine(settings: Settings | None = None) -> Engine:
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str) -> "Config":
     """Alembic's configuration for `url`, without an ini file."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 
-def init_db(settings: Settings | None = None) -> None:
-    """Create the storage layout and bring the schema to the latest migration."""
+def init_db(settings: Settings | None = None, *, migrate: bool | None = None) -> None:
+    """Create the storage layout and bring the schema to the latest migration (`migrate`:
+    whether to look at the schema at all; by default the MIGRATE_ON_START setting, which the
+    launcher turns off for the services it starts once it has migrated)."""
     from services.core.storage import Storage
 
     settings = settings or get_settings()
     Storage(settings.storage_dir).ensure_layout()
+    if not (settings.migrate_on_start if migrate is None else migrate):
+        return
     url = settings.effective_database_url
     if _current_revision(url) != _head_revision(url):
+        from alembic import command
+
         command.upgrade(alembic_config(url), "head")
 
 
 def _head_revision(url: str) -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
 
 
 def _current_revision(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with _engine_for(url).connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 

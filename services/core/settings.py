@@ -202,6 +202,12 @@ class Settings(BaseSettings):
         1, description="Audio workers beside them (light: audio never waits behind video)"
     )
     lease_seconds: float = Field(15.0, description="A job's lease; an expired lease is re-claimed")
+    migrate_on_start: bool = Field(
+        True,
+        description="Each service brings the schema to the latest migration as it starts. The "
+        "launcher migrates once before it starts them and sets this false for its children "
+        "(a check per process costs about 0.3 CPU-s); `launcher --init` always migrates",
+    )
     poll_seconds: float = Field(
         0.25,
         gt=0,
