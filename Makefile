@@ -53,16 +53,17 @@ S3_TESTS := $(S3_DB_TESTS) tests/test_metadata.py tests/test_access.py \
 # another in a second lane beside it (scripts/test_lanes.sh: a pass alone leaves a quarter
 # of the two cores idle, and no pass can disturb another's platforms). The passes share one
 # fresh folder of rendered test clips (TEST_CLIP_CACHE, tests/clips.py): each clip is
-# rendered once per make test, not once per pass.
+# rendered once per make test, not once per pass; the folder goes when make test ends, or is
+# interrupted.
 test: lint
 	bash scripts/ensure_postgres.sh
-	clips=$$(mktemp -d -t vp-test-clips.XXXXXX) && TEST_CLIP_CACHE=$$clips \
+	clips=$$(mktemp -d -t vp-test-clips.XXXXXX) && trap 'rm -rf "$$clips"' EXIT \
+	&& trap 'exit 130' INT TERM && TEST_CLIP_CACHE=$$clips \
 	bash scripts/test_lanes.sh \
 		sqlite '$(PY) -m pytest --ignore=tests/s3' \
 		postgres-s3 'TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(DB_TESTS) \
 			&& TEST_STORAGE=s3 $(PY) -m pytest $(S3_TESTS) \
-			&& TEST_STORAGE=s3 TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(S3_DB_TESTS)'; \
-	status=$$?; rm -rf "$$clips"; exit $$status
+			&& TEST_STORAGE=s3 TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest $(S3_DB_TESTS)'
 	$(MAKE) test-compose
 
 # The platform as containers, end to end, sharing nothing but PostgreSQL and a bucket (Docker
