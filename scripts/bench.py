@@ -21,11 +21,9 @@ default) against an ffmpeg per chunk (CHUNK_RUNS=false), alternating, with the f
 """
 
 import argparse
-import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -52,6 +50,7 @@ from services.media.ffmpeg_args import video_chunk_command  # noqa: E402
 from services.media.ladder import SEED_LADDER, Rendition, plan_ladder  # noqa: E402
 from services.media.plan import encode_options  # noqa: E402
 from services.media.probe import probe  # noqa: E402
+from tests.clips import render  # noqa: E402
 from tests.harness import TEST_SETTINGS, Platform, upload  # noqa: E402
 
 SOURCE_SECONDS = 30
@@ -69,32 +68,6 @@ SOURCE_CACHE: Path | None = Path(
 )
 
 
-def generated(argv: list[str], path: Path) -> Path:
-    """`path` made by ffmpeg `argv` (its output file left off), from the cache when an
-    earlier run made it with the same command and the same ffmpeg."""
-    if SOURCE_CACHE is None:
-        subprocess.run([*argv, str(path)], check=True)
-        return path
-    version = subprocess.run(
-        ["ffmpeg", "-version"], capture_output=True, text=True, check=True
-    ).stdout.splitlines()[0]
-    key = hashlib.sha256(json.dumps([version, argv]).encode()).hexdigest()[:32]
-    cached = SOURCE_CACHE / f"{key}{path.suffix}"
-    if not cached.exists():
-        SOURCE_CACHE.mkdir(parents=True, exist_ok=True)
-        # Written under another name and renamed when whole: an interrupted run leaves no
-        # half-written source for the next one to take.
-        partial = SOURCE_CACHE / f"{key}.{os.getpid()}.partial{path.suffix}"
-        try:
-            subprocess.run([*argv, str(partial)], check=True)
-            partial.replace(cached)
-        finally:
-            partial.unlink(missing_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(cached, path)
-    return path
-
-
 def make_source(path: Path) -> Path:
     """A SOURCE_SECONDS 1080p30 H.264 source at about 10 Mb/s with stereo AAC (noise keeps it
     honest)."""
@@ -104,7 +77,7 @@ def make_source(path: Path) -> Path:
     argv = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", video, "-f", "lavfi", "-i", audio]
     argv += ["-c:v", "libx264", "-preset", "veryfast", "-b:v", "10M", "-maxrate", "10M"]
     argv += ["-bufsize", "20M", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2", "-b:a", "192k"]
-    return generated(argv, path)
+    return render(argv, path, SOURCE_CACHE)
 
 
 def reference_ladder(source: Path, out: Path) -> float:
@@ -459,7 +432,7 @@ def make_4k_hevc_source(path: Path, seconds: int = 9) -> Path:
     argv += ["-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le"]
     argv += ["-b:v", "20M", "-x265-params", "log-level=error", "-tag:v", "hvc1"]
     argv += ["-c:a", "aac", "-ac", "2"]
-    return generated(argv, path)
+    return render(argv, path, SOURCE_CACHE)
 
 
 # The baseline without the opening is one whole encode of the source: three runs of it

@@ -3,42 +3,57 @@
 import fcntl
 import functools
 import hashlib
+import json
 import os
 import shutil
 import struct
 import subprocess
 from pathlib import Path
+from typing import Any
 
 
 @functools.cache
-def _ffmpeg_version() -> str:
+def _version(ffmpeg: str) -> str:
     return subprocess.run(
-        ["ffmpeg", "-hide_banner", "-version"], check=True, capture_output=True, text=True
+        [ffmpeg, "-version"], check=True, capture_output=True, text=True
     ).stdout.splitlines()[0]
 
 
-def render(argv: list[str], path: Path) -> Path:
-    """Run ffmpeg's `argv`, whose last item is `path`, and return `path`.
+def render(argv: list[str], path: Path, cache: Path | None, **run: Any) -> Path:
+    """`path` made by ffmpeg `argv` (its output file left off; `run`: subprocess.run's
+    options), and returned.
 
-    With TEST_CLIP_CACHE (a folder; make test gives its run a fresh one), a clip rendered once
-    by the same command and ffmpeg is copied from there instead: make test's passes and
-    lanes render each clip once, not once per pytest run. The lock makes a lane that asks
-    for a clip the other lane is rendering wait for it, not render it again."""
-    folder = os.environ.get("TEST_CLIP_CACHE")
-    if not folder:
-        subprocess.run(argv, check=True, capture_output=True, timeout=60)
+    With `cache` (a folder), it is copied from there when the same command and the same
+    ffmpeg made it before: the test clips in make test's fresh TEST_CLIP_CACHE (each rendered
+    once per make test, not once per pytest run), the bench's sources in its own folder kept
+    between runs. A file is written under another name and renamed when whole, so a failed or
+    interrupted render leaves nothing to be taken; the lock makes a second process that asks
+    for a file being made wait for it, not make it again."""
+    if cache is None:
+        subprocess.run([*argv, str(path)], check=True, **run)
         return path
-    recipe = "\0".join([_ffmpeg_version(), *argv[:-1], path.suffix])
-    cached = Path(folder) / f"{hashlib.sha256(recipe.encode()).hexdigest()}{path.suffix}"
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with open(cached.with_suffix(".lock"), "w") as lock:
+    key = hashlib.sha256(json.dumps([_version(argv[0]), argv]).encode()).hexdigest()[:32]
+    cached = cache / f"{key}{path.suffix}"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not cached.exists():
-            partial = cached.with_suffix(f".part{path.suffix}")
-            subprocess.run([*argv[:-1], str(partial)], check=True, capture_output=True, timeout=60)
-            partial.rename(cached)  # only a whole clip is ever found in the cache
+            partial = cache / f"{key}.partial{path.suffix}"
+            try:
+                subprocess.run([*argv, str(partial)], check=True, **run)
+                partial.replace(cached)
+            finally:
+                partial.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(cached, path)
     return path
+
+
+def _clip(argv: list[str], path: Path) -> Path:
+    """A test clip: `render`ed quietly, from TEST_CLIP_CACHE when it is set."""
+    folder = os.environ.get("TEST_CLIP_CACHE")
+    cache = Path(folder) if folder else None
+    return render(argv, path, cache, capture_output=True, timeout=60)
 
 
 def make_clip(
@@ -65,8 +80,8 @@ def make_clip(
         argv += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
         argv += ["-map", "0:v", "-map", "1:a", "-c:a", "aac", "-ac", "2", "-ar", "48000"]
     # ultrafast: the clips only need to exist, quickly.
-    argv += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)]
-    return render(argv, path)
+    argv += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    return _clip(argv, path)
 
 
 def make_audio_clip(
@@ -87,8 +102,8 @@ def make_audio_clip(
         argv += ["-f", "lavfi", "-i", "color=c=orange:s=64x64:d=1"]
         argv += ["-map", "0:a", "-map", "1:v", "-frames:v", "1", "-c:v", "mjpeg"]
         argv += ["-disposition:v:0", "attached_pic"]
-    argv += ["-ac", str(channels), "-ar", str(sample_rate), *encoder, str(path)]
-    return render(argv, path)
+    argv += ["-ac", str(channels), "-ar", str(sample_rate), *encoder]
+    return _clip(argv, path)
 
 
 # EBML ids of Matroska's Segment Info element and of the Duration float inside it.
