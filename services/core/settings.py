@@ -10,6 +10,8 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The shortest short opening (OPENING_SECONDS): a few frames at any common frame rate.
+MIN_OPENING_SECONDS = 0.25
 # One CSP source expression: *, 'none', 'self', a scheme (https:) or a host with an optional
 # scheme and port (https://*.example.com:8443): never a ';' or ',' that would end the directive.
 FRAME_SOURCE_RE = re.compile(
@@ -131,14 +133,18 @@ class Settings(BaseSettings):
         ),
     )
     # Measured on 2 cores (scripts/bench.py ladder, 1080p30 source): first playable 2.0-2.5 s
-    # with a 1 s opening, 7.4-7.8 s with none (a whole 6 s first chunk to encode first).
-    opening_seconds: int = Field(
-        1,
+    # with a 1 s opening, 7.4-7.8 s with none (a whole 6 s first chunk to encode first). The
+    # opening's ffmpeg costs about 0.5 s to start plus 0.8 s per second of 1080p it encodes
+    # (four rungs, on 2 cores), so half a second is played sooner by about half a second.
+    opening_seconds: float = Field(
+        0.5,
         ge=0,
         le=60,
-        description="The first segment's length when shorter than SEGMENT_SECONDS: the opening "
-        "is a chunk of its own, encoded in a second or so, so a video plays soon after its "
-        "upload (0 or SEGMENT_SECONDS or more: no short opening)",
+        allow_inf_nan=False,
+        description="The first segment's length in seconds (fractions allowed: 0.5) when "
+        "shorter than SEGMENT_SECONDS: the opening is a chunk of its own, encoded in a second "
+        "or so, so a video plays soon after its upload (0, or SEGMENT_SECONDS or more: no "
+        f"short opening; otherwise at least {MIN_OPENING_SECONDS:g} s)",
     )
     opening_x264_preset: str = Field(
         "ultrafast", description="x264 preset of the short opening (its rungs encode at once)"
@@ -339,6 +345,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"WEBHOOK_URLS: {url!r} is not an http(s) URL with a host")
         if self.webhook_url_list() and not self.webhook_secret:
             raise ValueError("WEBHOOK_URLS is set but WEBHOOK_SECRET is empty: set the key")
+        return self
+
+    @model_validator(mode="after")
+    def _check_opening_length(self) -> "Settings":
+        # A sliver of an opening (a frame or two) would cost an ffmpeg start-up and a
+        # segment of its own for nothing a viewer could see.
+        if 0 < self.opening_seconds < MIN_OPENING_SECONDS:
+            raise ValueError(
+                f"OPENING_SECONDS is {self.opening_seconds:g}: use 0 (no short opening) or at "
+                f"least {MIN_OPENING_SECONDS:g}"
+            )
         return self
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ class TimeChunk:
     start: float
     end: float | None
 
-    def first_segment(self, segment_seconds: int, opening_seconds: int = 0) -> int:
+    def first_segment(self, segment_seconds: int, opening_seconds: float = 0) -> int:
         """The global number of this chunk's first segment (on the grid of `split_chunks`
         with the same `segment_seconds` and `opening_seconds`)."""
         opening = opening_length(segment_seconds, opening_seconds)
@@ -35,9 +35,10 @@ class TimeChunk:
         return 1 + round((self.start - opening) / segment_seconds)
 
 
-def opening_length(segment_seconds: int, opening_seconds: int) -> int:
-    """The opening segment's length in seconds, or 0 when there is no short opening (none
-    asked for, or one no shorter than a whole segment)."""
+def opening_length(segment_seconds: int, opening_seconds: float) -> float:
+    """The opening segment's length in seconds (a fraction of one, such as 0.5, is fine), or
+    0 when there is no short opening (none asked for, or one no shorter than a whole
+    segment)."""
     return opening_seconds if 0 < opening_seconds < segment_seconds else 0
 
 
@@ -47,7 +48,7 @@ def split_chunks(
     segment_seconds: int,
     chunk_segments: int,
     first_chunk_segments: int = 1,
-    opening_seconds: int = 0,
+    opening_seconds: float = 0,
     max_chunks: int = MAX_CHUNKS,
 ) -> list[TimeChunk]:
     """Chunks covering `duration` seconds: the opening (when `opening_seconds` is shorter than
@@ -70,10 +71,10 @@ def split_chunks(
     # A short first chunk finishes early, so the video is playable within seconds; a short
     # opening before it, sooner still. The opening stands alone only when at least one
     # whole segment follows it (a shorter rest would be a chunk of its own for a sliver).
-    opening = opening_length(segment_seconds, int(opening_seconds))
+    opening = opening_length(segment_seconds, opening_seconds)
     if opening and duration - opening < segment_seconds:
         opening = 0
-    starts = [0, opening] if opening else [0]
+    starts: list[float] = [0.0, opening] if opening else [0.0]
     start = opening + first_chunk_segments * segment_seconds
     step = chunk_segments * segment_seconds
     # Counted before any is cut: the loop below runs once per chunk.

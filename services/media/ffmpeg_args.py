@@ -64,6 +64,9 @@ RATE_CONTROLS = (FIXED, CAPPED_CRF)
 # MPEG-TS's own bytes over a video stream's (packet headers, PES headers, stuffing): up to
 # about 5 % at the lowest rung's rate, allowed for wherever a rate is bounded in advance.
 TS_OVERHEAD = 1.06
+# A chunk ending this close to the opening's length is the opening: its end went through
+# the database and the plan's JSON as a float, its length may be a fraction (0.5 s).
+OPENING_TOLERANCE = 1e-6
 # HLS authoring spec [2.9]: stereo AAC at 32-160 kb/s.
 MAX_AUDIO_KBPS = 160
 
@@ -96,7 +99,7 @@ class EncodeOptions:
     # through video_chunk_command, SSIM as scripts/bench.py measures it). The rung's
     # declared peak counts the opening together with the next segment (RFC 8216's window
     # of at least half a target duration), so it moves little.
-    opening_seconds: int = 0
+    opening_seconds: float = 0
     opening_preset: str = "ultrafast"
     opening_x264_params: str = (
         "cabac=1:8x8dct=1:bframes=3:b-adapt=1:aq-mode=1:aq-strength=1.3:vbv-init=1"
@@ -324,7 +327,12 @@ def _global_args(options: EncodeOptions) -> list[str]:
 def is_opening(chunk: TimeChunk, options: EncodeOptions) -> bool:
     """Whether `chunk` is the short opening segment of its plan (see chunking)."""
     opening = opening_length(options.segment_seconds, options.opening_seconds)
-    return opening > 0 and chunk.start == 0 and chunk.end == opening
+    return (
+        opening > 0
+        and chunk.start == 0
+        and chunk.end is not None
+        and abs(chunk.end - opening) < OPENING_TOLERANCE
+    )
 
 
 def _encoder_args(

@@ -22,7 +22,7 @@ from tests.harness import Platform, upload, wait_status
 from tests.media.test_stitching import ffprobe
 
 SEGMENT_SECONDS = 2
-OPENING_SECONDS = 1
+OPENING_SECONDS = 0.5
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,13 @@
 import itertools
 import math
+from typing import Any
 
 import pytest
 
 from services.media.chunking import TimeChunk, split_chunks
 
 
-def spans(duration: float, **kwargs: int) -> list[tuple[float, float | None]]:
+def spans(duration: float, **kwargs: Any) -> list[tuple[float, float | None]]:
     options = {"segment_seconds": 2, "chunk_segments": 3} | kwargs
     chunks = split_chunks(duration, **options)
     assert [c.index for c in chunks] == list(range(len(chunks)))
@@ -84,6 +85,17 @@ def test_a_short_opening_is_a_chunk_of_its_own_and_the_grid_runs_on_from_its_end
     )
     assert [(c.start, c.end) for c in chunks] == [(0, 2), (2, 8), (8, 26), (26, None)]
     assert [c.first_segment(6, 2) for c in chunks] == [0, 1, 2, 5]
+
+
+def test_a_fractional_opening_is_a_chunk_of_its_own_and_numbering_runs_on() -> None:
+    chunks = split_chunks(
+        40, segment_seconds=6, chunk_segments=3, first_chunk_segments=1, opening_seconds=0.5
+    )
+    assert [(c.start, c.end) for c in chunks] == [(0, 0.5), (0.5, 6.5), (6.5, 24.5), (24.5, None)]
+    assert [c.first_segment(6, 0.5) for c in chunks] == [0, 1, 2, 5]
+    # The same rule for what stands alone: a whole segment must follow it.
+    assert spans(6.4, segment_seconds=6, opening_seconds=0.5) == [(0, None)]
+    assert spans(6.5, segment_seconds=6, opening_seconds=0.5) == [(0, 0.5), (0.5, None)]
 
 
 def test_an_opening_no_shorter_than_a_segment_is_no_opening() -> None:

@@ -75,6 +75,43 @@ def test_the_opening_follows_an_ultrafast_ladder_and_keeps_its_own_options_other
     assert default.opening_seconds == Settings().opening_seconds
 
 
+def test_a_fractional_opening_is_planned_and_recognised_after_a_trip_through_json(
+    tmp_path: Path,
+) -> None:
+    """OPENING_SECONDS=0.5: the opening is [0, 0.5), the grid runs on from 0.5, and a worker
+    reading the plan and the chunk back (JSON, the database's floats) knows it for the
+    opening."""
+    from services.media.chunking import TimeChunk
+    from services.media.ffmpeg_args import is_opening
+
+    info = SourceInfo(20.0, 1280, 720, 25.0, "h264", "aac", "mov,mp4,m4a,3gp,3g2,mj2", None)
+    plan, specs = make_plan(info, Settings(storage_dir=tmp_path, opening_seconds=0.5))
+    video = [(s.start, s.end) for s in specs if s.kind == "video"]
+    assert video == [(0.0, 0.5), (0.5, 6.5), (6.5, None)]
+    again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again.options.opening_seconds == 0.5
+    opening, after = (TimeChunk(i, s, e) for i, (s, e) in enumerate(video[:2]))
+    assert is_opening(opening, again.options)
+    assert not is_opening(after, again.options)
+
+
+@pytest.mark.parametrize("seconds", [0.1, 0.24, -1.0, float("nan"), float("inf")])
+def test_an_opening_too_short_to_hold_a_few_frames_is_refused_with_what_to_set(
+    seconds: float,
+) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"(?i)opening_seconds"):
+        Settings(opening_seconds=seconds)
+
+
+def test_the_default_opening_is_half_a_second_and_zero_or_a_quarter_are_allowed() -> None:
+    assert Settings().opening_seconds == 0.5
+    assert Settings(opening_seconds=0).opening_seconds == 0
+    assert Settings(opening_seconds=0.25).opening_seconds == 0.25
+    assert Settings(opening_seconds="1.5").opening_seconds == 1.5
+
+
 def test_the_rate_control_is_the_settings_and_recorded_in_the_plan(tmp_path: Path) -> None:
     info = SourceInfo(
         duration=20.0,

@@ -1,10 +1,10 @@
 """Chunked encoding end to end: chunks + audio with real ffmpeg, stitched by the publisher's
 own `write_presentation` (no settings, no database).
 
-The clips are 10 s at 30, 25 and 30000/1001 fps, cut into a 1 s opening and then chunks
-[1, 3), [3, 7), [7, end) of 2 s segments (the short opening is a chunk of its own, encoded
+The clips are 10 s at 30, 25 and 30000/1001 fps, cut into a 0.5 s opening and then chunks
+[0.5, 2.5), [2.5, 6.5), [6.5, end) of 2 s segments (the short opening is a chunk of its own, encoded
 with its own preset and rate control, and must be as seamless as any other chunk; at
-29.97 fps its end falls between two frames). superfast, unlike ultrafast, makes B-frames
+25 and 29.97 fps its end falls between two frames). superfast, unlike ultrafast, makes B-frames
 (as production's veryfast does): the case where chunk timestamps can overlap.
 """
 
@@ -51,8 +51,9 @@ from services.transcoding.stitch import index_chunk_iframes, write_presentation
 from tests.clips import make_clip
 
 SEGMENT_SECONDS = 2
-# The `stitched` clips' short opening segment.
-OPENING_SECONDS = 1
+# The `stitched` clips' short opening segment: the default, half a second, which at 25 fps
+# ends between frames (12.5 frames), at 29.97 fps too.
+OPENING_SECONDS = 0.5
 # How full x264's VBV buffer starts for the opening (vbv-init in its options, else x264's
 # default 0.9).
 X264_VBV_INIT = float(
@@ -105,7 +106,7 @@ def encode(
     *,
     preset: str,
     keyframe_seconds: int = 2,
-    opening_seconds: int = 0,
+    opening_seconds: float = 0,
     rate_control: str = FIXED,
 ) -> Stitched:
     """Encode `source` in chunks plus its audio, the way the worker does (each chunk's
@@ -192,7 +193,7 @@ CASES = [Case(rate) for rate in FRAME_RATES] + [EASY, EASY_CAPPED, HARD, HARD_CA
 
 @pytest.fixture(scope="session")
 def encoded(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Case], Stitched]:
-    """`Case` -> its clip (854x480, 10 s) encoded with a 1 s opening and stitched, once."""
+    """`Case` -> its clip (854x480, 10 s) encoded with a 0.5 s opening and stitched, once."""
     done: dict[Case, Stitched] = {}
 
     def get(case: Case) -> Stitched:
@@ -291,7 +292,13 @@ def test_segments_are_numbered_globally_without_gaps_or_duplicates(stitched: Sti
 
 
 def test_each_chunk_writes_the_segments_its_start_number_promises(stitched: Stitched) -> None:
-    assert [(c.start, c.end) for c in stitched.chunks] == [(0, 1), (1, 3), (3, 7), (7, None)]
+    opening, step = OPENING_SECONDS, SEGMENT_SECONDS
+    assert [(c.start, c.end) for c in stitched.chunks] == [
+        (0, opening),
+        (opening, opening + step),
+        (opening + step, opening + 3 * step),
+        (opening + 3 * step, None),
+    ]
     for name in stitched.names:
         for chunk in stitched.chunks:
             names = [p.name for p in stitched.chunk_segments(name, chunk)]
@@ -307,7 +314,7 @@ def test_the_opening_is_one_short_segment_and_the_grid_runs_on_from_its_end(
     frame = 1 / stitched.info.fps
     for name in stitched.names:
         durations = [seconds for _, seconds in stitched.extinfs(name)]
-        # The opening ends at the first frame at or after 1 s; 2 s segments follow.
+        # The opening ends at the first frame at or after its end; 2 s segments follow.
         assert durations[0] == pytest.approx(OPENING_SECONDS, abs=frame)
         assert durations[1:-1] == pytest.approx([SEGMENT_SECONDS] * (len(durations) - 2), abs=frame)
 
