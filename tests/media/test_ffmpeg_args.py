@@ -480,6 +480,26 @@ def test_an_opening_that_is_a_peak_window_of_its_own_starts_its_buffer_lower() -
     assert all(p.count("vbv-init=") == 1 for p in values_of(opening, "-x264-params"))
 
 
+def test_a_half_second_opening_keeps_a_one_second_budget_within_the_peak_rule() -> None:
+    """Shorter than a second, the opening's buffer grows by maxrate x the difference (it may
+    spend what a 1 s opening may), as far as the opening and a next segment at its maxrate
+    stay within twice the rung's average [1.30] in MPEG-TS."""
+    half = replace(OPENING, opening_seconds=0.5)
+    argv = command(chunk=TimeChunk(index=0, start=0.0, end=0.5), options=half)
+    sizes = [p.partition("vbv-bufsize=")[2].split(":")[0] for p in values_of(argv, "-x264-params")]
+    # 9600 + 6400 x 0.5, 5800 + 3900 x 0.5, 3000 + 1900 x 0.5, 2200 + 1100 x 0.5.
+    assert sizes == ["12800", "7750", "3950", "2750"]
+    # 2 s segments leave less room: 1080p 2 x 5800 x 2.5 / 1.06 - 6400 x 2.5 - 9600 = 1758
+    # more; 720p 959; the lower rungs none (their own buffer).
+    short = replace(half, segment_seconds=2)
+    argv = command(chunk=TimeChunk(index=0, start=0.0, end=0.5), options=short)
+    sizes = [p.partition("vbv-bufsize=")[2].split(":")[0] for p in values_of(argv, "-x264-params")]
+    assert sizes == ["11358", "6759", "", ""]
+    # A whole second or more keeps the rung's buffer.
+    argv = command(chunk=TimeChunk(index=0, start=0.0, end=2.0), options=OPENING)
+    assert not any("vbv-bufsize" in p for p in values_of(argv, "-x264-params"))
+
+
 def test_an_unknown_rate_control_is_refused() -> None:
     with pytest.raises(ValueError, match="rate control"):
         command(options=replace(OPENING, rate_control="vbr"))

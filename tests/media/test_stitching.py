@@ -28,6 +28,8 @@ from services.media.chunking import TimeChunk, split_chunks
 from services.media.ffmpeg_args import (
     CAPPED_CRF,
     FIXED,
+    OPENING_BUDGET_SECONDS,
+    TS_OVERHEAD,
     EncodeOptions,
     audio_bitrate,
     audio_command,
@@ -108,6 +110,7 @@ def encode(
     keyframe_seconds: int = 2,
     opening_seconds: float = 0,
     rate_control: str = FIXED,
+    segment_seconds: int = SEGMENT_SECONDS,
 ) -> Stitched:
     """Encode `source` in chunks plus its audio, the way the worker does (each chunk's
     keyframes indexed as it finishes), then stitch it with the publisher's own code."""
@@ -115,13 +118,13 @@ def encode(
     renditions = plan_ladder(info.width, info.height)
     chunks = split_chunks(
         info.duration,
-        segment_seconds=SEGMENT_SECONDS,
+        segment_seconds=segment_seconds,
         chunk_segments=2,
         opening_seconds=opening_seconds,
     )
     options = EncodeOptions(
         preset=preset,
-        segment_seconds=SEGMENT_SECONDS,
+        segment_seconds=segment_seconds,
         keyframe_seconds=keyframe_seconds,
         opening_seconds=opening_seconds,
         rate_control=rate_control,
@@ -577,6 +580,76 @@ def test_capped_crf_meets_its_cap_on_hard_footage_and_no_segment_passes_the_rung
         assert sum(rates) / len(rates) >= 0.85 * rung.video_kbps, (rung.name, rates)
         change = rung_ssim(capped, rung, tmp_path) - rung_ssim(fixed, rung, tmp_path)
         assert change >= -0.002, (rung.name, change)
+
+
+# ---- the half-second opening at production's segment length ---------------------------
+
+
+# Production's defaults (Settings: OPENING_SECONDS, SEGMENT_SECONDS).
+PRODUCTION_OPENING_SECONDS = 0.5
+PRODUCTION_SEGMENT_SECONDS = 6
+
+
+@pytest.fixture(scope="module")
+def production_opening(tmp_path_factory: pytest.TempPathFactory) -> Stitched:
+    """The default opening (half a second) before 6 s segments, as production cuts them, on
+    grain that wants more bits than any rung's cap (854x480, 8 s: the opening and one
+    chunk)."""
+    folder = tmp_path_factory.mktemp("production-opening")
+    source = make_clip(folder / "grain.mp4", width=854, height=480, seconds=8, noise=NOISE)
+    return encode(
+        folder / "storage",
+        source,
+        preset="superfast",
+        opening_seconds=PRODUCTION_OPENING_SECONDS,
+        segment_seconds=PRODUCTION_SEGMENT_SECONDS,
+    )
+
+
+def span_ssim(
+    stitched: Stitched, rung: Rendition, segments: list[Path], start: float, into: Path
+) -> float:
+    """SSIM of `segments` of a rung against the source from `start` s on, scaled to the
+    rung, frame by frame from the first of each."""
+    joined = concatenated(segments, into / f"{rung.name}-{start:g}.ts")
+    graph = (
+        f"[1:v]trim=start={start},setpts=PTS-STARTPTS,scale={rung.width}:{rung.height}[ref];"
+        "[0:v]setpts=PTS-STARTPTS[out];[out][ref]ssim=eof_action=endall"
+    )
+    argv = ["ffmpeg", "-nostdin", "-i", str(joined), "-i", str(stitched.source), "-lavfi", graph]
+    result = subprocess.run([*argv, "-f", "null", "-"], capture_output=True, text=True, check=True)
+    return float(result.stderr.rsplit("All:", 1)[1].split()[0])
+
+
+def test_a_half_second_opening_keeps_a_second_s_budget_and_its_rung_s_quality(
+    production_opening: Stitched, tmp_path: Path
+) -> None:
+    """The first frames cost the most: held to the rung's own buffer, half a second of grain
+    came out well below the rest of its rung. The opening keeps a one-second opening's
+    budget (the rung's buffer + 1 s at its maxrate, MPEG-TS on top), spends more than its
+    own buffer would allow, and is no more than 0.01 SSIM below the rest of its rung."""
+    stitched = production_opening
+    assert [(c.start, c.end) for c in stitched.chunks] == [(0, 0.5), (0.5, None)]
+    for rung in stitched.renditions:
+        (first, seconds), *_ = stitched.extinfs(rung.name)
+        assert seconds == pytest.approx(0.5, abs=1 / stitched.info.fps)
+        bits = (stitched.out_dir / rung.name / first).stat().st_size * 8
+        own = (rung.bufsize_kbps + rung.maxrate_kbps * seconds) * 1000
+        budget = (rung.bufsize_kbps + rung.maxrate_kbps * OPENING_BUDGET_SECONDS) * 1000
+        assert own < bits <= budget * TS_OVERHEAD, (rung.name, bits, own, budget)
+        segments = stitched.segments(rung.name)
+        opening = span_ssim(stitched, rung, segments[:1], 0.0, tmp_path)
+        rest = span_ssim(stitched, rung, segments[1:], seconds, tmp_path)
+        assert opening >= rest - 0.01, (rung.name, opening, rest)
+
+
+def test_a_half_second_opening_keeps_the_peak_within_twice_the_average(
+    production_opening: Stitched,
+) -> None:
+    """[1.30] with the opening's larger buffer: the peak window (at least half the target)
+    counts it with the segment after it."""
+    for name, inf in stream_infs(production_opening).items():
+        assert inf.average_bandwidth <= inf.bandwidth <= 2 * inf.average_bandwidth, name
 
 
 # ---- the full HD clip: every rung, measured --------------------------------------------
