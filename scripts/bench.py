@@ -24,13 +24,14 @@ import argparse
 import json
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
@@ -202,7 +203,7 @@ def platform_ladder(source: Path, work: Path, **env: str) -> tuple[float, float,
     """(first playable s, ok s, video id): `source` uploaded to a fresh real platform
     (`env`: settings over the production ones)."""
     with platform_client(work, **env) as (_, client):
-        return _ladder_on(client, source)
+        return _ladder_on(client, source)[:3]
 
 
 def first_playables(source: Path, work: Path, runs: int, **env: str) -> list[float]:
@@ -211,17 +212,52 @@ def first_playables(source: Path, work: Path, runs: int, **env: str) -> list[flo
         return _playables_on(platform, client, source, runs)
 
 
-def _ladder_on(client: httpx.Client, source: Path) -> tuple[float, float, str]:
-    """(first playable s, ok s, video id) of `source` uploaded through `client`."""
-    video_id, first, answered = _until_playable(client, source)
-    return first, _ready_after(client, video_id, answered), video_id
+def _ladder_on(
+    client: httpx.Client, source: Path, platform: Platform | None = None
+) -> tuple[float, float, str, float | None]:
+    """(first playable s, ok s, video id, CPU-s) of `source` uploaded through `client`: the
+    CPU seconds `platform` (when given) spent from `complete`'s answer until the job was
+    seen `ok` (see platform_cpu)."""
+    marks: list[float] = []
+    at_complete = (lambda: marks.append(platform_cpu(platform))) if platform else None
+    video_id, first, answered = _until_playable(client, source, at_complete)
+    ok = _ready_after(client, video_id, answered)
+    cpu = platform_cpu(platform) - marks[0] if platform else None
+    return first, ok, video_id, cpu
 
 
-def _until_playable(client: httpx.Client, source: Path) -> tuple[str, float, float]:
+def platform_cpu(platform: Platform) -> float:
+    """CPU seconds the platform's processes have used: the launcher and every process below
+    it (the services, the gateway, the worker, their ffmpeg), with the children each has
+    reaped (a finished ffmpeg counts in its worker's)."""
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended since the listing
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    total, todo = 0, [platform.process.pid] if platform.process else []
+    while todo:
+        pid = todo.pop()
+        total += sum(int(value) for value in stats.get(pid, [0] * 15)[11:15])  # u s cu cs
+        todo += children.get(pid, [])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _until_playable(
+    client: httpx.Client, source: Path, at_complete: Callable[[], object] | None = None
+) -> tuple[str, float, float]:
     """Upload `source` through `client` and wait until it is playable: (video id, seconds
-    from `complete`'s answer to playable, the wall clock at that answer)."""
+    from `complete`'s answer to playable, the wall clock at that answer). `at_complete` is
+    called right after that answer."""
     video_id, done = upload(client, source, chunk_size=CHUNK)
     completed, answered = time.monotonic(), time.time()
+    if at_complete is not None:
+        at_complete()
     assert done is not None and done.status_code == 200, done.text
     return video_id, _first_playable(client, video_id) - completed, answered
 
@@ -315,7 +351,7 @@ def bench_ladder(work: Path) -> None:
     print(f"source: {SOURCE_SECONDS} s 1920x1080 30 fps, {size_mbit / SOURCE_SECONDS:.1f} Mb/s")
     baseline = reference_ladder(source, work / "reference")
     with platform_client(work) as (platform, client):
-        first, wall, video_id = _ladder_on(client, source)
+        first, wall, video_id, cpu = _ladder_on(client, source, platform)
         firsts = [first, *_playables_on(platform, client, source, PLAYABLE_RUNS - 1)]
     LADDER_RUN.update(source=source, local=(first, wall))
     row(
@@ -328,8 +364,17 @@ def bench_ladder(work: Path) -> None:
     print(f"first playable, {PLAYABLE_RUNS} runs (s): {', '.join(f'{f:.2f}' for f in firsts)}")
     row("first playable, median of 5 (s)", median, baseline, f"{baseline / median:.1f}x")
     row("first playable, p95 (largest of 5) (s)", worst, baseline, f"{baseline / worst:.1f}x")
-    floor = floor_ladder(source, work / "floor")
+    floor, floor_cpu = floor_ladder(source, work / "floor")
     row("floor: one ffmpeg, the same settings (s)", wall, floor, f"{floor / wall:.2f} of it")
+    # Wall times measured a minute apart move with the machine (on the shared 2-core one
+    # the floor took 33.2-43.4 s within an hour); the CPU seconds each took move far less.
+    assert cpu is not None
+    row(
+        "  the same in CPU-s (every process of the platform)",
+        cpu,
+        floor_cpu,
+        f"{floor_cpu / cpu:.2f} of it",
+    )
     two = platform_ladder(source, work / "two", WORKERS="2")[1]
     row("complete->ok, 2 video workers (s)", two, baseline, f"{baseline / two:.2f}x")
     ours = work / "storage" / "hls" / video_id
@@ -364,7 +409,7 @@ def bench_runs(work: Path) -> None:
         for name in order:
             wall = platform_ladder(source, work / f"{round_}-{name}", **settings[name])[1]
             times[name].append(wall)
-        times["floor"].append(floor_ladder(source, work / f"{round_}-floor"))
+        times["floor"].append(floor_ladder(source, work / f"{round_}-floor")[0])
         print(", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
     runs, per_chunk, floor = (statistics.median(times[k]) for k in ("runs", "per chunk", "floor"))
     row(
@@ -381,10 +426,11 @@ def bench_runs(work: Path) -> None:
     )
 
 
-def floor_ladder(source: Path, out: Path) -> float:
-    """Wall seconds of one uninterrupted ffmpeg at the platform's encoder settings: every
-    rung from one decode of the whole file, no chunks, no opening, no audio (the platform's
-    own command for a single chunk). What the chunked ladder's overhead is measured against."""
+def floor_ladder(source: Path, out: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of one uninterrupted ffmpeg at the platform's encoder settings:
+    every rung from one decode of the whole file, no chunks, no opening, no audio (the
+    platform's own command for a single chunk). What the chunked ladder's overhead is
+    measured against."""
     options = replace(encode_options(Settings()), opening_seconds=0)
     info = probe(source)
     renditions = plan_ladder(info.width, info.height)
@@ -399,9 +445,11 @@ def floor_ladder(source: Path, out: Path) -> float:
         options=options,
         chunk=TimeChunk(index=0, start=0.0, end=None),
     )
-    started = time.monotonic()
+    started, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return time.monotonic() - started, cpu
 
 
 def opening_ssim(rungs: list[Rendition], frames: list[list[float]]) -> None:
