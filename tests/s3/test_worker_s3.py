@@ -61,6 +61,9 @@ def make_settings(tmp_path: Path, s3_server: S3Server) -> Iterator[MakeSettings]
             segment_seconds=1,
             keyframe_seconds=1,
             chunk_segments=1,
+            # One chunk per 1 s segment, no short opening before them (the default's
+            # half second would be one).
+            opening_seconds=0,
             poll_seconds=0.05,
         )
 
