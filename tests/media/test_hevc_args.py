@@ -144,7 +144,9 @@ def test_hevc_plan_keeps_the_sizes_at_60_percent_of_the_bit_rates() -> None:
     assert [r.maxrate_kbps for r in hevc.renditions] == [3840, 2340, 1140, 660]
     # The audio is not H.265's business: same AAC rate for both ladders.
     assert hevc.audio_kbps == h264.audio_kbps == 160
-    assert specs == make_plan(source_info(), settings())[1]
+    # The same time grid as an H.264 ladder with the HEVC ladder's one-second opening (see
+    # plan.opening_seconds).
+    assert specs == make_plan(source_info(), settings(opening_seconds=1))[1]
 
 
 def test_default_codec_setting_picks_the_ladder_when_the_upload_does_not() -> None:

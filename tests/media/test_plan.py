@@ -95,6 +95,25 @@ def test_a_fractional_opening_is_planned_and_recognised_after_a_trip_through_jso
     assert not is_opening(after, again.options)
 
 
+@pytest.mark.parametrize(
+    ("asked", "hevc"), [(0.5, 1.0), (0.25, 1.0), (0.0, 0.0), (1.0, 1.0), (2.0, 2.0)]
+)
+def test_the_hevc_ladder_keeps_an_opening_of_a_second_at_least(
+    tmp_path: Path, asked: float, hevc: float
+) -> None:
+    """x265 encodes its opening as the rest of the rung: shorter is worse (see
+    plan.opening_seconds), so an HEVC ladder's opening is never under a second; the H.264
+    ladder's is what was asked."""
+    info = SourceInfo(20.0, 1280, 720, 30.0, "h264", "aac", "mov,mp4,m4a,3gp,3g2,mj2", None)
+    settings = Settings(storage_dir=tmp_path, opening_seconds=asked)
+    h264, _ = make_plan(info, settings, codec="h264")
+    assert h264.options.opening_seconds == asked
+    plan, specs = make_plan(info, settings, codec="hevc")
+    assert plan.options.opening_seconds == hevc
+    video = [(s.start, s.end) for s in specs if s.kind == "video"]
+    assert video[0] == ((0.0, hevc) if hevc else (0.0, 6.0))
+
+
 @pytest.mark.parametrize("seconds", [0.1, 0.24, -1.0, float("nan"), float("inf")])
 def test_an_opening_too_short_to_hold_a_few_frames_is_refused_with_what_to_set(
     seconds: float,
