@@ -202,8 +202,8 @@ def platform_client(work: Path, **env: str) -> Iterator[tuple[Platform, httpx.Cl
 def platform_ladder(source: Path, work: Path, **env: str) -> tuple[float, float, str]:
     """(first playable s, ok s, video id): `source` uploaded to a fresh real platform
     (`env`: settings over the production ones)."""
-    with platform_client(work, **env) as (_, client):
-        return _ladder_on(client, source)[:3]
+    with platform_client(work, **env) as (platform, client):
+        return _ladder_on(platform, client, source)[:3]
 
 
 def first_playables(source: Path, work: Path, runs: int, **env: str) -> list[float]:
@@ -213,17 +213,17 @@ def first_playables(source: Path, work: Path, runs: int, **env: str) -> list[flo
 
 
 def _ladder_on(
-    client: httpx.Client, source: Path, platform: Platform | None = None
-) -> tuple[float, float, str, float | None]:
+    platform: Platform, client: httpx.Client, source: Path
+) -> tuple[float, float, str, float]:
     """(first playable s, ok s, video id, CPU-s) of `source` uploaded through `client`: the
-    CPU seconds `platform` (when given) spent from `complete`'s answer until the job was
-    seen `ok` (see platform_cpu)."""
+    CPU seconds `platform` spent from `complete`'s answer until the job was seen `ok` (see
+    platform_cpu)."""
     marks: list[float] = []
-    at_complete = (lambda: marks.append(platform_cpu(platform))) if platform else None
-    video_id, first, answered = _until_playable(client, source, at_complete)
+    video_id, first, answered = _until_playable(
+        client, source, lambda: marks.append(platform_cpu(platform))
+    )
     ok = _ready_after(client, video_id, answered)
-    cpu = platform_cpu(platform) - marks[0] if platform else None
-    return first, ok, video_id, cpu
+    return first, ok, video_id, platform_cpu(platform) - marks[0]
 
 
 def platform_cpu(platform: Platform) -> float:
@@ -351,7 +351,7 @@ def bench_ladder(work: Path) -> None:
     print(f"source: {SOURCE_SECONDS} s 1920x1080 30 fps, {size_mbit / SOURCE_SECONDS:.1f} Mb/s")
     baseline = reference_ladder(source, work / "reference")
     with platform_client(work) as (platform, client):
-        first, wall, video_id, cpu = _ladder_on(client, source, platform)
+        first, wall, video_id, cpu = _ladder_on(platform, client, source)
         firsts = [first, *_playables_on(platform, client, source, PLAYABLE_RUNS - 1)]
     LADDER_RUN.update(source=source, local=(first, wall))
     row(
@@ -368,7 +368,6 @@ def bench_ladder(work: Path) -> None:
     row("floor: one ffmpeg, the same settings (s)", wall, floor, f"{floor / wall:.2f} of it")
     # Wall times measured a minute apart move with the machine (on the shared 2-core one
     # the floor took 33.2-43.4 s within an hour); the CPU seconds each took move far less.
-    assert cpu is not None
     row(
         "  the same in CPU-s (every process of the platform)",
         cpu,

@@ -453,7 +453,8 @@ def _opening_buffer(r: Rendition, options: EncodeOptions) -> str:
     0.007 above it. So an opening shorter than OPENING_BUDGET_SECONDS keeps that second's
     budget: its buffer grows by maxrate x the difference (1080p: 9600k + 3200k for 0.5 s),
     which put the same half second at +0.003 / -0.002 / +0.001 / +0.005 against the rest
-    (1080p / 720p / 480p / 360p; /work/exp/opening_ssim2.py). The growth is bounded so
+    (1080p / 720p / 480p / 360p; the opening through video_chunk_command, SSIM as
+    scripts/bench.py measures it). The growth is bounded so
     that the opening and the segment after it, that one at most at its maxrate, stay
     within twice the rung's average in MPEG-TS: where that leaves no room (short segments)
     the buffer stays the rung's own.

@@ -32,7 +32,7 @@ HEVC_BITRATE_SHARE = 0.6
 # An audio-only source gets the best audio any video's ladder gives (the HLS spec's ceiling):
 # with no picture the sound is all there is, and 160 kb/s is still a podcast's small change.
 AUDIO_ONLY_KBPS = MAX_AUDIO_KBPS
-# The HEVC ladder's shortest opening (see opening_seconds).
+# The HEVC ladder's shortest opening (see codec_opening_seconds).
 HEVC_MIN_OPENING_SECONDS = 1.0
 
 
@@ -93,7 +93,7 @@ def encode_options(settings: Settings, codec: str | None = None) -> EncodeOption
         threads=settings.ffmpeg_threads,
         codec=codec,
         x265_preset=settings.x265_preset,
-        opening_seconds=opening_seconds(settings.opening_seconds, codec),
+        opening_seconds=codec_opening_seconds(settings.opening_seconds, codec),
         # An ultrafast ladder's profile is ultrafast's own (see Settings): the opening follows.
         opening_preset=settings.x264_preset if ultrafast else settings.opening_x264_preset,
         opening_x264_params="" if ultrafast else settings.opening_x264_params,
@@ -104,14 +104,15 @@ def encode_options(settings: Settings, codec: str | None = None) -> EncodeOption
     )
 
 
-def opening_seconds(asked: float, codec: str) -> float:
+def codec_opening_seconds(asked: float, codec: str) -> float:
     """The opening's length for a ladder in `codec`: OPENING_SECONDS, except that the HEVC
     ladder's opening is never shorter than HEVC_MIN_OPENING_SECONDS.
 
     x265 encodes the opening as the rest of its rung (an average bit rate, no budget of its
     own), and a shorter opening is a worse one: on the bench's noisy 1080p clip the opening
     came out 0.10 SSIM below the chunk after it at 1 s and 0.15 at 0.5 s (1080p; 720p 0.040
-    and 0.060; /work/exp/hevc_opening.py). A capped CRF with a full buffer, as the H.264
+    and 0.060; the opening and the chunk after it each through video_chunk_command,
+    SSIM against the source scaled to the rung). A capped CRF with a full buffer, as the H.264
     opening has, did not help x265 there (CRF 20: 0.16, CRF 24: 0.14 below). Until the HEVC
     opening has rate control of its own, it keeps the length it had."""
     if codec == HEVC and 0 < asked < HEVC_MIN_OPENING_SECONDS:

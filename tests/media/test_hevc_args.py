@@ -145,7 +145,7 @@ def test_hevc_plan_keeps_the_sizes_at_60_percent_of_the_bit_rates() -> None:
     # The audio is not H.265's business: same AAC rate for both ladders.
     assert hevc.audio_kbps == h264.audio_kbps == 160
     # The same time grid as an H.264 ladder with the HEVC ladder's one-second opening (see
-    # plan.opening_seconds).
+    # plan.codec_opening_seconds).
     assert specs == make_plan(source_info(), settings(opening_seconds=1))[1]
 
 

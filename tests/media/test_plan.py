@@ -102,7 +102,7 @@ def test_the_hevc_ladder_keeps_an_opening_of_a_second_at_least(
     tmp_path: Path, asked: float, hevc: float
 ) -> None:
     """x265 encodes its opening as the rest of the rung: shorter is worse (see
-    plan.opening_seconds), so an HEVC ladder's opening is never under a second; the H.264
+    plan.codec_opening_seconds), so an HEVC ladder's opening is never under a second; the H.264
     ladder's is what was asked."""
     info = SourceInfo(20.0, 1280, 720, 30.0, "h264", "aac", "mov,mp4,m4a,3gp,3g2,mj2", None)
     settings = Settings(storage_dir=tmp_path, opening_seconds=asked)

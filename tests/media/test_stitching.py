@@ -538,10 +538,21 @@ def rung_bytes(stitched: Stitched, name: str) -> int:
     return sum(path.stat().st_size for path in stitched.segments(name))
 
 
-def rung_ssim(stitched: Stitched, rung: Rendition, into: Path) -> float:
-    """SSIM of the rung's segments, end to end, against the source scaled to the rung."""
-    joined = concatenated(stitched.segments(rung.name), into / f"{rung.name}.ts")
-    graph = f"[1:v]scale={rung.width}:{rung.height}[ref];[0:v][ref]ssim"
+def rung_ssim(
+    stitched: Stitched,
+    rung: Rendition,
+    into: Path,
+    segments: list[Path] | None = None,
+    start: float = 0.0,
+) -> float:
+    """SSIM of the rung's `segments` (all of them by default), end to end, against the
+    source from `start` s on scaled to the rung, frame by frame from the first of each."""
+    segments = stitched.segments(rung.name) if segments is None else segments
+    joined = concatenated(segments, into / f"{rung.name}-{start:g}.ts")
+    graph = (
+        f"[1:v]trim=start={start},setpts=PTS-STARTPTS,scale={rung.width}:{rung.height}[ref];"
+        "[0:v]setpts=PTS-STARTPTS[out];[out][ref]ssim=eof_action=endall"
+    )
     argv = ["ffmpeg", "-nostdin", "-i", str(joined), "-i", str(stitched.source), "-lavfi", graph]
     result = subprocess.run([*argv, "-f", "null", "-"], capture_output=True, text=True, check=True)
     return float(result.stderr.rsplit("All:", 1)[1].split()[0])
@@ -606,21 +617,6 @@ def production_opening(tmp_path_factory: pytest.TempPathFactory) -> Stitched:
     )
 
 
-def span_ssim(
-    stitched: Stitched, rung: Rendition, segments: list[Path], start: float, into: Path
-) -> float:
-    """SSIM of `segments` of a rung against the source from `start` s on, scaled to the
-    rung, frame by frame from the first of each."""
-    joined = concatenated(segments, into / f"{rung.name}-{start:g}.ts")
-    graph = (
-        f"[1:v]trim=start={start},setpts=PTS-STARTPTS,scale={rung.width}:{rung.height}[ref];"
-        "[0:v]setpts=PTS-STARTPTS[out];[out][ref]ssim=eof_action=endall"
-    )
-    argv = ["ffmpeg", "-nostdin", "-i", str(joined), "-i", str(stitched.source), "-lavfi", graph]
-    result = subprocess.run([*argv, "-f", "null", "-"], capture_output=True, text=True, check=True)
-    return float(result.stderr.rsplit("All:", 1)[1].split()[0])
-
-
 def test_a_half_second_opening_keeps_a_second_s_budget_and_its_rung_s_quality(
     production_opening: Stitched, tmp_path: Path
 ) -> None:
@@ -638,8 +634,8 @@ def test_a_half_second_opening_keeps_a_second_s_budget_and_its_rung_s_quality(
         budget = (rung.bufsize_kbps + rung.maxrate_kbps * OPENING_BUDGET_SECONDS) * 1000
         assert own < bits <= budget * TS_OVERHEAD, (rung.name, bits, own, budget)
         segments = stitched.segments(rung.name)
-        opening = span_ssim(stitched, rung, segments[:1], 0.0, tmp_path)
-        rest = span_ssim(stitched, rung, segments[1:], seconds, tmp_path)
+        opening = rung_ssim(stitched, rung, tmp_path, segments[:1])
+        rest = rung_ssim(stitched, rung, tmp_path, segments[1:], seconds)
         assert opening >= rest - 0.01, (rung.name, opening, rest)
 
 
