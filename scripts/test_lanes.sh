@@ -63,4 +63,12 @@ for i in "${!pids[@]}"; do
     tail -n 60 "$log"
   fi | sed "s/^/[$name] /"
 done
+# Last of all, and alone: the names of the tests that failed, so that the few lines CI keeps
+# of the end of the output name them (a server a test left running can log between pytest's
+# summary lines).
+for i in "${!pids[@]}"; do
+  name=${names[$i]} log="$LANE_LOGS/${names[$i]}.log"
+  [[ -f $log ]] || continue
+  grep -E "^(FAILED|ERROR) tests/" "$log" | head -n 20 | sed "s/^/[$name] failed: /"
+done
 exit "$failed"

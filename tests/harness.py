@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import math
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,16 +32,59 @@ PORT_NAMES = ("gateway", "upload", "transcoding", "metadata", "streaming", "admi
 TERMINAL = ("ok", "failed")
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports nothing listens on right now."""
-    sockets = [socket.socket() for _ in range(count)]
+# Ports handed out by this process: never twice, so a server that has just stopped (its
+# connections in TIME_WAIT) does not lend its port to the next one.
+_HANDED_OUT: set[int] = set()
+_PICK = random.SystemRandom()  # not the global `random`: hypothesis seeds that one
+
+
+def _ephemeral_ports() -> range:
+    """The kernel's range for the source ports of outgoing connections."""
     try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+def port_pool() -> range:
+    """Where `free_ports` picks: 20000 up to the kernel's ephemeral range (or above it, when
+    that range starts too low to leave room). A port inside the ephemeral range can become the
+    source port of any outgoing connection (a service's own, to another service or to the
+    database) between the check here and the server's bind: the server then fails with
+    EADDRINUSE for as long as that connection lives, and the launcher restarts it in vain."""
+    ephemeral = _ephemeral_ports()
+    if ephemeral.start - 20000 >= 4096:
+        return range(20000, ephemeral.start)
+    return range(ephemeral.stop, 65536) if 65536 - ephemeral.stop >= 4096 else range(1024, 65536)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports nothing uses right now, outside the kernel's ephemeral range
+    (`port_pool`), none handed out before by this process. Random, so that the test
+    lanes running side by side (scripts/test_lanes.sh) do not pick the same ones."""
+    pool = port_pool()
+    ports: list[int] = []
+    for _ in range(count * 200):
+        if len(ports) == count:
+            break
+        port = _PICK.randrange(pool.start, pool.stop)
+        if port in _HANDED_OUT or port in ports or not _bindable(port):
+            continue
+        ports.append(port)
+    if len(ports) < count:
+        raise RuntimeError(f"no {count} free ports in {pool.start}-{pool.stop - 1}")
+    _HANDED_OUT.update(ports)
+    return ports
 
 
 def sha256_of(path: Path) -> str:
@@ -191,13 +235,22 @@ class Platform:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"launcher exited: {self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"launcher exited: {self._log_tail()}")
             if all(self._healthy(name) for name in PORT_NAMES):
                 return self
             time.sleep(0.2)
+        down = [f"{n} ({self.ports[n]})" for n in PORT_NAMES if not self._healthy(n)]
         raise RuntimeError(
-            f"platform not healthy in {timeout} s: {self.log_path.read_text()[-3000:]}"
+            f"platform not healthy in {timeout} s, not answering: {', '.join(down)}; "
+            f"its log: {self._log_tail()}"
         )
+
+    def _log_tail(self, chars: int = 3000) -> str:
+        """The end of the launcher's log without the health checks' access lines (which
+        would fill it: they are what the wait above sends)."""
+        text = self.log_path.read_text(errors="replace")
+        kept = [line for line in text.splitlines() if "GET /health " not in line]
+        return "\n".join(kept)[-chars:]
 
     def _healthy(self, name: str) -> bool:
         try:
