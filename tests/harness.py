@@ -2,6 +2,7 @@
 spoken to over real HTTP through the gateway."""
 
 import contextlib
+import fcntl
 import hashlib
 import math
 import os
@@ -32,9 +33,15 @@ PORT_NAMES = ("gateway", "upload", "transcoding", "metadata", "streaming", "admi
 TERMINAL = ("ok", "failed")
 
 
-# Ports handed out by this process: never twice, so a server that has just stopped (its
-# connections in TIME_WAIT) does not lend its port to the next one.
-_HANDED_OUT: set[int] = set()
+# free_ports hands out ports from blocks of PORT_BLOCK that this process holds a lock on
+# (flock on a file per block under PORT_LOCKS, released when the process ends): two test
+# processes side by side (scripts/test_lanes.sh's lanes) then never pick the same port in the
+# moment before its server binds it. Each port is handed out once per process, so a server
+# that has just stopped (its connections in TIME_WAIT) does not lend its port to the next.
+PORT_BLOCK = 16
+PORT_LOCKS = Path(tempfile.gettempdir()) / "vp-test-ports"
+_held_blocks: list[int] = []  # lock file descriptors, kept open
+_unused: list[int] = []  # ports of held blocks not handed out yet
 _PICK = random.SystemRandom()  # not the global `random`: hypothesis seeds that one
 
 
@@ -68,22 +75,35 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports nothing uses right now, outside the kernel's ephemeral range
-    (`port_pool`), none handed out before by this process. Random, so that the test
-    lanes running side by side (scripts/test_lanes.sh) do not pick the same ones."""
+def _claim_block() -> range:
+    """Lock a block of PORT_BLOCK ports of `port_pool` no other process holds."""
     pool = port_pool()
-    ports: list[int] = []
-    for _ in range(count * 200):
-        if len(ports) == count:
-            break
-        port = _PICK.randrange(pool.start, pool.stop)
-        if port in _HANDED_OUT or port in ports or not _bindable(port):
+    starts = list(range(pool.start, pool.stop - PORT_BLOCK + 1, PORT_BLOCK))
+    _PICK.shuffle(starts)
+    PORT_LOCKS.mkdir(mode=0o777, exist_ok=True)
+    for start in starts:
+        fd = os.open(PORT_LOCKS / f"{start}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
             continue
-        ports.append(port)
-    if len(ports) < count:
-        raise RuntimeError(f"no {count} free ports in {pool.start}-{pool.stop - 1}")
-    _HANDED_OUT.update(ports)
+        _held_blocks.append(fd)
+        return range(start, start + PORT_BLOCK)
+    raise RuntimeError(f"every block of ports in {pool.start}-{pool.stop - 1} is held")
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports nothing listens on right now, from outside the kernel's
+    ephemeral range (`port_pool`), in blocks no other process takes from, none handed out
+    before by this process."""
+    ports: list[int] = []
+    while len(ports) < count:
+        if not _unused:
+            _unused.extend(_claim_block())
+        port = _unused.pop(0)
+        if _bindable(port):
+            ports.append(port)
     return ports
 
 
