@@ -218,34 +218,71 @@ def _ladder_on(
     """(first playable s, ok s, video id, CPU-s) of `source` uploaded through `client`: the
     CPU seconds `platform` spent from `complete`'s answer until the job was seen `ok` (see
     platform_cpu)."""
-    marks: list[float] = []
+    marks: list[dict[str, float]] = []
     video_id, first, answered = _until_playable(
-        client, source, lambda: marks.append(platform_cpu(platform))
+        client, source, lambda: marks.append(platform_cpu_parts(platform))
     )
     ok = _ready_after(client, video_id, answered)
-    return first, ok, video_id, platform_cpu(platform) - marks[0]
+    after = platform_cpu_parts(platform)
+    spent = {k: v - marks[0].get(k, 0.0) for k, v in after.items()}
+    shown = sorted(((v, k) for k, v in spent.items() if v >= 0.05), reverse=True)
+    print("  CPU-s by part, complete->ok: " + ", ".join(f"{k} {v:.2f}" for v, k in shown))
+    return first, ok, video_id, sum(spent.values())
 
 
 def platform_cpu(platform: Platform) -> float:
     """CPU seconds the platform's processes have used: the launcher and every process below
     it (the services, the gateway, the worker, their ffmpeg), with the children each has
     reaped (a finished ffmpeg counts in its worker's)."""
-    stats: dict[int, list[str]] = {}
+    return sum(platform_cpu_parts(platform).values())
+
+
+def platform_cpu_parts(platform: Platform) -> dict[str, float]:
+    """platform_cpu by part: for each process the launcher started (a service or the gateway,
+    named by its app), the CPU seconds of its Python (itself and its own worker processes)
+    under its name and those of the programs it ran (ffmpeg, ffprobe: running, or finished
+    and reaped) under "<name> ffmpeg"; the launcher's own under "launcher"."""
+    stats: dict[int, tuple[str, list[str]]] = {}
+    apps: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                head, _, tail = (entry / "stat").read_text().rpartition(")")
+                stats[int(entry.name)] = (head.partition("(")[2], tail.split())
+                apps[int(entry.name)] = (entry / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue  # ended since the listing
     children: dict[int, list[int]] = {}
-    for pid, fields in stats.items():
+    for pid, (_, fields) in stats.items():
         children.setdefault(int(fields[1]), []).append(pid)
-    total, todo = 0, [platform.process.pid] if platform.process else []
-    while todo:
-        pid = todo.pop()
-        total += sum(int(value) for value in stats.get(pid, [0] * 15)[11:15])  # u s cu cs
-        todo += children.get(pid, [])
-    return total / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu(pid: int, first: int) -> float:  # first 11: utime, stime; 13: cutime, cstime
+        return sum(int(v) for v in stats[pid][1][first : first + 2]) / tick if pid in stats else 0
+
+    launcher = platform.process.pid if platform.process else None
+    if launcher is None:
+        return {}
+    parts = {"launcher": cpu(launcher, 11) + cpu(launcher, 13)}
+    for pid in children.get(launcher, []):
+        match = re.search(r"services\.(\w+)\.app|gateway\.app", apps.get(pid, ""))
+        name = (match.group(1) or "gateway") if match else f"pid {pid}"
+        python, programs = cpu(pid, 11), 0.0
+        todo = list(children.get(pid, []))
+        # What the service reaped: the programs it ran (a granian server's reaped workers
+        # would count here too; they end only when it stops).
+        programs += cpu(pid, 13)
+        while todo:
+            child = todo.pop()
+            if stats.get(child, ("", []))[0].startswith(("ffmpeg", "ffprobe")):
+                programs += cpu(child, 11) + cpu(child, 13)
+                continue
+            python += cpu(child, 11)
+            programs += cpu(child, 13)
+            todo += children.get(child, [])
+        parts[name] = parts.get(name, 0.0) + python
+        parts[f"{name} ffmpeg"] = parts.get(f"{name} ffmpeg", 0.0) + programs
+    return parts
 
 
 def _until_playable(
