@@ -77,8 +77,9 @@ export function errorFrom(status, statusText, text) {
 
 /** fetch + JSON (a string body is sent as JSON); throws ApiError (with the server's `detail`)
  * on any failure. */
-export async function api(method, path, body = undefined, { signal } = {}) {
+export async function api(method, path, body = undefined, { signal, retried = false } = {}) {
   let response;
+  const sentToken = adminToken();
   try {
     const headers = headersFor(method, path, body);
     response = await fetch(path, { method, body, signal, headers });
@@ -90,6 +91,12 @@ export async function api(method, path, body = undefined, { signal } = {}) {
     const error = errorFrom(response.status, response.statusText, text);
     // Only where the admin token is what is missing: asking for it elsewhere would not help.
     if (error.status === 401 && needsToken(method, path)) {
+      // A call sent before the operator saved a token is refused for the token it carried,
+      // not for the new one: try it once more with that (a 401 comes before the server does
+      // anything), instead of asking for the token that was just given.
+      if (adminToken() !== sentToken && !retried) {
+        return api(method, path, body, { signal, retried: true });
+      }
       for (const listener of unauthorizedListeners) listener(error);
     }
     throw error;

@@ -444,6 +444,44 @@ def test_console_asks_for_the_admin_token_and_sends_it(page: Page, platform: Pla
     assert page.evaluate("() => localStorage.getItem('adminToken')") == token
 
 
+def test_a_401_answered_after_the_token_is_saved_is_tried_again_not_asked_again(
+    page: Page, platform: Platform
+) -> None:
+    """The console's calls go out every 2 s: one sent before the operator saves the token is
+    refused for the token it carried (none). Answered after the save, it is sent again with
+    the saved token; it neither opens the dialog again nor reports an error."""
+    token = platform.admin_token
+    held: list[Route] = []
+
+    def hold_the_first_untokened(route: Route) -> None:
+        if held or route.request.headers.get("authorization"):
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/admin/videos", hold_the_first_untokened)
+    page.goto("/#/console")
+    dialog = page.locator("#token-dialog")
+    expect(dialog).to_be_visible()  # /admin/status's 401
+    deadline = time.monotonic() + 10
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert held, "the console never asked for /admin/videos"
+    dialog.get_by_label("Admin token").fill(token)
+    dialog.get_by_role("button", name="Save token").click()
+    expect(dialog).to_be_hidden()
+
+    # Now the held call reaches the server, without a token: 401. The next call for the
+    # videos carrying the token comes after that 401 has been handled, whoever sends it.
+    with page.expect_request(
+        lambda r: "/admin/videos" in r.url and r.headers.get("authorization") == f"Bearer {token}"
+    ):
+        held[0].continue_()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#console-message")).not_to_contain_text("Could not load the videos")
+    assert not dialog.evaluate("d => d.open")
+
+
 def test_a_signed_link_plays_a_private_video(
     browser: Browser, clips: dict[str, Path], tmp_path: Path
 ) -> None:
