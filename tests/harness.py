@@ -39,7 +39,7 @@ TERMINAL = ("ok", "failed")
 # moment before its server binds it. Each port is handed out once per process, so a server
 # that has just stopped (its connections in TIME_WAIT) does not lend its port to the next.
 PORT_BLOCK = 16
-PORT_LOCKS = Path(tempfile.gettempdir()) / "vp-test-ports"
+PORT_LOCKS = Path(tempfile.gettempdir()) / f"vp-test-ports-{os.getuid()}"  # a user's own
 _held_blocks: list[int] = []  # lock file descriptors, kept open
 _unused: list[int] = []  # ports of held blocks not handed out yet
 _PICK = random.SystemRandom()  # not the global `random`: hypothesis seeds that one
@@ -80,9 +80,9 @@ def _claim_block() -> range:
     pool = port_pool()
     starts = list(range(pool.start, pool.stop - PORT_BLOCK + 1, PORT_BLOCK))
     _PICK.shuffle(starts)
-    PORT_LOCKS.mkdir(mode=0o777, exist_ok=True)
+    PORT_LOCKS.mkdir(mode=0o700, exist_ok=True)
     for start in starts:
-        fd = os.open(PORT_LOCKS / f"{start}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        fd = os.open(PORT_LOCKS / f"{start}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
