@@ -216,8 +216,8 @@ def _ladder_on(
     platform: Platform, client: httpx.Client, source: Path
 ) -> tuple[float, float, str, float]:
     """(first playable s, ok s, video id, CPU-s) of `source` uploaded through `client`: the
-    CPU seconds `platform` spent from `complete`'s answer until the job was seen `ok` (see
-    platform_cpu)."""
+    CPU seconds `platform` spent from `complete`'s answer until the job was seen `ok`: the
+    launcher and every process below it (see platform_cpu_parts)."""
     marks: list[dict[str, float]] = []
     video_id, first, answered = _until_playable(
         client, source, lambda: marks.append(platform_cpu_parts(platform))
@@ -230,26 +230,17 @@ def _ladder_on(
     return first, ok, video_id, sum(spent.values())
 
 
-def platform_cpu(platform: Platform) -> float:
-    """CPU seconds the platform's processes have used: the launcher and every process below
-    it (the services, the gateway, the worker, their ffmpeg), with the children each has
-    reaped (a finished ffmpeg counts in its worker's)."""
-    return sum(platform_cpu_parts(platform).values())
-
-
 def platform_cpu_parts(platform: Platform) -> dict[str, float]:
-    """platform_cpu by part: for each process the launcher started (a service or the gateway,
-    named by its app), the CPU seconds of its Python (itself and its own worker processes)
-    under its name and those of the programs it ran (ffmpeg, ffprobe: running, or finished
-    and reaped) under "<name> ffmpeg"; the launcher's own under "launcher"."""
+    """The CPU seconds the platform's processes have used, by part: for each process the
+    launcher started (a service or the gateway, named by its app), its Python (itself and its
+    own worker processes) under its name and the programs it ran (ffmpeg, ffprobe: running,
+    or finished and reaped) under "<name> ffmpeg"; the launcher's own under "launcher"."""
     stats: dict[int, tuple[str, list[str]]] = {}
-    apps: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 head, _, tail = (entry / "stat").read_text().rpartition(")")
                 stats[int(entry.name)] = (head.partition("(")[2], tail.split())
-                apps[int(entry.name)] = (entry / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue  # ended since the listing
     children: dict[int, list[int]] = {}
@@ -265,13 +256,16 @@ def platform_cpu_parts(platform: Platform) -> dict[str, float]:
         return {}
     parts = {"launcher": cpu(launcher, 11) + cpu(launcher, 13)}
     for pid in children.get(launcher, []):
-        match = re.search(r"services\.(\w+)\.app|gateway\.app", apps.get(pid, ""))
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            argv = ""
+        match = re.search(r"services\.(\w+)\.app|gateway\.app", argv)
         name = (match.group(1) or "gateway") if match else f"pid {pid}"
-        python, programs = cpu(pid, 11), 0.0
+        # What the service reaped counts as the programs it ran (a granian server's reaped
+        # workers would count there too; they end only when it stops).
+        python, programs = cpu(pid, 11), cpu(pid, 13)
         todo = list(children.get(pid, []))
-        # What the service reaped: the programs it ran (a granian server's reaped workers
-        # would count here too; they end only when it stops).
-        programs += cpu(pid, 13)
         while todo:
             child = todo.pop()
             if stats.get(child, ("", []))[0].startswith(("ffmpeg", "ffprobe")):

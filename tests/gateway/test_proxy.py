@@ -25,6 +25,7 @@ from starlette.routing import Route
 from gateway.app import FRONTEND_DIR, HLS_JS, PAGE, VENDOR, build_app
 from gateway.proxy import DEFAULT_TIMEOUT, METHODS, make_client
 from services.core.settings import SERVICE_NAMES, Settings, get_settings
+from tests.harness import free_ports
 
 CLIP = os.urandom(64 * 1024)
 SLOW_SECONDS = 2.0
@@ -78,14 +79,6 @@ def listening_socket() -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     return sock
-
-
-def free_port() -> int:
-    """A port that nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +234,7 @@ async def test_upstream_date_and_server_are_left_to_the_gateway_server(
 
 
 async def test_upstream_down_is_a_502_naming_the_service() -> None:
-    down = f"http://127.0.0.1:{free_port()}"
+    down = f"http://127.0.0.1:{free_ports(1)[0]}"
     async with gateway_client(settings_for({"upload": down})) as client:
         response = await client.post("/upload/init", data={"filename": "a.mp4"})
 
