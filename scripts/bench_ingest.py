@@ -294,6 +294,7 @@ def _measure(work: Path, big: Path, small: Path, row: Row, rounds: int) -> None:
     cat = min(time_copy(big, copy, sync=False) for _ in range(rounds))
     cat_sync = min(time_copy(big, copy, sync=True) for _ in range(rounds))
     platform = Platform(work / "storage", WORKERS="0").start()
+    cached = Platform(work / "storage-cached", WORKERS="0", DIRECT_IO="false").start()
     try:
         idle = memory(server_pids(platform, "upload"), "VmRSS")
         ingests = {
@@ -306,9 +307,33 @@ def _measure(work: Path, big: Path, small: Path, row: Row, rounds: int) -> None:
         smalls = best_upload(
             platform, small, small_sha, form="multipart", direct=False, rounds=4 * rounds
         )
+        writes = _alternate(platform, cached, big, big_sha, rounds)
     finally:
         platform.drop()
+        cached.drop()
     _report(row, cat, cat_sync, ingests, smalls, hash_seconds, idle, big.stat().st_size)
+    _report_writes(row, writes, big.stat().st_size)
+
+
+def _alternate(
+    platform: Platform, cached: Platform, path: Path, digest: str, rounds: int
+) -> tuple[list[Ingest], list[Ingest]]:
+    """Raw uploads straight to `platform` (chunks written past the page cache) and to `cached`
+    (DIRECT_IO=false), taking turns so both meet the machine in the same states."""
+    direct: list[Ingest] = []
+    buffered: list[Ingest] = []
+    for _ in range(rounds):
+        for target, runs in ((platform, direct), (cached, buffered)):
+            runs += best_upload(target, path, digest, form="octet-stream", direct=True, rounds=1)
+    return direct, buffered
+
+
+def _report_writes(row: Row, writes: tuple[list[Ingest], list[Ingest]], size: int) -> None:
+    """The upload service's CPU per GiB and the rate, O_DIRECT against the page cache (means)."""
+    cpu = [statistics.mean(r.service_cpu for r in runs) * GiB / size for runs in writes]
+    rate = [size / 1e6 / statistics.mean(r.seconds for r in runs) for runs in writes]
+    row("  upload svc CPU s/GiB: O_DIRECT / page cache", cpu[0], cpu[1], f"{cpu[0] / cpu[1]:.2f}x")
+    row("  direct raw (MB/s): O_DIRECT / page cache", rate[0], rate[1], f"{rate[0] / rate[1]:.2f}x")
 
 
 def _report(

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     max_frame_rate: float = Field(
         240, gt=0, description="Highest source frame rate accepted (frames per second)"
     )
+    direct_io: bool = Field(
+        True,
+        description="Write upload chunks past the page cache (O_DIRECT) where the filesystem "
+        "allows it: no copy of every byte into the cache (see services/upload/aligned.py)",
+    )
     min_free_bytes: int = Field(
         1024**3, description="Uploads that would leave less free disk space are refused (507)"
     )

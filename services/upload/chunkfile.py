@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from services.upload import aligned
+
 Buffer = bytes | bytearray | memoryview
 Digest = Any  # hashlib's sha256 object has no public type
 MAX_PIECES = 512  # pwritev takes at most IOV_MAX (1024 on Linux) buffers
@@ -114,22 +116,37 @@ class ChunkWriter:
 
     Every byte also goes into `fed` when given: the whole file's digest, when this chunk
     continues the hashed prefix (see hashing.py).
+
+    With `path` (the file `fd` is open on), the bytes go to disk past the page cache where
+    the filesystem allows it (aligned.py), staged in a buffer that `sync` writes out. Always
+    `close` a writer.
     """
 
-    def __init__(self, fd: int | None, offset: int, fed: Digest | None = None) -> None:
+    def __init__(
+        self, fd: int | None, offset: int, fed: Digest | None = None, path: Path | None = None
+    ) -> None:
         self.fd = fd
         self.offset = offset
         self.fed = fed
         self.size = 0
         self._sha256 = hashlib.sha256()
         self._turn = write_turn(fd) if fd is not None else None
+        self._direct_fd = None
+        self._staged: aligned.StagedWrite | None = None
+        if fd is not None and path is not None:
+            self._direct_fd = aligned.open_direct(path, os.O_WRONLY)
+            if self._direct_fd is not None:
+                self._staged = aligned.StagedWrite(fd, self._direct_fd, offset)
 
     def feed(self, pieces: Sequence[Buffer]) -> None:
         """Write (and hash) the next pieces of the chunk, in order."""
         if self.fd is not None:
             assert self._turn is not None
             with self._turn:
-                write_all(self.fd, pieces, self.offset + self.size)
+                if self._staged is not None:
+                    self._staged.write(pieces)
+                else:
+                    write_all(self.fd, pieces, self.offset + self.size)
         for piece in pieces:
             self._sha256.update(piece)
             if self.fed is not None:
@@ -139,7 +156,25 @@ class ChunkWriter:
     def sync(self) -> None:
         """Make the written bytes durable: the chunk may be counted only after this."""
         if self.fd is not None:
+            self._unstage()
             os.fdatasync(self.fd)
+
+    def close(self) -> None:
+        """Let go of the direct descriptor and the staging buffer. Bytes still staged are
+        dropped: a chunk that was not synced is not counted, so its place holds nothing yet."""
+        if self._staged is not None:
+            self._staged.discard()
+            self._staged = None
+        if self._direct_fd is not None:
+            os.close(self._direct_fd)
+            self._direct_fd = None
+
+    def _unstage(self) -> None:
+        if self._staged is not None:
+            staged, self._staged = self._staged, None
+            assert self._turn is not None
+            with self._turn:
+                staged.close()
 
     @property
     def sha256(self) -> str:

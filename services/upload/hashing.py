@@ -9,14 +9,13 @@ compared), so those bytes are the file's for good.
 - The writer of the chunk that starts at `position` feeds a copy of the digest as it writes
   (`begin`), and the copy becomes the digest once the chunk is recorded (`commit`).
 - A chunk recorded out of order waits in `pending` and is read back from the file by a
-  background thread once the prefix reaches it (the bytes are still in the page cache).
+  background thread once the prefix reaches it (read past the page cache, as it was written).
 - `finish` hashes the rest from the file. A process that missed chunks (a restart, another
   process took them, the hasher was evicted) just has a shorter prefix, so the digest is
   always the file's; only the time `complete` takes depends on what this process saw.
 """
 
 import hashlib
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -24,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-READ_SIZE = 1024 * 1024
+from services.upload import aligned
+
 MAX_HASHERS = 256
 IDLE_SECONDS = 3600.0
 
@@ -35,34 +35,11 @@ _DRAINER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-hash")
 Digest = Any  # hashlib's sha256 object has no public type
 
 
-_BUFFERS = threading.local()
-
-
-def _buffer() -> memoryview:
-    """This thread's read buffer (READ_SIZE), kept for its next call: one per chunk read
-    back would be fresh memory to fault in again each time."""
-    buffer: memoryview | None = getattr(_BUFFERS, "buffer", None)
-    if buffer is None:
-        buffer = _BUFFERS.buffer = memoryview(bytearray(READ_SIZE))
-    return buffer
-
-
 def hash_range(path: Path, digest: Digest, start: int, end: int) -> None:
-    """Feed bytes [start, end) of `path` into `digest` (they must all be there)."""
-    # One buffer read into again and again: a fresh bytes object per read costs more (page
-    # faults on new memory) than the read itself.
-    buffer = _buffer()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        position = start
-        while position < end:
-            got = os.preadv(fd, [buffer[: end - position]], position)
-            if not got:
-                raise OSError(f"{path} ends at {position}, before {end}")
-            digest.update(buffer[:got])
-            position += got
-    finally:
-        os.close(fd)
+    """Feed bytes [start, end) of `path` into `digest` (they must all be there). Read past the
+    page cache where the filesystem allows it: the chunks were written that way (aligned.py),
+    so the cache does not hold them, and a read into the cache would copy every byte twice."""
+    aligned.read_range(path, start, end, digest.update)
 
 
 class PrefixHasher:

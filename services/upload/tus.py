@@ -30,7 +30,7 @@ import fcntl
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -54,7 +54,7 @@ from services.core.models import Upload, UploadChunk, as_utc, utcnow
 from services.core.settings import Settings
 from services.core.storage import Storage
 from services.core.storage.interface import StorageUnavailable
-from services.upload import remote, uploads
+from services.upload import aligned, remote, uploads
 from services.upload.hashing import HASHERS
 
 TUS_VERSION = "1.0.0"
@@ -558,6 +558,14 @@ class PatchWriter:
         # arrives: scratch holds about a part, not the body. A checksum covers the whole body,
         # so nothing of such a body counts before its end.
         self.part = upload.part_bytes if remote.active(settings) and checksum is None else None
+        # Past the page cache where the filesystem allows it (aligned.py): staged whole blocks
+        # go direct, and `_record` writes what is staged before its fdatasync.
+        self._direct_fd: int | None = None
+        self._staged: aligned.StagedWrite | None = None
+        if settings.direct_io:
+            self._direct_fd = aligned.open_direct(storage.source_path(upload.id), os.O_WRONLY)
+        if self._direct_fd is not None:
+            self._staged = aligned.StagedWrite(lock.fd, self._direct_fd, self.offset)
 
     def write(self, data: bytes) -> None:
         """Write the next piece of the body (not yet durable, not yet counted)."""
@@ -566,20 +574,15 @@ class PatchWriter:
                 f"the PATCH body goes past the upload's end: {self.limit} more bytes fit "
                 f"after offset {self.offset}"
             )
-        view = memoryview(data)
-        position = self.offset + self.written
-        try:
-            while view:
-                done = os.pwrite(self.lock.fd, view, position)
-                view, position = view[done:], position + done
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise InsufficientStorage("the storage disk is full: try again later") from None
-            if exc.errno == errno.EFBIG:
-                raise TooLarge(
-                    "the upload would end past the largest file this storage holds"
-                ) from None
-            raise
+        with _disk_errors():
+            if self._staged is not None:
+                self._staged.write([data])
+            else:
+                view = memoryview(data)
+                position = self.offset + self.written
+                while view:
+                    done = os.pwrite(self.lock.fd, view, position)
+                    view, position = view[done:], position + done
         self.sha256.update(data)
         if self.check is not None:
             self.check.update(data)
@@ -633,10 +636,15 @@ class PatchWriter:
     def _discard(self) -> None:
         # Nothing past the offset counts anyway; trimming keeps the disk honest.
         self.written = 0
+        if self._staged is not None:
+            self._staged.discard()
         os.ftruncate(self.lock.fd, self.offset)
 
     def _record(self) -> None:
         """fdatasync, then move the offset and add the PATCH's chunk row in one transaction."""
+        if self._staged is not None:
+            with _disk_errors():
+                self._staged.drain()
         os.fdatasync(self.lock.fd)
         values: dict[str, Any] = {"tus_offset": self.offset + self.written, "updated_at": utcnow()}
         if self.new_length is not None:
@@ -669,7 +677,28 @@ class PatchWriter:
 
     def release(self) -> None:
         """Let the next request write."""
+        if self._staged is not None:
+            self._staged.discard()  # only bytes that never counted are still staged
+            self._staged = None
+        if self._direct_fd is not None:
+            os.close(self._direct_fd)
+            self._direct_fd = None
         self.lock.release()
+
+
+@contextlib.contextmanager
+def _disk_errors() -> Iterator[None]:
+    """A full disk or a file past what the filesystem holds, as the client's error."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise InsufficientStorage("the storage disk is full: try again later") from None
+        if exc.errno == errno.EFBIG:
+            raise TooLarge(
+                "the upload would end past the largest file this storage holds"
+            ) from None
+        raise
 
 
 def start_patch(

@@ -141,18 +141,22 @@ def _has_body(request: Request) -> bool:
 
 async def _pump(request: Request, writer: tus.PatchWriter) -> bool:
     """Feed the body to `writer` in blocks; False when the client went away mid-body."""
-    buffer = bytearray()
+    pieces: list[bytes] = []
+    size = 0
     whole = True
     try:
         async for piece in request.stream():
-            buffer += piece
-            if len(buffer) >= BLOCK:
-                await run_in_threadpool(writer.write, bytes(buffer))
-                buffer.clear()
+            pieces.append(piece)
+            size += len(piece)
+            if size >= BLOCK:
+                # One copy at most (a join of one piece is the piece itself).
+                await run_in_threadpool(writer.write, b"".join(pieces))
+                pieces.clear()
+                size = 0
     except ClientDisconnect:
         whole = False
-    if buffer:
-        await run_in_threadpool(writer.write, bytes(buffer))
+    if pieces:
+        await run_in_threadpool(writer.write, b"".join(pieces))
     return whole
 
 

@@ -246,15 +246,19 @@ class ChunkBusy(Conflict):
     code = "chunk_busy"
 
 
-def _write_at(path: Path, offset: int, data: BinaryIO) -> str:
-    """Copy `data` into `path` at `offset`, fsync, return the bytes' sha256."""
+def _write_at(path: Path, offset: int, data: BinaryIO, *, direct: bool) -> str:
+    """Copy `data` into `path` at `offset` (past the page cache if `direct`), fsync, return the
+    bytes' sha256."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
     try:
-        writer = ChunkWriter(fd, offset)
-        data.seek(0)
-        while piece := data.read(READ_SIZE):
-            writer.feed([piece])
-        writer.sync()
+        writer = ChunkWriter(fd, offset, path=path if direct else None)
+        try:
+            data.seek(0)
+            while piece := data.read(READ_SIZE):
+                writer.feed([piece])
+            writer.sync()
+        finally:
+            writer.close()
     finally:
         os.close(fd)
     return writer.sha256
@@ -375,9 +379,8 @@ def _place_parked_locked(settings: Settings, storage: Storage, upload_id: str) -
     # Not given to the whole file's hasher: it may not be counted yet (see hashing.py), and
     # it is one chunk, which `complete` reads in no time.
     with parked.open("rb") as data:
-        _write_at(
-            storage.source_path(upload.id), (upload.total_chunks - 1) * upload.chunk_size, data
-        )
+        offset = (upload.total_chunks - 1) * upload.chunk_size
+        _write_at(storage.source_path(upload.id), offset, data, direct=settings.direct_io)
     parked.unlink()
 
 
@@ -439,13 +442,15 @@ class ChunkIntake:
             self.writer = ChunkWriter(None, 0)
             return
         check_free_space(settings, storage, place.limit)
+        unbuffered = place.path if settings.direct_io else None  # past the page cache
         if place.in_source:
             self.hasher = HASHERS.get(upload.id, place.path)
-            self.writer = ChunkWriter(lock.fd, place.offset, self.hasher.begin(place.offset))
+            fed = self.hasher.begin(place.offset)
+            self.writer = ChunkWriter(lock.fd, place.offset, fed, path=unbuffered)
         else:
             # Truncated: what an earlier, cut-off copy left must not outlast this one's end.
             self._own_fd = os.open(place.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-            self.writer = ChunkWriter(self._own_fd, place.offset)
+            self.writer = ChunkWriter(self._own_fd, place.offset, path=unbuffered)
 
     def __enter__(self) -> "ChunkIntake":
         return self
@@ -498,6 +503,7 @@ class ChunkIntake:
 
     def close(self) -> None:
         """Let go of the chunk (its lock and any file this intake opened)."""
+        self.writer.close()
         if self._own_fd is not None:
             os.close(self._own_fd)
             self._own_fd = None
