@@ -147,14 +147,17 @@ def test_a_filesystem_that_refuses_direct_writes_gets_them_through_the_page_cach
     assert path.read_bytes()[offset:] == data
 
 
-def test_a_filesystem_that_cannot_open_direct_gives_a_buffered_chunk_writer(tmp_path, monkeypatch):
+@pytest.mark.parametrize("error", [errno.EINVAL, errno.EMFILE])
+def test_a_filesystem_that_cannot_open_direct_gives_a_buffered_chunk_writer(
+    tmp_path, monkeypatch, error
+):
     path = tmp_path / "source"
     _prefilled(path, 3 * ALIGN)
     real = os.open
 
     def open_(name: object, flags: int, *args: int) -> int:
         if flags & aligned.O_DIRECT:
-            raise OSError(errno.EINVAL, "Invalid argument")
+            raise OSError(error, os.strerror(error))
         return real(name, flags, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(aligned.os, "open", open_)

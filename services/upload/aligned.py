@@ -55,15 +55,15 @@ def give_buffer(buffer: mmap.mmap) -> None:
 
 
 def open_direct(path: Path, flags: int) -> int | None:
-    """`path` opened with O_DIRECT added to `flags`, or None where that is not possible."""
+    """`path` opened with O_DIRECT added to `flags`, or None where that is not possible
+    (EINVAL from a filesystem that refuses it, or any other failure: the caller's own
+    descriptor, through the page cache, then does the work and meets any real error itself)."""
     if not O_DIRECT:
         return None
     try:
         return os.open(path, flags | O_DIRECT)
-    except OSError as exc:
-        if exc.errno == errno.EINVAL:
-            return None
-        raise
+    except OSError:
+        return None
 
 
 def _write_all(fd: int, data: Buffer, offset: int) -> None:
