@@ -6,7 +6,7 @@ pages go back to the host that copy is the upload service's dearest step: 1 GiB 
 `pwrite`s cost 0.3 to 2.9 CPU-s here, depending on whether the pages had just been freed,
 against 0.03 to 0.06 CPU-s for the same writes with `O_DIRECT` (`scripts/bench.py ingest`
 measures the service). Direct I/O needs the file offset, the length and the buffer's address
-aligned (`ALIGN` suits 512-byte and 4 KiB sectors alike), so:
+aligned (`ALIGN`: a memory page, 4 KiB here), so:
 
 - `StagedWrite` copies a chunk's pieces into an aligned buffer and writes it out whole; the
   bytes before the chunk's first aligned offset and after its last one (shared with the
@@ -27,8 +27,11 @@ from pathlib import Path
 
 Buffer = bytes | bytearray | memoryview
 
-ALIGN = 4096
-STAGE_BYTES = 1024 * 1024  # a multiple of ALIGN
+# Direct writes cover whole memory pages only, never one that a buffered write (a chunk's
+# edge, shared with its neighbour) may also dirty: written back later, such a page would put
+# its stale copy of the direct bytes over them. 4096 also suits 512-byte and 4 KiB sectors.
+ALIGN = max(4096, mmap.PAGESIZE)
+STAGE_BYTES = 1024 * 1024  # a multiple of ALIGN (pages are at most 64 KiB)
 POOL_MAX = 32  # buffers kept for reuse: about one per chunk in flight
 O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 
