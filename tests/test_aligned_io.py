@@ -43,17 +43,16 @@ def _prefilled(path: Path, size: int) -> None:
 
 def _write(path: Path, offset: int, data: bytes, seed: int = 1) -> None:
     fd = os.open(path, os.O_WRONLY)
-    direct = aligned.open_direct(path, os.O_WRONLY)
-    assert direct is not None, "this filesystem refuses O_DIRECT: the test needs one that takes it"
+    staged = StagedWrite.open(fd, path, offset)
+    assert staged is not None, "this filesystem refuses O_DIRECT: the test needs one that takes it"
     try:
-        staged = StagedWrite(fd, direct, offset)
         pieces = _pieces(data, seed)
         for start in range(0, len(pieces), 5):  # batches, as the request hands them over
             staged.write(pieces[start : start + 5])
         staged.close()
         os.fdatasync(fd)
     finally:
-        os.close(direct)
+        staged.discard()  # after close: nothing left to let go of
         os.close(fd)
 
 

@@ -69,7 +69,8 @@ def open_direct(path: Path, flags: int) -> int | None:
         return None
 
 
-def _write_all(fd: int, data: Buffer, offset: int) -> None:
+def write_at(fd: int, data: Buffer, offset: int) -> None:
+    """pwrite all of `data` at `offset`, finishing short writes."""
     view = memoryview(data)
     while view:
         done = os.pwrite(fd, view, offset)
@@ -77,20 +78,28 @@ def _write_all(fd: int, data: Buffer, offset: int) -> None:
 
 
 class StagedWrite:
-    """Bytes written in order from `offset` of one file: through `direct_fd` (O_DIRECT) in
-    whole aligned blocks staged in a pooled buffer, through `fd` (the page cache) up to the
+    """Bytes written in order from `offset` of one file: through its own O_DIRECT descriptor
+    in whole aligned blocks staged in a pooled buffer, through `fd` (the page cache) up to the
     first aligned offset and for an unaligned rest.
 
-    `drain` writes what is staged (before an fsync); more bytes may follow it. `close` drains
-    and hands the buffer back; `discard` hands it back unwritten (bytes that will not count).
+    Made by `open` (None where the file cannot be opened O_DIRECT). `drain` writes what is
+    staged (before an fsync); more bytes may follow it. `close` drains, then discards;
+    `discard` drops what is staged (bytes that will not count) and lets go of the buffer and
+    the direct descriptor. Always `close` or `discard` it, once or more.
     """
 
     def __init__(self, fd: int, direct_fd: int, offset: int) -> None:
         self.fd = fd
-        self.direct_fd: int | None = direct_fd
+        self.direct_fd: int | None = direct_fd  # owned: closed by discard, or on a refusal
         self.position = offset  # where the next byte given goes
         self.filled = 0  # staged bytes: [position - filled, position), starting aligned
         self.buffer: mmap.mmap | None = None
+
+    @classmethod
+    def open(cls, fd: int, path: Path, offset: int) -> "StagedWrite | None":
+        """Writes from `offset` of `path` (open as `fd`), or None where O_DIRECT is refused."""
+        direct_fd = open_direct(path, os.O_WRONLY)
+        return None if direct_fd is None else cls(fd, direct_fd, offset)
 
     def write(self, pieces: Sequence[Buffer]) -> None:
         for piece in pieces:
@@ -100,7 +109,7 @@ class StagedWrite:
                     # Up to the next block boundary through the page cache: that block is
                     # shared with whatever comes before.
                     part = view[: -self.position % ALIGN]
-                    _write_all(self.fd, part, self.position)
+                    write_at(self.fd, part, self.position)
                 else:
                     if self.buffer is None:
                         self.buffer = take_buffer()
@@ -117,7 +126,7 @@ class StagedWrite:
         self._flush(self.filled - self.filled % ALIGN)
         if self.filled:
             assert self.buffer is not None
-            _write_all(self.fd, memoryview(self.buffer)[: self.filled], self.position - self.filled)
+            write_at(self.fd, memoryview(self.buffer)[: self.filled], self.position - self.filled)
             self.filled = 0
 
     def close(self) -> None:
@@ -128,11 +137,17 @@ class StagedWrite:
             self.discard()
 
     def discard(self) -> None:
-        """Drop what is staged and hand the buffer back."""
+        """Drop what is staged; hand the buffer back and close the direct descriptor."""
         self.filled = 0
         if self.buffer is not None:
             give_buffer(self.buffer)
             self.buffer = None
+        self._close_direct()
+
+    def _close_direct(self) -> None:
+        if self.direct_fd is not None:
+            os.close(self.direct_fd)
+            self.direct_fd = None
 
     def _flush(self, size: int) -> None:
         """Write the buffer's first `size` bytes (a multiple of ALIGN) at their place, keep
@@ -150,9 +165,9 @@ class StagedWrite:
                 except OSError as exc:
                     if exc.errno != errno.EINVAL:
                         raise
-                    self.direct_fd = None  # this filesystem will not: the page cache from now
+                    self._close_direct()  # this filesystem will not: the page cache from now
             if done < size:  # refused, or short (a full disk says so on the buffered retry)
-                _write_all(self.fd, data[done:], start + done)
+                write_at(self.fd, data[done:], start + done)
         finally:
             data.release()
         rest = self.filled - size
@@ -161,14 +176,12 @@ class StagedWrite:
         self.filled = rest
 
 
-def read_range(
-    path: Path, start: int, end: int, consume: Callable[[memoryview], None], direct: bool = True
-) -> None:
+def read_range(path: Path, start: int, end: int, consume: Callable[[memoryview], None]) -> None:
     """Pass bytes [start, end) of `path` to `consume` in order (they must all be there): the
     aligned middle read with O_DIRECT into a pooled buffer, the edges through the page cache.
     Each view is only valid during its call."""
     fd = os.open(path, os.O_RDONLY)
-    direct_fd = open_direct(path, os.O_RDONLY) if direct else None
+    direct_fd = open_direct(path, os.O_RDONLY)
     buffer = take_buffer()
     try:
         middle = (start + ALIGN - 1) // ALIGN * ALIGN, end // ALIGN * ALIGN

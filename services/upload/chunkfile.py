@@ -131,12 +131,9 @@ class ChunkWriter:
         self.size = 0
         self._sha256 = hashlib.sha256()
         self._turn = write_turn(fd) if fd is not None else None
-        self._direct_fd = None
         self._staged: aligned.StagedWrite | None = None
         if fd is not None and path is not None:
-            self._direct_fd = aligned.open_direct(path, os.O_WRONLY)
-            if self._direct_fd is not None:
-                self._staged = aligned.StagedWrite(fd, self._direct_fd, offset)
+            self._staged = aligned.StagedWrite.open(fd, path, offset)
 
     def feed(self, pieces: Sequence[Buffer]) -> None:
         """Write (and hash) the next pieces of the chunk, in order."""
@@ -165,9 +162,6 @@ class ChunkWriter:
         if self._staged is not None:
             self._staged.discard()
             self._staged = None
-        if self._direct_fd is not None:
-            os.close(self._direct_fd)
-            self._direct_fd = None
 
     def _unstage(self) -> None:
         if self._staged is not None:
@@ -187,9 +181,5 @@ def write_all(fd: int, pieces: Sequence[Buffer], offset: int) -> None:
         pieces = [b"".join(pieces)]
     total = sum(len(p) for p in pieces)
     done = os.pwritev(fd, pieces, offset) if pieces else 0
-    if done == total:
-        return
-    rest = memoryview(b"".join(pieces))[done:]
-    while rest:
-        written = os.pwrite(fd, rest, offset + done)
-        rest, done = rest[written:], done + written
+    if done < total:
+        aligned.write_at(fd, memoryview(b"".join(pieces))[done:], offset + done)

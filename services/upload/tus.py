@@ -560,12 +560,10 @@ class PatchWriter:
         self.part = upload.part_bytes if remote.active(settings) and checksum is None else None
         # Past the page cache where the filesystem allows it (aligned.py): staged whole blocks
         # go direct, and `_record` writes what is staged before its fdatasync.
-        self._direct_fd: int | None = None
         self._staged: aligned.StagedWrite | None = None
         if settings.direct_io:
-            self._direct_fd = aligned.open_direct(storage.source_path(upload.id), os.O_WRONLY)
-        if self._direct_fd is not None:
-            self._staged = aligned.StagedWrite(lock.fd, self._direct_fd, self.offset)
+            source = storage.source_path(upload.id)
+            self._staged = aligned.StagedWrite.open(lock.fd, source, self.offset)
 
     def write(self, data: bytes) -> None:
         """Write the next piece of the body (not yet durable, not yet counted)."""
@@ -578,11 +576,7 @@ class PatchWriter:
             if self._staged is not None:
                 self._staged.write([data])
             else:
-                view = memoryview(data)
-                position = self.offset + self.written
-                while view:
-                    done = os.pwrite(self.lock.fd, view, position)
-                    view, position = view[done:], position + done
+                aligned.write_at(self.lock.fd, data, self.offset + self.written)
         self.sha256.update(data)
         if self.check is not None:
             self.check.update(data)
@@ -638,6 +632,7 @@ class PatchWriter:
         self.written = 0
         if self._staged is not None:
             self._staged.discard()
+            self._staged = None
         os.ftruncate(self.lock.fd, self.offset)
 
     def _record(self) -> None:
@@ -680,9 +675,6 @@ class PatchWriter:
         if self._staged is not None:
             self._staged.discard()  # only bytes that never counted are still staged
             self._staged = None
-        if self._direct_fd is not None:
-            os.close(self._direct_fd)
-            self._direct_fd = None
         self.lock.release()
 
 
