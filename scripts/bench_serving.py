@@ -44,13 +44,17 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from services import launcher  # noqa: E402
 from services.core import ids  # noqa: E402
+from services.core.settings import Settings  # noqa: E402
 from services.core.storage import Storage  # noqa: E402
 from tests.harness import Platform, free_ports  # noqa: E402
 
 Row = Callable[[str, float | str, float | str, str], None]
 
 RUNG = "720p"
+# The streaming service with its segment cache off (SEGMENT_CACHE_MB=0): a cold segment's cost.
+UNCACHED = "streaming, no cache"
 SEGMENT = "seg_00000.ts"
 CLIP_SECONDS = 6
 # Ten runs of this: 5 s windows keep the full bench within its 10 minutes (each platform run
@@ -325,6 +329,7 @@ def verdict(kind: str, ratio: float) -> str:
 def bench(work: Path, row: Row, wrk_bin: str, nginx_bin: str) -> None:
     """Start the platform and nginx on the same files, measure every target, print the rows."""
     platform = Platform(work / "storage").start()
+    uncached: subprocess.Popen[bytes] | None = None
     try:
         storage = Storage(platform.storage)
         video_id, segment, playlist = write_video(storage)
@@ -335,6 +340,7 @@ def bench(work: Path, row: Row, wrk_bin: str, nginx_bin: str) -> None:
             name: server_pid(platform.process.pid, platform.ports[name])
             for name in ("streaming", "gateway")
         }
+        uncached, uncached_url = _streaming_without_cache(platform)
         with nginx(nginx_bin, storage.root / "hls", work / "nginx") as (nginx_url, nginx_pid):
             for kind, path in (("segment", segment), ("playlist", playlist)):
                 relative = path.relative_to(storage.hls_dir(video_id)).as_posix()
@@ -346,12 +352,54 @@ def bench(work: Path, row: Row, wrk_bin: str, nginx_bin: str) -> None:
                     ),
                     "gateway": (f"{platform.url}/stream/{video_id}/{relative}", pids["gateway"]),
                 }
+                if kind == "segment":
+                    targets[UNCACHED] = (
+                        f"{uncached_url}/stream/{video_id}/{relative}",
+                        uncached.pid,
+                    )
                 for url, _ in targets.values():
                     check(url, path.read_bytes(), MEDIA_TYPES[kind])
                 loads = _measure_kind(kind, wrk_bin, script, targets)
                 _rows(row, kind, loads, path.stat().st_size / 1e6)
     finally:
+        if uncached is not None:
+            uncached.send_signal(signal.SIGTERM)
+            try:
+                uncached.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(uncached.pid, signal.SIGKILL)
+                uncached.wait()
         platform.drop()
+
+
+def _streaming_without_cache(platform: Platform) -> tuple[subprocess.Popen[bytes], str]:
+    """A second streaming service on the platform's storage and database, started as the
+    launcher starts it, with SEGMENT_CACHE_MB=0: every segment read from its file (pathsend),
+    what a segment nobody else watches costs."""
+    (port,) = free_ports(1)
+    env = {**platform.env, "STREAMING_PORT": str(port), "SEGMENT_CACHE_MB": "0"}
+    settings = Settings(storage_dir=platform.storage, streaming_port=port, segment_cache_mb=0)
+    log_config = str(launcher.log_config_file(settings))
+    argv = launcher.server_argv("streaming", launcher.APPS["streaming"], settings, log_config)
+    with (platform.storage / "uncached-streaming.log").open("ab") as log:
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(
+                f"serving: the uncached streaming service exited: {process.returncode}"
+            )
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("serving: the uncached streaming service did not start in 60 s")
 
 
 def _measure_kind(
@@ -359,6 +407,8 @@ def _measure_kind(
 ) -> dict[str, tuple[Load, float]]:
     """Each platform target between two nginx runs: {target: (its load, nginx's figure)}."""
     order = ["nginx", "streaming service", "nginx", "gateway", "nginx"]
+    if UNCACHED in targets:
+        order += [UNCACHED, "nginx"]
     runs: list[tuple[str, Load]] = []
     for name in order:
         url, pid = targets[name]
@@ -379,7 +429,9 @@ def _rows(row: Row, kind: str, loads: dict[str, tuple[Load, float]], size_mb: fl
             figure = f"segment {size_mb:.1f} MB, {name} (MB/s)"
         else:
             figure = f"playlist, {name} (req/s)"
-        row(figure, ours, base, verdict(kind, ours / base))
+        # The goal is the platform as it runs; the cache-off figure is for comparison.
+        ratio = f"{ours / base:.3f}" if name == UNCACHED else verdict(kind, ours / base)
+        row(figure, ours, base, ratio)
 
 
 def load_average() -> str:

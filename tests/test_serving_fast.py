@@ -505,6 +505,12 @@ def test_real_servers_send_whole_files_ranges_and_304s(video: Video, servers, se
     assert head.headers["content-length"] == str(len(segment))
     assert playlist.headers["content-type"] == "application/vnd.apple.mpegurl"
     assert playlist.content == (video.rung("360p") / "playlist.m3u8").read_bytes()
+    # Asked for again and again, the segment comes from memory (segment_cache.py): the same.
+    for _ in range(6):
+        hot = httpx.get(url)
+        assert (hot.status_code, hot.content) == (200, segment)
+        assert hot.headers["etag"] == whole.headers["etag"]
+        time.sleep(0.05)
 
 
 def test_real_servers_refuse_what_the_routes_refuse(video: Video, servers):

@@ -50,6 +50,7 @@ from services.core.fileserve import (
     serve_signed_playlist,
 )
 from services.core.metrics import BYTES_SENT, LATENCY, REQUESTS
+from services.core.segment_cache import Key, SegmentCache, read_version, version_key
 from services.core.settings import Settings, get_settings
 from services.core.storage import Storage
 
@@ -136,8 +137,10 @@ class HlsFastPath:
     def __init__(self, app: FastAPI, *, service: str) -> None:
         self.app = app
         self.metrics = _Metrics(service)
-        self.responses: dict[tuple[Any, ...], _Version] = {}
+        self.responses: dict[Key, _Version] = {}
         self.kept_bytes = 0
+        # Sized from the settings on first use (SEGMENT_CACHE_MB).
+        self.segments = SegmentCache(0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the file when the request qualifies; otherwise pass it on."""
@@ -153,12 +156,16 @@ class HlsFastPath:
             await self._pass(scope, receive, send)
             return
         started = time.perf_counter()
-        if isinstance(response, _Version) and response.from_memory(scope):
-            # The common case, kept short: a plain GET of a playlist already in memory.
-            await response.send_body(send)
-            seconds = time.perf_counter() - started
-            self.metrics.record("GET", target, 200, len(response.body or b""), seconds)
-            return
+        if isinstance(response, _Version) and response.plain_get(scope):
+            # The common cases, kept short: a plain GET of a playlist or a hot segment.
+            body = response.body
+            if body is None and response.immutable:
+                body = self._kept_segment(settings, response)
+            if body is not None:
+                await response.send_body(send, body)
+                seconds = time.perf_counter() - started
+                self.metrics.record("GET", target, 200, len(body), seconds)
+                return
         counted = _Counted(send)
         try:
             await response(scope, receive, counted)
@@ -173,6 +180,16 @@ class HlsFastPath:
         if PATHSEND in extensions:
             scope = {**scope, "extensions": {k: v for k, v in extensions.items() if k != PATHSEND}}
         await self.app(scope, receive, send)
+
+    def _kept_segment(self, settings: Settings, version: "_Version") -> bytes | None:
+        """The bytes of an immutable file if kept in memory (else noted as asked for)."""
+        capacity = settings.segment_cache_mb * 1024 * 1024
+        if self.segments.capacity != capacity:
+            self.segments = SegmentCache(capacity)
+        body = self.segments.get(version.key)
+        if body is None:
+            self.segments.missed(version.key, version.stat)
+        return body
 
     def _settings(self) -> Settings:
         """The app's settings, honouring a test's `dependency_overrides[get_settings]`."""
@@ -206,7 +223,7 @@ class HlsFastPath:
 
     def _version(self, target: Target, stat: os.stat_result, cors: RawHeaders) -> "_Version":
         """The response for one version of a file (inode, size, mtime) in its caching state."""
-        key = (target.path, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        key = version_key(target.path, stat)
         known = self.responses.get(key)
         # Segments are immutable whatever the presentation's state. A playlist may be cached
         # once the presentation is finished, and this version of it then stays finished (a
@@ -232,12 +249,26 @@ class HlsFastPath:
 
 class _Version:
     """One version of a file: Starlette's FileResponse for it (headers, ranges, HEAD, the file
-    by pathsend) and, for a small playlist, its bytes to answer a plain GET from memory."""
+    by pathsend) and, for a small playlist, its bytes to answer a plain GET from memory. A
+    segment's bytes, when hot, are kept by the fast path's SegmentCache under `key`."""
 
-    def __init__(self, response: FileResponse, body: bytes | None, finished: bool) -> None:
+    def __init__(
+        self,
+        response: FileResponse,
+        body: bytes | None,
+        finished: bool,
+        *,
+        key: Key,
+        stat: os.stat_result,
+        immutable: bool,
+    ) -> None:
         self.response = response
         self.body = body
         self.finished = finished
+        self.key = key
+        self.stat = stat
+        # Not a playlist: this version's bytes never change (segments, caption files).
+        self.immutable = immutable
 
     @classmethod
     def of(
@@ -247,43 +278,29 @@ class _Version:
         # What the app's CORS middleware adds to a playback answer (services.core.cors).
         response.raw_headers[:] = with_headers(response.raw_headers, cors)
         small = target.marker is not None and stat.st_size <= BODY_KEPT_BYTES
-        return cls(response, _read_version(target.path, stat) if small else None, finished)
+        body = read_version(target.path, stat) if small else None
+        key = version_key(target.path, stat)
+        return cls(response, body, finished, key=key, stat=stat, immutable=target.marker is None)
 
-    def from_memory(self, scope: Scope) -> bool:
-        """Whether the request is a plain GET (no Range) of a playlist kept in memory."""
-        if self.body is None or scope["method"] != "GET":
+    @staticmethod
+    def plain_get(scope: Scope) -> bool:
+        """Whether the request is a plain GET (no Range): one the whole file answers."""
+        if scope["method"] != "GET":
             return False
         return not any(name == b"range" for name, _ in scope["headers"])
 
-    async def send_body(self, send: Send) -> None:
+    async def send_body(self, send: Send, body: bytes) -> None:
         """The whole file from memory, with the FileResponse's own headers."""
         start = {"type": "http.response.start", "status": 200, "headers": self.response.raw_headers}
         await send(start)
-        await send({"type": "http.response.body", "body": self.body})
+        await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """From memory when it can; otherwise (HEAD, Range, a segment) by the FileResponse."""
-        if self.from_memory(scope):
-            await self.send_body(send)
+        if self.body is not None and self.plain_get(scope):
+            await self.send_body(send, self.body)
         else:
             await self.response(scope, receive, send)
-
-
-def _read_version(path: Path, stat: os.stat_result) -> bytes | None:
-    """The file's bytes if they are still the version `stat` describes (a playlist is
-    replaced whole, atomically: a new inode), else None."""
-    try:
-        with path.open("rb") as file:
-            now = os.fstat(file.fileno())
-            body = file.read()
-    except OSError:
-        return None
-    same = (now.st_ino, now.st_size, now.st_mtime_ns) == (
-        stat.st_ino,
-        stat.st_size,
-        stat.st_mtime_ns,
-    )
-    return body if same and len(body) == stat.st_size else None
 
 
 def _stat(path: Path) -> os.stat_result | None:

@@ -250,6 +250,14 @@ class Settings(BaseSettings):
         description="Comma-separated origins allowed to load playback (/stream/: playlists, "
         "segments, pictures, downloads) from a browser; * = any, without credentials",
     )
+    segment_cache_mb: int = Field(
+        64,
+        ge=0,
+        le=1024 * 1024,
+        description="Memory each file-serving process (the streaming service's and the "
+        "gateway's workers) keeps segments asked for more than once in (MiB); 0 = every "
+        "segment read from its file",
+    )
     direct_upload_max_seconds: int = Field(
         7 * 24 * 3600,
         ge=60,

@@ -1,0 +1,102 @@
+"""Hot segments kept in memory, so the server sends them without reading their file again.
+
+granian sends a file (ASGI pathsend) by reading it into its own buffers on every request,
+which costs about twice the CPU per byte of nginx's sendfile; bytes handed over from memory
+cost less than either. Every file this caches is immutable: a segment, a caption file and the
+like are renamed into place whole, and a new encode writes new files. Each entry is keyed by
+the file's version (path, inode, size, mtime), read by a stat on every request before the
+cache is asked, so a file that changed or vanished is never answered from here.
+
+- A version asked for a second time while it is remembered (`SEEN` versions) is read once, in
+  a thread, off the event loop; the requests meanwhile are sent by pathsend. One-off requests
+  (a lone viewer seeking through a long video) never displace the segments many watch.
+- The kept bytes stay within the capacity (SEGMENT_CACHE_MB per process), least recently used
+  out first; a file larger than an eighth of it is never kept.
+- The read checks that the file is still the version the request saw; otherwise nothing is
+  kept.
+
+Only the event loop's thread touches the cache (the read's result is stored by a task back on
+the loop), so it needs no lock.
+"""
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from cachetools import LRUCache
+
+log = logging.getLogger(__name__)
+
+Key = tuple[Path, int, int, int]
+SEEN = 4096
+# No single file may take more than this share of the capacity.
+LARGEST_SHARE = 8
+
+
+def version_key(path: Path, stat: os.stat_result) -> Key:
+    """What identifies one version of a file."""
+    return (path, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def read_version(path: Path, stat: os.stat_result) -> bytes | None:
+    """The file's bytes if they are still the version `stat` describes (files here are
+    replaced whole, by a rename: a new inode), else None."""
+    try:
+        with path.open("rb") as file:
+            now = os.fstat(file.fileno())
+            body = file.read()
+    except OSError:
+        return None
+    same = (now.st_ino, now.st_size, now.st_mtime_ns) == (
+        stat.st_ino,
+        stat.st_size,
+        stat.st_mtime_ns,
+    )
+    return body if same and len(body) == stat.st_size else None
+
+
+class SegmentCache:
+    """Bytes of immutable files asked for more than once, within `capacity` bytes."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(0, capacity)
+        self._kept: LRUCache[Key, bytes] = LRUCache(maxsize=max(1, self.capacity), getsizeof=len)
+        self._seen: LRUCache[Key, bool] = LRUCache(maxsize=SEEN)
+        self._filling: dict[Key, asyncio.Task[None]] = {}
+
+    @property
+    def kept_bytes(self) -> int:
+        return int(self._kept.currsize)
+
+    def get(self, key: Key) -> bytes | None:
+        """The kept bytes of this version, if any (it becomes the most recently used)."""
+        return self._kept.get(key) if self.capacity else None
+
+    def missed(self, key: Key, stat: os.stat_result) -> None:
+        """This version was asked for and is not kept: remember it, or, asked for before, start
+        reading it (in a thread) so later requests find it."""
+        if not self.capacity or stat.st_size > self.capacity // LARGEST_SHARE:
+            return
+        if key in self._filling:
+            return
+        if self._seen.pop(key, None) is None:
+            self._seen[key] = True
+            return
+        self._filling[key] = asyncio.get_running_loop().create_task(self._fill(key, stat))
+
+    async def settled(self) -> None:
+        """Wait for the reads in progress (tests, and a clean shutdown)."""
+        while self._filling:
+            await asyncio.gather(*self._filling.values(), return_exceptions=True)
+
+    async def _fill(self, key: Key, stat: os.stat_result) -> None:
+        try:
+            body = await asyncio.to_thread(read_version, key[0], stat)
+        except Exception:  # the cache is only ever a shortcut: the file is still served
+            log.exception("reading a segment into the cache failed")
+            body = None
+        finally:
+            self._filling.pop(key, None)
+        if body is not None:
+            self._kept[key] = body
