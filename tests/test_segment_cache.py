@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.core import ids, signing
+from services.core import ids, segment_cache, signing
 from services.core.segment_cache import SegmentCache, version_key
 from tests.test_serving_fast import KEY, Video, call, render_rung, streaming
 
@@ -225,3 +225,23 @@ async def test_a_growing_playlist_is_never_kept_as_a_segment(tmp_path: Path):
     await app.segments.settled()
 
     assert app.segments.kept_bytes == 0
+
+
+async def test_reads_waiting_at_once_are_bounded_and_a_later_ask_keeps_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(segment_cache, "FILLING", 1)
+    cache = SegmentCache(MiB)
+    first, second = tmp_path / "seg_00000.ts", tmp_path / "seg_00001.ts"
+    write(first, b"1" * 1000)
+    write(second, b"2" * 1000)
+    keys = {path: (version_key(path, path.stat()), path.stat()) for path in (first, second)}
+
+    for _ in range(2):  # both asked for twice before any read ends: one read at a time
+        for key, stat in keys.values():
+            cache.missed(key, stat)
+    await cache.settled()
+    assert cache.kept_bytes == 1000
+
+    assert await ask(cache, second) is None  # remembered all along: this ask reads it
+    assert await ask(cache, second) == b"2" * 1000

@@ -14,6 +14,9 @@ cache is asked, so a file that changed or vanished is never answered from here.
   out first; a file larger than an eighth of it is never kept.
 - The read checks that the file is still the version the request saw; otherwise nothing is
   kept.
+- Reads run on two threads of their own (not the loop's default executor, which name lookups
+  share), and at most `FILLING` wait at once: past that, a second ask is let go, and the file
+  is kept on a later one.
 
 Only the event loop's thread touches the cache (the read's result is stored by a task back on
 the loop), so it needs no lock.
@@ -22,6 +25,7 @@ the loop), so it needs no lock.
 import asyncio
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cachetools import LRUCache
@@ -32,6 +36,8 @@ Key = tuple[Path, int, int, int]
 SEEN = 4096
 # No single file may take more than this share of the capacity.
 LARGEST_SHARE = 8
+FILLING = 16
+_READERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="segment-cache")
 
 
 def version_key(path: Path, stat: os.stat_result) -> Key:
@@ -78,7 +84,7 @@ class SegmentCache:
         reading it (in a thread) so later requests find it."""
         if not self.capacity or stat.st_size > self.capacity // LARGEST_SHARE:
             return
-        if key in self._filling:
+        if key in self._filling or len(self._filling) >= FILLING:
             return
         if self._seen.pop(key, None) is None:
             self._seen[key] = True
@@ -92,7 +98,8 @@ class SegmentCache:
 
     async def _fill(self, key: Key, stat: os.stat_result) -> None:
         try:
-            body = await asyncio.to_thread(read_version, key[0], stat)
+            loop = asyncio.get_running_loop()
+            body = await loop.run_in_executor(_READERS, read_version, key[0], stat)
         except Exception:  # the cache is only ever a shortcut: the file is still served
             log.exception("reading a segment into the cache failed")
             body = None
