@@ -4,8 +4,10 @@ A player asks for a segment or a playlist every few seconds, so these requests a
 traffic. FastAPI's routing, dependency injection and middleware cost more than serving the
 file itself, so `HlsFastPath` answers them first, with the very same files, headers and access
 rules as the routes (`fileserve.file_response`, `Storage`, `signing.verify`). A segment is handed
-to the server to send (`http.response.pathsend`: granian sends it without Python); a playlist,
-small and asked for far more often, is sent from memory, read once per version of the file.
+to the server to send (`http.response.pathsend`: granian sends it without Python), and once
+asked for twice it is sent from memory (`segment_cache.py`: granian reads the file again on
+every pathsend, at about twice nginx's CPU per byte); a playlist, small and asked for far more
+often, is sent from memory, read once per version of the file.
 
 Only requests that succeed are answered here: GET or HEAD of a well-formed master, playlist or
 segment path, with a valid token when playback is private, for a file that exists. Its
