@@ -245,3 +245,31 @@ async def test_reads_waiting_at_once_are_bounded_and_a_later_ask_keeps_the_file(
 
     assert await ask(cache, second) is None  # remembered all along: this ask reads it
     assert await ask(cache, second) == b"2" * 1000
+
+
+def _sample(metrics: str, prefix: str) -> float:
+    """The value of the sample starting with `prefix` (0 if there is none yet)."""
+    values = [
+        float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(prefix)
+    ]
+    return values[0] if values else 0.0
+
+
+async def test_metrics_show_hits_misses_and_the_bytes_kept(hot_video: Video):
+    app, _ = streaming(hot_video.storage)
+    url = hot_video.url("360p/seg_00000.ts")
+    size = (hot_video.rung("360p") / "seg_00000.ts").stat().st_size
+    hit = 'segment_cache_requests_total{result="hit",service="streaming"}'
+    miss = 'segment_cache_requests_total{result="miss",service="streaming"}'
+    before = (await call(app, "/metrics")).body.decode()
+
+    for _ in range(2):
+        await call(app, url)
+    await app.segments.settled()
+    for _ in range(3):
+        await call(app, url)
+    metrics = (await call(app, "/metrics")).body.decode()
+
+    assert _sample(metrics, hit) - _sample(before, hit) == 3
+    assert _sample(metrics, miss) - _sample(before, miss) == 2
+    assert _sample(metrics, 'segment_cache_bytes{service="streaming"}') == size

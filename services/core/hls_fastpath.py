@@ -51,7 +51,13 @@ from services.core.fileserve import (
     regular_file_stat,
     serve_signed_playlist,
 )
-from services.core.metrics import BYTES_SENT, LATENCY, REQUESTS
+from services.core.metrics import (
+    BYTES_SENT,
+    LATENCY,
+    REQUESTS,
+    SEGMENT_CACHE_BYTES,
+    SEGMENT_CACHE_REQUESTS,
+)
 from services.core.segment_cache import Key, SegmentCache, read_version, version_key
 from services.core.settings import Settings, get_settings
 from services.core.storage import Storage
@@ -143,6 +149,9 @@ class HlsFastPath:
         self.kept_bytes = 0
         # Sized from the settings on first use (SEGMENT_CACHE_MB).
         self.segments = SegmentCache(0)
+        self._kept_gauge = SEGMENT_CACHE_BYTES.labels(service)
+        self._hits = SEGMENT_CACHE_REQUESTS.labels(service, "hit")
+        self._misses = SEGMENT_CACHE_REQUESTS.labels(service, "miss")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the file when the request qualifies; otherwise pass it on."""
@@ -187,10 +196,14 @@ class HlsFastPath:
         """The bytes of an immutable file if kept in memory (else noted as asked for)."""
         capacity = settings.segment_cache_mb * 1024 * 1024
         if self.segments.capacity != capacity:
-            self.segments = SegmentCache(capacity)
+            self.segments = SegmentCache(capacity, gauge=self._kept_gauge)
+            self._kept_gauge.set(0)
         body = self.segments.get(version.key)
         if body is None:
+            self._misses.inc()
             self.segments.missed(version.key, version.stat)
+        else:
+            self._hits.inc()
         return body
 
     def _settings(self) -> Settings:

@@ -13,6 +13,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -45,6 +46,18 @@ REALTIME = Histogram(
     buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 4, 8, 16, 64),
 )
 FFMPEG_FAILURES = Counter("ffmpeg_failures_total", "Units whose ffmpeg failed", ["kind"])
+SEGMENT_CACHE_REQUESTS = Counter(
+    "segment_cache_requests_total",
+    "Plain GETs of segments (and other files that never change) answered by the HLS fast path, "
+    "by whether memory held the file (hit) or the server read it (miss)",
+    ["service", "result"],
+)
+SEGMENT_CACHE_BYTES = Gauge(
+    "segment_cache_bytes",
+    "Bytes of hot segments kept in memory (SEGMENT_CACHE_MB per process; summed over processes)",
+    ["service"],
+    multiprocess_mode="livesum",
+)
 
 # Label values come from fixed sets only: a label value as sent would let any client add
 # series without end (one per made-up method or path).

@@ -27,6 +27,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from cachetools import LRUCache
 
@@ -65,8 +66,10 @@ def read_version(path: Path, stat: os.stat_result) -> bytes | None:
 class SegmentCache:
     """Bytes of immutable files asked for more than once, within `capacity` bytes."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, gauge: Any = None) -> None:
         self.capacity = max(0, capacity)
+        # A Prometheus gauge (child) set to the bytes kept whenever they change, if given.
+        self._gauge = gauge
         self._kept: LRUCache[Key, bytes] = LRUCache(maxsize=max(1, self.capacity), getsizeof=len)
         self._seen: LRUCache[Key, bool] = LRUCache(maxsize=SEEN)
         self._filling: dict[Key, asyncio.Task[None]] = {}
@@ -107,3 +110,5 @@ class SegmentCache:
             self._filling.pop(key, None)
         if body is not None:
             self._kept[key] = body
+            if self._gauge is not None:
+                self._gauge.set(self.kept_bytes)
