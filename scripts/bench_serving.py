@@ -385,21 +385,10 @@ def _streaming_without_cache(platform: Platform) -> tuple[subprocess.Popen[bytes
         process = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(
-                f"serving: the uncached streaming service exited: {process.returncode}"
-            )
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("serving: the uncached streaming service did not start in 60 s")
+    if launcher.wait_healthy(settings, names=["streaming"]):
+        process.kill()
+        raise SystemExit("serving: the uncached streaming service did not start in 60 s")
+    return process, f"http://127.0.0.1:{port}"
 
 
 def _measure_kind(

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,10 +123,13 @@ def children(settings: Settings) -> list[Child]:
     ]
 
 
-def wait_healthy(settings: Settings, timeout: float = 60.0) -> list[str]:
-    """Wait until every `/health` answers; return the names still down at the timeout."""
+def wait_healthy(
+    settings: Settings, timeout: float = 60.0, names: Iterable[str] = APPS
+) -> list[str]:
+    """Wait until every `/health` (of `names`) answers; return the names still down at the
+    timeout."""
     deadline = time.monotonic() + timeout
-    pending = list(APPS)
+    pending = list(names)
     while pending and time.monotonic() < deadline:
         pending = [n for n in pending if not _healthy(settings, n)]
         if pending:

@@ -10,6 +10,7 @@ import pytest
 
 from services.core import ids, segment_cache, signing
 from services.core.segment_cache import SegmentCache, version_key
+from services.core.storage import Storage
 from tests.test_serving_fast import KEY, Video, call, render_rung, streaming
 
 MiB = 1024 * 1024
@@ -26,11 +27,10 @@ def write(path: Path, data: bytes) -> os.stat_result:
 
 async def ask(cache: SegmentCache, path: Path) -> bytes | None:
     """One request's use of the cache: its bytes, else noted as asked for (and read settled)."""
-    stat = path.stat()
-    key = version_key(path, stat)
+    key = version_key(path, path.stat())
     body = cache.get(key)
     if body is None:
-        cache.missed(key, stat)
+        cache.missed(key)
         await cache.settled()
     return body
 
@@ -100,10 +100,10 @@ async def test_a_file_that_changed_while_being_read_is_not_kept(tmp_path: Path):
     segment = tmp_path / "seg_00000.ts"
     seen = write(segment, b"a" * 1000)
     key = version_key(segment, seen)
-    cache.missed(key, seen)
+    cache.missed(key)
     write(segment, b"b" * 2000)  # replaced between the request's stat and the read
 
-    cache.missed(key, seen)
+    cache.missed(key)
     await cache.settled()
 
     assert cache.kept_bytes == 0
@@ -114,8 +114,6 @@ async def test_a_file_that_changed_while_being_read_is_not_kept(tmp_path: Path):
 
 @pytest.fixture
 def hot_video(tmp_path: Path) -> Video:
-    from services.core.storage import Storage
-
     storage = Storage(tmp_path / "storage")
     storage.ensure_layout()
     made = Video(storage, ids.new_video_id())
@@ -211,8 +209,6 @@ async def test_a_zero_capacity_keeps_nothing(hot_video: Video):
 
 
 async def test_a_growing_playlist_is_never_kept_as_a_segment(tmp_path: Path):
-    from services.core.storage import Storage
-
     storage = Storage(tmp_path / "storage")
     growing = Video(storage, ids.new_video_id())  # no marker: still being encoded
     lines = "".join(f"#EXTINF:2.0,\nseg_{i:05d}.ts\n" for i in range(4000))
@@ -235,11 +231,11 @@ async def test_reads_waiting_at_once_are_bounded_and_a_later_ask_keeps_the_file(
     first, second = tmp_path / "seg_00000.ts", tmp_path / "seg_00001.ts"
     write(first, b"1" * 1000)
     write(second, b"2" * 1000)
-    keys = {path: (version_key(path, path.stat()), path.stat()) for path in (first, second)}
+    keys = [version_key(path, path.stat()) for path in (first, second)]
 
     for _ in range(2):  # both asked for twice before any read ends: one read at a time
-        for key, stat in keys.values():
-            cache.missed(key, stat)
+        for key in keys:
+            cache.missed(key)
     await cache.settled()
     assert cache.kept_bytes == 1000
 

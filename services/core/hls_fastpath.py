@@ -197,11 +197,10 @@ class HlsFastPath:
         capacity = settings.segment_cache_mb * 1024 * 1024
         if self.segments.capacity != capacity:
             self.segments = SegmentCache(capacity, gauge=self._kept_gauge)
-            self._kept_gauge.set(0)
         body = self.segments.get(version.key)
         if body is None:
             self._misses.inc()
-            self.segments.missed(version.key, version.stat)
+            self.segments.missed(version.key)
         else:
             self._hits.inc()
         return body
@@ -250,7 +249,7 @@ class HlsFastPath:
         )
         if known is not None and known.finished == finished:
             return known
-        version = _Version.of(target, stat, finished, cors)
+        version = _Version.of(target, stat, key, finished, cors)
         size = len(version.body or b"")
         self.kept_bytes -= len(known.body or b"") if known is not None else 0
         if self.kept_bytes + size > BODIES_KEPT_BYTES or len(self.responses) >= RESPONSES_KEPT:
@@ -274,28 +273,25 @@ class _Version:
         finished: bool,
         *,
         key: Key,
-        stat: os.stat_result,
         immutable: bool,
     ) -> None:
         self.response = response
         self.body = body
         self.finished = finished
         self.key = key
-        self.stat = stat
         # Not a playlist: this version's bytes never change (segments, caption files).
         self.immutable = immutable
 
     @classmethod
     def of(
-        cls, target: Target, stat: os.stat_result, finished: bool, cors: RawHeaders
+        cls, target: Target, stat: os.stat_result, key: Key, finished: bool, cors: RawHeaders
     ) -> "_Version":
         response = file_response(target.path, stat, finished=finished)
         # What the app's CORS middleware adds to a playback answer (services.core.cors).
         response.raw_headers[:] = with_headers(response.raw_headers, cors)
         small = target.marker is not None and stat.st_size <= BODY_KEPT_BYTES
-        body = read_version(target.path, stat) if small else None
-        key = version_key(target.path, stat)
-        return cls(response, body, finished, key=key, stat=stat, immutable=target.marker is None)
+        body = read_version(key) if small else None
+        return cls(response, body, finished, key=key, immutable=target.marker is None)
 
     @staticmethod
     def plain_get(scope: Scope) -> bool:

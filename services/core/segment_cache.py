@@ -46,21 +46,18 @@ def version_key(path: Path, stat: os.stat_result) -> Key:
     return (path, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
-def read_version(path: Path, stat: os.stat_result) -> bytes | None:
-    """The file's bytes if they are still the version `stat` describes (files here are
-    replaced whole, by a rename: a new inode), else None."""
+def read_version(key: Key) -> bytes | None:
+    """The file's bytes if it is still the version `key` names (files here are replaced
+    whole, by a rename: a new inode), else None."""
+    path, _, size, _ = key
     try:
         with path.open("rb") as file:
             now = os.fstat(file.fileno())
             body = file.read()
     except OSError:
         return None
-    same = (now.st_ino, now.st_size, now.st_mtime_ns) == (
-        stat.st_ino,
-        stat.st_size,
-        stat.st_mtime_ns,
-    )
-    return body if same and len(body) == stat.st_size else None
+    same = version_key(path, now) == key
+    return body if same and len(body) == size else None
 
 
 class SegmentCache:
@@ -70,6 +67,8 @@ class SegmentCache:
         self.capacity = max(0, capacity)
         # A Prometheus gauge (child) set to the bytes kept whenever they change, if given.
         self._gauge = gauge
+        if gauge is not None:
+            gauge.set(0)
         self._kept: LRUCache[Key, bytes] = LRUCache(maxsize=max(1, self.capacity), getsizeof=len)
         self._seen: LRUCache[Key, bool] = LRUCache(maxsize=SEEN)
         self._filling: dict[Key, asyncio.Task[None]] = {}
@@ -80,29 +79,29 @@ class SegmentCache:
 
     def get(self, key: Key) -> bytes | None:
         """The kept bytes of this version, if any (it becomes the most recently used)."""
-        return self._kept.get(key) if self.capacity else None
+        return self._kept.get(key)
 
-    def missed(self, key: Key, stat: os.stat_result) -> None:
+    def missed(self, key: Key) -> None:
         """This version was asked for and is not kept: remember it, or, asked for before, start
         reading it (in a thread) so later requests find it."""
-        if not self.capacity or stat.st_size > self.capacity // LARGEST_SHARE:
+        if not self.capacity or key[2] > self.capacity // LARGEST_SHARE:
             return
         if key in self._filling or len(self._filling) >= FILLING:
             return
         if self._seen.pop(key, None) is None:
             self._seen[key] = True
             return
-        self._filling[key] = asyncio.get_running_loop().create_task(self._fill(key, stat))
+        self._filling[key] = asyncio.get_running_loop().create_task(self._fill(key))
 
     async def settled(self) -> None:
-        """Wait for the reads in progress (tests, and a clean shutdown)."""
+        """Wait for the reads in progress (for tests)."""
         while self._filling:
             await asyncio.gather(*self._filling.values(), return_exceptions=True)
 
-    async def _fill(self, key: Key, stat: os.stat_result) -> None:
+    async def _fill(self, key: Key) -> None:
         try:
             loop = asyncio.get_running_loop()
-            body = await loop.run_in_executor(_READERS, read_version, key[0], stat)
+            body = await loop.run_in_executor(_READERS, read_version, key)
         except Exception:  # the cache is only ever a shortcut: the file is still served
             log.exception("reading a segment into the cache failed")
             body = None
