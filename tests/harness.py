@@ -1,6 +1,7 @@
 """A real platform for tests: the launcher started on free ports with its own storage folder,
 spoken to over real HTTP through the gateway."""
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -390,6 +391,19 @@ class Platform:
             storage_dir=self.storage, database_url=self.database_url, **{**on_s3, **extra}
         )
 
+    def execute(self, statement: Any) -> None:
+        """Run one SQLAlchemy statement in the platform's own database, behind its back (a
+        test moving a clock or rewriting a row)."""
+        from services.core.db import make_engine
+
+        url = self.database_url or f"sqlite:///{self.storage / 'videos.db'}"
+        engine = make_engine(url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(statement)
+        finally:
+            engine.dispose()
+
     def put(self, key: str, data: bytes) -> None:
         """Store `data` under a layout key, behind the platform's back (a test's tampering)."""
         if not self.env.get("STORAGE_URL", ""):
@@ -413,6 +427,36 @@ class Platform:
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_token}"}
+
+
+def send_chunk(
+    client: httpx.Client,
+    upload_id: str,
+    index: int,
+    piece: bytes,
+    *,
+    raw: bool = False,
+    sha256: str | None = None,
+) -> httpx.Response:
+    """POST one chunk: a form (upload_id, index, then file), or a raw body with its place in
+    the URL; with `sha256` (hex), claimed for it (a form field, or Content-Digest)."""
+    if raw:
+        headers = {"Content-Type": "application/octet-stream"}
+        if sha256 is not None:
+            encoded = base64.b64encode(bytes.fromhex(sha256)).decode()
+            headers["Content-Digest"] = f"sha-256=:{encoded}:"
+        return client.post(
+            "/upload/chunk",
+            params={"upload_id": upload_id, "index": index},
+            content=piece,
+            headers=headers,
+        )
+    fields: dict[str, object] = {"upload_id": upload_id, "index": index}
+    if sha256 is not None:
+        fields["sha256"] = sha256
+    return client.post(
+        "/upload/chunk", data=fields, files={"file": ("blob", piece, "application/octet-stream")}
+    )
 
 
 def upload(

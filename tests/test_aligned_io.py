@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import xxhash
 
 from services.upload import aligned
 from services.upload.aligned import ALIGN, STAGE_BYTES, StagedWrite, read_range
@@ -178,7 +179,7 @@ def test_a_chunk_writer_with_a_path_writes_its_chunk_once_synced(tmp_path):
     _prefilled(path, offset + len(data) + 100)
     fd = os.open(path, os.O_WRONLY)
     try:
-        writer = ChunkWriter(fd, offset, path=path)
+        writer = ChunkWriter(fd, offset, path=path, sha256=True)
         for piece in _pieces(data, 9):
             writer.feed([piece])
         writer.sync()
@@ -189,6 +190,7 @@ def test_a_chunk_writer_with_a_path_writes_its_chunk_once_synced(tmp_path):
     assert stored[offset : offset + len(data)] == data
     assert stored[offset + len(data) :] == bytes([FILL]) * 100
     assert writer.sha256 == hashlib.sha256(data).hexdigest()
+    assert writer.digest == f"xxh3-128:{xxhash.xxh3_128(data).hexdigest()}"
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from services.core.db import engine, make_engine
+from services.core.db import engine
 from services.core.models import DirectUpload, utcnow
 from services.core.settings import Settings
 from services.upload.sweep import sweep_abandoned
@@ -78,17 +78,11 @@ def error_of(response: httpx.Response) -> str:
 
 def expire(platform: Platform, direct_id: str) -> None:
     """Move a direct upload's expiry into the past, in the platform's own database."""
-    url = platform.database_url or f"sqlite:///{platform.storage / 'videos.db'}"
-    engine = make_engine(url)
-    try:
-        with engine.begin() as connection:
-            connection.execute(
-                update(DirectUpload)
-                .where(DirectUpload.id == direct_id)
-                .values(expires_at=utcnow() - timedelta(seconds=1))
-            )
-    finally:
-        engine.dispose()
+    platform.execute(
+        update(DirectUpload)
+        .where(DirectUpload.id == direct_id)
+        .values(expires_at=utcnow() - timedelta(seconds=1))
+    )
 
 
 # --- creating one ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 from services.upload.chunkfile import ChunkLock, ChunkWriter
 from services.upload.hashing import HasherRegistry, PrefixHasher
-from tests.harness import Platform, sha256_of
+from tests.harness import Platform, send_chunk, sha256_of
 from tests.test_faults import service_pid, wait_healthy
 
 CHUNK = 16 * 1024
@@ -152,20 +152,12 @@ def _send(
     index: int,
     raw: bool = False,
     chunk: int = CHUNK,
+    checked: bool = False,
 ):  # type: ignore[no-untyped-def]
+    """Send one chunk; `checked` sends its sha256 along (Content-Digest, or the form field)."""
     piece = data[index * chunk : (index + 1) * chunk]
-    if raw:
-        return client.post(
-            "/upload/chunk",
-            params={"upload_id": upload_id, "index": index},
-            content=piece,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-    return client.post(
-        "/upload/chunk",
-        data={"upload_id": upload_id, "index": index},
-        files={"file": ("blob", piece, "application/octet-stream")},
-    )
+    sha256 = hashlib.sha256(piece).hexdigest() if checked else None
+    return send_chunk(client, upload_id, index, piece, raw=raw, sha256=sha256)
 
 
 def _complete(client: httpx.Client, upload_id: str) -> httpx.Response:
@@ -186,14 +178,19 @@ def test_parallel_out_of_order_chunks_with_resends_give_the_exact_file(
     random.Random(7).shuffle(order)
     with ThreadPoolExecutor(max_workers=4) as pool:
         sent = list(
-            pool.map(lambda i: _send(client, upload_id, data, i, raw, chunk), [*order, 0, 2])
+            pool.map(
+                # Every other chunk with its sha256 to check: both kinds run side by side.
+                lambda i: _send(client, upload_id, data, i, raw, chunk, checked=i % 2 == 0),
+                [*order, 0, 2],
+            )
         )
     assert all(r.status_code == 200 for r in sent), [r.text for r in sent if r.status_code != 200]
     assert sum(r.json()["duplicate"] for r in sent) == 2
     for response in sent:
         index = response.json()["index"]
         piece = data[index * chunk : (index + 1) * chunk]
-        assert response.json()["sha256"] == hashlib.sha256(piece).hexdigest()
+        checked = hashlib.sha256(piece).hexdigest() if index % 2 == 0 else None
+        assert response.json()["sha256"] == checked
     done = _complete(client, upload_id)
     assert done.status_code == 200, done.text
     assert done.json()["video"]["sha256"] == sha256_of(clips["small"])

@@ -135,7 +135,8 @@ class UploadChunk(Base):
     )
     index: Mapped[int] = mapped_column(Integer, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
+    # `algorithm:hex` of the chunk's bytes, what a resend is compared with (upload/digests.py).
+    digest: Mapped[str] = mapped_column(String(80))
 
 
 class Job(Base):

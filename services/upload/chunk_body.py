@@ -8,6 +8,10 @@ Two forms are accepted:
 - the chunk's bytes as an `application/octet-stream` body, with `upload_id` and `index` in the
   query string (no multipart framing at all).
 
+Either form may carry the chunk's sha256, to have the chunk counted only if its bytes match:
+a `Content-Digest: sha-256=:BASE64:` header on a raw body (RFC 9530), a `sha256` field (hex)
+in a form. (On a form, Content-Digest would cover the framing too; it is not read there.)
+
 A multipart chunk goes straight to its place when `upload_id` and `index` come before `file`
 (as browsers, `curl -F` and the README send them) and the upload's chunk size is known
 (declared at init, or learnt from an earlier chunk). Otherwise its place depends on what has
@@ -34,7 +38,7 @@ from starlette.requests import ClientDisconnect, Request
 from services.core.errors import AppError, InvalidInput, TooLarge
 from services.core.settings import Settings
 from services.core.storage import Storage
-from services.upload import direct, uploads
+from services.upload import digests, direct, uploads
 from services.upload.chunkfile import Buffer
 
 # Bytes handed to a worker thread at once: large enough that the thread hop is noise, small
@@ -102,15 +106,20 @@ async def receive(
     upload_id: str | None,
     index: int | None,
     grant: direct.Grant | None = None,
+    content_digest: str | None = None,
 ) -> uploads.ChunkReceipt:
     """Store the chunk this request carries (in either form); its receipt. With a direct
-    upload's `grant`, only for that grant's upload."""
+    upload's `grant`, only for that grant's upload; with a raw body's `content_digest` (the
+    Content-Digest header), only if the bytes match its sha-256."""
     kind, options = parse_options_header(request.headers.get("content-type"))
     body = Body(request, settings.max_chunk_bytes + FRAMING_BYTES)
     try:
         if kind == b"application/octet-stream":
             length = _content_length(request)
-            return await _octet_stream(body, settings, storage, upload_id, index, length, grant)
+            sha256 = digests.content_digest_sha256(content_digest)
+            return await _octet_stream(
+                body, settings, storage, upload_id, index, length, grant, sha256
+            )
         if kind == b"multipart/form-data":
             boundary = options.get(b"boundary", b"")
             return await _multipart(body, settings, storage, boundary, grant)
@@ -155,12 +164,15 @@ async def _octet_stream(
     index: int | None,
     length: int | None,
     grant: direct.Grant | None,
+    sha256: str | None,
 ) -> uploads.ChunkReceipt:
     where = "query parameters (?upload_id=...&index=...)"
     upload_id, number = identify(upload_id, index, where, grant)
-    intake = await _open(settings, storage, upload_id, number, length)
+    intake = await _open(settings, storage, upload_id, number, length, sha256)
     if intake is None:  # no Content-Length, and the upload's chunk size is not known yet
-        return await _spool_and_store(settings, storage, body.pieces(), lambda: (upload_id, number))
+        return await _spool_and_store(
+            settings, storage, body.pieces(), lambda: (upload_id, number, sha256)
+        )
     with intake:
         return await _pump(intake, body.pieces(), announced=length)
 
@@ -174,8 +186,8 @@ async def _multipart(
     if not form.file_started:
         raise InvalidInput("the form has no 'file' part: send the chunk's bytes as a file field")
     if "upload_id" in form.fields and "index" in form.fields:
-        upload_id, number = form.identify()
-        intake = await _open(settings, storage, upload_id, number, None)
+        upload_id, number, sha256 = form.identify()
+        intake = await _open(settings, storage, upload_id, number, None, sha256)
         if intake is not None:
             with intake:
                 return await _pump(intake, form.file_pieces(body))
@@ -184,12 +196,23 @@ async def _multipart(
 
 
 async def _open(
-    settings: Settings, storage: Storage, upload_id: str, index: int, size: int | None
+    settings: Settings,
+    storage: Storage,
+    upload_id: str,
+    index: int,
+    size: int | None,
+    sha256: str | None,
 ) -> uploads.ChunkIntake | None:
     """open_chunk in a worker thread; a busy chunk is waited for here, holding no thread."""
     deadline = time.monotonic() + uploads.LOCK_WAIT_SECONDS
     opener = partial(
-        uploads.open_chunk, settings, storage, upload_id=upload_id, index=index, size=size
+        uploads.open_chunk,
+        settings,
+        storage,
+        upload_id=upload_id,
+        index=index,
+        size=size,
+        sha256=sha256,
     )
     while True:
         try:
@@ -245,11 +268,12 @@ async def _spool_and_store(
     pieces: AsyncIterator[Buffer],
     identity: Any,
 ) -> uploads.ChunkReceipt:
-    """Collect the chunk in a temporary file, then store it (for when its place is unknown)."""
+    """Collect the chunk in a temporary file, then store it (for when its place is unknown).
+    `identity()` gives the upload id, the index and the client's sha256 once the body is in."""
     with SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
         async for batch in _batches(pieces):
             await to_thread.run_sync(_write_pieces, spool, batch)
-        upload_id, number = identity()
+        upload_id, number, sha256 = identity()
         store = partial(
             uploads.receive_chunk,
             settings,
@@ -258,6 +282,7 @@ async def _spool_and_store(
             index=number,
             data=cast(BinaryIO, spool),
             size=spool.tell(),
+            sha256=sha256,
         )
         return await to_thread.run_sync(store)
 
@@ -272,7 +297,7 @@ class FormReader:
     kept (bounded), the `file` part's data is handed out as it is parsed, other parts are
     skipped. The parser itself bounds the part headers' count and size."""
 
-    FIELDS = ("upload_id", "index")
+    FIELDS = ("upload_id", "index", "sha256")
 
     def __init__(self, boundary: bytes, limit: int, grant: direct.Grant | None = None) -> None:
         if not boundary:
@@ -311,10 +336,13 @@ class FormReader:
         pieces, self._pieces = self._pieces, []
         return pieces
 
-    def identify(self) -> tuple[str, int]:
-        """upload_id and index from the form."""
+    def identify(self) -> tuple[str, int, str | None]:
+        """upload_id, index and the chunk's sha256 (if given) from the form."""
         fields = self.fields
-        return identify(fields.get("upload_id"), fields.get("index"), "form fields", self.grant)
+        upload_id, index = identify(
+            fields.get("upload_id"), fields.get("index"), "form fields", self.grant
+        )
+        return upload_id, index, digests.chunk_sha256(fields.get("sha256"), "the field sha256")
 
     async def file_pieces(self, body: Body) -> AsyncIterator[Buffer]:
         """The file part's data to its end; then the rest of the form is read (and checked)."""

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from services.upload import aligned
+from services.upload import aligned, digests
 
 Buffer = bytes | bytearray | memoryview
 Digest = Any  # hashlib's sha256 object has no public type
@@ -114,6 +114,8 @@ class ChunkWriter:
     """A chunk's bytes written at `offset` of the file open as `fd` (or, with fd None, only
     hashed: a resent chunk is compared, never written again).
 
+    Every byte is hashed with `algorithm` (the chunk row's digest, digests.py), and with
+    sha256 as well when `sha256` is asked for (a client sent the chunk's sha256 to check).
     Every byte also goes into `fed` when given: the whole file's digest, when this chunk
     continues the hashed prefix (see hashing.py).
 
@@ -123,13 +125,22 @@ class ChunkWriter:
     """
 
     def __init__(
-        self, fd: int | None, offset: int, fed: Digest | None = None, path: Path | None = None
+        self,
+        fd: int | None,
+        offset: int,
+        fed: Digest | None = None,
+        path: Path | None = None,
+        *,
+        algorithm: str = digests.FAST,
+        sha256: bool = False,
     ) -> None:
         self.fd = fd
         self.offset = offset
         self.fed = fed
         self.size = 0
-        self._sha256 = hashlib.sha256()
+        self.algorithm = algorithm
+        self._hasher = digests.new(algorithm)
+        self._sha256 = hashlib.sha256() if sha256 else None
         self._turn = write_turn(fd) if fd is not None else None
         self._staged: aligned.StagedWrite | None = None
         if fd is not None and path is not None:
@@ -145,7 +156,9 @@ class ChunkWriter:
                 else:
                     write_all(self.fd, pieces, self.offset + self.size)
         for piece in pieces:
-            self._sha256.update(piece)
+            self._hasher.update(piece)
+            if self._sha256 is not None:
+                self._sha256.update(piece)
             if self.fed is not None:
                 self.fed.update(piece)
             self.size += len(piece)
@@ -171,8 +184,14 @@ class ChunkWriter:
                 staged.close()
 
     @property
-    def sha256(self) -> str:
-        return str(self._sha256.hexdigest())
+    def digest(self) -> str:
+        """The bytes' digest as a chunk row keeps it (`algorithm:hex`)."""
+        return digests.stored(self.algorithm, self._hasher)
+
+    @property
+    def sha256(self) -> str | None:
+        """The bytes' sha256 (hex), when it was asked for."""
+        return None if self._sha256 is None else str(self._sha256.hexdigest())
 
 
 def write_all(fd: int, pieces: Sequence[Buffer], offset: int) -> None:

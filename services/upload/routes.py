@@ -3,14 +3,14 @@
 import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from services.core.bodies import streamed_body
 from services.core.deps import SessionDep, SettingsDep, StorageDep
 from services.core.schemas import VideoOut
-from services.upload import chunk_body, direct, uploads
+from services.upload import chunk_body, digests, direct, uploads
 from services.upload.direct_routes import UploadAccess, require_upload_access
 
 router = APIRouter(tags=["upload"])
@@ -27,7 +27,13 @@ class ChunkResponse(BaseModel):
     upload_id: str
     index: int
     size: int
-    sha256: str = Field(description="sha256 of this chunk's bytes as stored")
+    sha256: str | None = Field(
+        None,
+        description="The chunk's sha256 (hex) when one was sent with it to be checked "
+        "(`Content-Digest: sha-256=:BASE64:` on a raw body, a `sha256` field before `file` in "
+        "a form) and the bytes matched it; null otherwise. A chunk whose bytes do not match "
+        "is refused (400 chunk_checksum_mismatch) and not counted.",
+    )
     duplicate: bool = Field(description="True when this chunk had already been received")
 
 
@@ -112,6 +118,11 @@ CHUNK_BODY: dict[str, Any] = {
                         "maximum": chunk_body.MAX_INDEX,
                         "description": "0-based chunk index",
                     },
+                    "sha256": {
+                        "type": "string",
+                        "pattern": "^[0-9a-fA-F]{64}$",
+                        "description": "Optional: the chunk's sha256, checked before it counts",
+                    },
                     "file": {
                         "type": "string",
                         "format": "binary",
@@ -149,6 +160,15 @@ async def chunk(
         int | None,
         Query(ge=0, le=chunk_body.MAX_INDEX, description="With an octet-stream body: the index"),
     ] = None,
+    content_digest: Annotated[
+        str | None,
+        Header(
+            alias="Content-Digest",
+            max_length=digests.MAX_HEADER,
+            description="With an octet-stream body, optional: `sha-256=:BASE64:` (RFC 9530), "
+            "the chunk's sha256, checked before it counts",
+        ),
+    ] = None,
 ) -> ChunkResponse:
     """Store one chunk at its place; chunks may come in any order and may be resent.
 
@@ -157,7 +177,13 @@ async def chunk(
     `index` in the query string. Either way the bytes go straight to their place in the file.
     """
     receipt = await chunk_body.receive(
-        request, settings, storage, upload_id=upload_id, index=index, grant=access
+        request,
+        settings,
+        storage,
+        upload_id=upload_id,
+        index=index,
+        grant=access,
+        content_digest=content_digest,
     )
     return ChunkResponse(**receipt.__dict__)
 

@@ -7,7 +7,7 @@ A tus upload is an upload like the chunked ones: its id is the video's id, its b
 - `Upload.tus_offset` counts the bytes durably stored. A PATCH's bytes are fdatasync'ed
   before the offset moves, so a PATCH cut off mid-body keeps what arrived (unless it carried
   a checksum, which only the whole body can satisfy; then none of it counts).
-- Each PATCH's bytes are one `UploadChunk` row (size, sha256): the chunk report and
+- Each PATCH's bytes are one `UploadChunk` row (size, digest): the chunk report and
   `complete_upload` see a tus upload as a run of received chunks.
 - One writer at a time: an exclusive, non-blocking flock on the source file. A second
   writer gets 423 Locked (tus clients retry it); the abandoned-upload sweep skips a locked
@@ -54,7 +54,7 @@ from services.core.models import Upload, UploadChunk, as_utc, utcnow
 from services.core.settings import Settings
 from services.core.storage import Storage
 from services.core.storage.interface import StorageUnavailable
-from services.upload import aligned, remote, uploads
+from services.upload import aligned, digests, remote, uploads
 from services.upload.hashing import HASHERS
 
 TUS_VERSION = "1.0.0"
@@ -552,7 +552,11 @@ class PatchWriter:
         length = new_length if new_length is not None else upload.total_size
         self.limit = (length if length is not None else settings.max_upload_bytes) - self.offset
         self.written = 0
-        self.sha256 = hashlib.sha256()
+        self.digest = digests.new()
+        # A PATCH continues the file from its offset: when the whole file's sha256 has reached
+        # that offset, its bytes are hashed as they are written, never read back (hashing.py).
+        self.hasher = HASHERS.get(upload.id, storage.source_path(upload.id))
+        self.fed = self.hasher.begin(self.offset)
         self.check = CHECKSUMS[checksum.algorithm]() if checksum else None
         # In a bucket, a long body counts part by part and each whole part is sent as it
         # arrives: scratch holds about a part, not the body. A checksum covers the whole body,
@@ -577,7 +581,9 @@ class PatchWriter:
                 self._staged.write([data])
             else:
                 aligned.write_at(self.lock.fd, data, self.offset + self.written)
-        self.sha256.update(data)
+        self.digest.update(data)
+        if self.fed is not None:
+            self.fed.update(data)
         if self.check is not None:
             self.check.update(data)
         self.written += len(data)
@@ -598,7 +604,8 @@ class PatchWriter:
         self.offset += self.written
         self.limit -= self.written
         self.written = 0
-        self.sha256 = hashlib.sha256()
+        self.digest = digests.new()
+        self.fed = self.hasher.begin(self.offset)
 
     def commit(self, *, whole_body: bool) -> PatchResult:
         """Make the written bytes count (durable first), then finish the upload if complete.
@@ -660,15 +667,14 @@ class PatchWriter:
                         upload_id=self.upload.id,
                         index=self.upload.total_chunks,
                         size=self.written,
-                        sha256=self.sha256.hexdigest(),
+                        digest=digests.stored(digests.FAST, self.digest),
                     )
                 )
         BYTES_UPLOADED.inc(self.written)
         if self.written:
-            # Hashed now, in the background, from the page cache: at the last byte `complete`
+            # Hashed already (`fed`), or now, in the background: at the last byte `complete`
             # then hashes only what is not hashed yet, whatever the file's size.
-            source = self.storage.source_path(self.upload.id)
-            HASHERS.get(self.upload.id, source).commit(self.offset, self.written, None)
+            self.hasher.commit(self.offset, self.written, self.fed)
 
     def release(self) -> None:
         """Let the next request write."""
@@ -955,7 +961,7 @@ def _adopt_chunks(settings: Settings, final_id: str, parts: list[Upload]) -> Non
             ).all()
             for row in rows:
                 session.add(
-                    UploadChunk(upload_id=final_id, index=index, size=row.size, sha256=row.sha256)
+                    UploadChunk(upload_id=final_id, index=index, size=row.size, digest=row.digest)
                 )
                 index += 1
         total = sum(part.total_size or 0 for part in parts)

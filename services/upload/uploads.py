@@ -11,7 +11,9 @@ last have the same size). A last chunk that arrives before the size is known wai
 A chunk can be stored as its bytes arrive (`open_chunk`, then `ChunkIntake.feed`/`finish`)
 or from a file-like object (`receive_chunk`). One copy of a chunk is stored at a time (a lock
 per chunk), and the whole file's sha256 advances as chunks are counted (hashing.py), so
-`complete` reads only what was not hashed yet.
+`complete` reads only what was not hashed yet. A chunk row keeps a cheap digest of its bytes,
+what a resend is compared with, and a chunk sha256 the client sends is checked before the chunk
+counts (digests.py).
 """
 
 import errno
@@ -51,7 +53,7 @@ from services.media.demuxers import Source
 from services.media.ffmpeg_args import CODECS
 from services.media.plan import make_plan
 from services.media.probe import ProbeError, SourceInfo, probe
-from services.upload import remote
+from services.upload import digests, remote
 from services.upload.chunkfile import Buffer, ChunkLock, ChunkWriter
 from services.upload.hashing import HASHERS, PrefixHasher
 
@@ -236,7 +238,7 @@ class ChunkReceipt:
     upload_id: str
     index: int
     size: int
-    sha256: str
+    sha256: str | None  # only when the client sent the chunk's sha256, and it matched
     duplicate: bool
 
 
@@ -246,9 +248,8 @@ class ChunkBusy(Conflict):
     code = "chunk_busy"
 
 
-def _write_at(path: Path, offset: int, data: BinaryIO, *, direct: bool) -> str:
-    """Copy `data` into `path` at `offset` (past the page cache if `direct`), fsync, return the
-    bytes' sha256."""
+def _write_at(path: Path, offset: int, data: BinaryIO, *, direct: bool) -> None:
+    """Copy `data` into `path` at `offset` (past the page cache if `direct`), fsync."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
     try:
         writer = ChunkWriter(fd, offset, path=path if direct else None)
@@ -261,7 +262,6 @@ def _write_at(path: Path, offset: int, data: BinaryIO, *, direct: bool) -> str:
             writer.close()
     finally:
         os.close(fd)
-    return writer.sha256
 
 
 def _check_chunk_size(upload: Upload, index: int, size: int, settings: Settings) -> None:
@@ -433,24 +433,29 @@ class ChunkIntake:
         place: Placement,
         lock: ChunkLock,
         existing: UploadChunk | None,
+        sha256: str | None = None,
     ) -> None:
         self.settings, self.storage, self.upload, self.index = settings, storage, upload, index
         self.place, self.lock, self.existing = place, lock, existing
+        self.sha256 = sha256  # the chunk's sha256 as the client sent it, to be checked
         self.hasher: PrefixHasher | None = None
         self._own_fd: int | None = None
+        check = sha256 is not None
         if existing is not None:
-            self.writer = ChunkWriter(None, 0)
+            # Hashed as the first copy was, to be compared with it.
+            algorithm = digests.algorithm_of(existing.digest)
+            self.writer = ChunkWriter(None, 0, algorithm=algorithm, sha256=check)
             return
         check_free_space(settings, storage, place.limit)
         unbuffered = place.path if settings.direct_io else None  # past the page cache
         if place.in_source:
             self.hasher = HASHERS.get(upload.id, place.path)
             fed = self.hasher.begin(place.offset)
-            self.writer = ChunkWriter(lock.fd, place.offset, fed, path=unbuffered)
+            self.writer = ChunkWriter(lock.fd, place.offset, fed, path=unbuffered, sha256=check)
         else:
             # Truncated: what an earlier, cut-off copy left must not outlast this one's end.
             self._own_fd = os.open(place.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-            self.writer = ChunkWriter(self._own_fd, place.offset, path=unbuffered)
+            self.writer = ChunkWriter(self._own_fd, place.offset, path=unbuffered, sha256=check)
 
     def __enter__(self) -> "ChunkIntake":
         return self
@@ -469,21 +474,28 @@ class ChunkIntake:
 
     def finish(self, announced: int | None = None) -> ChunkReceipt:
         """The chunk is whole: check its size, make it durable, count it; the receipt."""
-        size, digest = self.writer.size, self.writer.sha256
+        size, digest, sha256 = self.writer.size, self.writer.digest, self.writer.sha256
         if announced is not None and size != announced:
             raise InvalidInput(
                 f"chunk {self.index} brought {size} bytes, not the {announced} announced"
             )
         _check_chunk_size(self.upload, self.index, size, self.settings)
+        if sha256 != self.sha256:
+            raise InvalidInput(
+                f"chunk {self.index} arrived with sha256 {str(sha256)[:12]}…, not the "
+                f"{str(self.sha256)[:12]}… sent with it: it was changed on the way and is not "
+                "counted; send it again",
+                code="chunk_checksum_mismatch",
+            )
         if self.existing is not None:
-            return self._drained(_compare_resent(self.existing, digest))
+            return self._drained(_compare_resent(self.existing, digest, sha256))
         try:
             self.writer.sync()
         except OSError as exc:
             raise _write_error(exc, self.index) from exc
         winner = _record(self.settings, self.upload.id, self.index, size, digest)
         if winner is not None:
-            return _compare_resent(winner, digest)
+            return _compare_resent(winner, digest, sha256)
         BYTES_UPLOADED.inc(size)
         if self.hasher is not None:
             self.hasher.commit(self.place.offset, size, self.writer.fed)
@@ -491,7 +503,7 @@ class ChunkIntake:
         _place_parked_last(
             self.settings, self.storage, self.upload.id, held=self.lock if last else None
         )
-        return self._drained(ChunkReceipt(self.upload.id, self.index, size, digest, False))
+        return self._drained(ChunkReceipt(self.upload.id, self.index, size, sha256, False))
 
     def _drained(self, receipt: ChunkReceipt) -> ChunkReceipt:
         """`receipt`, once the parts this chunk made whole are in the bucket (if any)."""
@@ -541,20 +553,22 @@ def open_chunk(
     index: int,
     size: int | None = None,
     wait_seconds: float = 0.0,
+    sha256: str | None = None,
 ) -> ChunkIntake | None:
     """Get ready to receive chunk `index` of an upload: checked, placed and locked.
 
     `size` is the chunk's size when known before its bytes. Returns None when the chunk's
     place depends on a size not given (the upload's chunk size is not known yet): then send
     it with its size, through `receive_chunk`. Raises ChunkBusy when another request is
-    storing the same chunk for longer than `wait_seconds`.
+    storing the same chunk for longer than `wait_seconds`. With `sha256` (the client's, hex),
+    the chunk counts only if its bytes have that sha256.
     """
     if index < 0:
         raise InvalidInput(f"index {index} is negative: chunks are numbered from 0")
     video_id = ids.video_id(upload_id)
     lock = _lock_chunk(storage, video_id, index, wait_seconds)
     try:
-        intake = _prepare(settings, storage, video_id, index, size, lock)
+        intake = _prepare(settings, storage, video_id, index, size, lock, sha256)
     except BaseException:
         lock.release()
         raise
@@ -589,6 +603,7 @@ def _prepare(
     index: int,
     size: int | None,
     lock: ChunkLock,
+    sha256: str | None,
 ) -> ChunkIntake | None:
     """Check the chunk against its upload (the caller holds the chunk's lock)."""
     with session_scope(settings) as session:
@@ -602,7 +617,7 @@ def _prepare(
     place = _placement(settings, storage, upload, index, size)
     if place is None:
         return None
-    return ChunkIntake(settings, storage, upload, index, place, lock, existing)
+    return ChunkIntake(settings, storage, upload, index, place, lock, existing, sha256)
 
 
 def _record(
@@ -611,7 +626,7 @@ def _record(
     """Count a chunk whose bytes are on disk; the row already there if another copy won."""
     try:
         with session_scope(settings) as session:
-            session.add(UploadChunk(upload_id=upload_id, index=index, size=size, sha256=digest))
+            session.add(UploadChunk(upload_id=upload_id, index=index, size=size, digest=digest))
             # The abandoned-upload sweep measures idleness from the last chunk.
             session.execute(
                 update(Upload).where(Upload.id == upload_id).values(updated_at=utcnow())
@@ -637,6 +652,7 @@ def receive_chunk(
     index: int,
     data: BinaryIO,
     size: int,
+    sha256: str | None = None,
 ) -> ChunkReceipt:
     """Write chunk `index` (`size` bytes read from `data`) at its place; a resend of the same
     bytes is accepted once more, other bytes are a 409."""
@@ -647,6 +663,7 @@ def receive_chunk(
         index=index,
         size=size,
         wait_seconds=LOCK_WAIT_SECONDS,
+        sha256=sha256,
     )
     assert intake is not None, "a chunk whose size is known always has a place"
     with intake:
@@ -656,14 +673,16 @@ def receive_chunk(
         return intake.finish(announced=size)
 
 
-def _compare_resent(existing: UploadChunk, digest: str) -> ChunkReceipt:
-    if digest != existing.sha256:
+def _compare_resent(existing: UploadChunk, digest: str, sha256: str | None) -> ChunkReceipt:
+    """The receipt of a chunk sent again: the same bytes as the first copy, or a 409. The
+    resend was hashed with the first copy's algorithm (ChunkIntake), so equal bytes give equal
+    digests."""
+    if digest != existing.digest:
         raise Conflict(
-            f"chunk {existing.index} was already received with other bytes "
-            f"(sha256 {existing.sha256[:12]}…, now {digest[:12]}…); the first copy is kept",
+            f"chunk {existing.index} was already received with other bytes; the first copy is kept",
             code="chunk_mismatch",
         )
-    return ChunkReceipt(existing.upload_id, existing.index, existing.size, digest, duplicate=True)
+    return ChunkReceipt(existing.upload_id, existing.index, existing.size, sha256, duplicate=True)
 
 
 def file_sha256(path: Path) -> str:

@@ -56,6 +56,7 @@ from services.core.storage import Storage, write_atomic
 from services.core.tasks import sleep_unless
 from services.media.bounds import check_source
 from services.media.probe import ProbeError, probe
+from services.upload import digests
 from services.upload.hashing import HASHERS
 from services.upload.uploads import clean_filename, complete_upload, init_upload
 
@@ -467,7 +468,11 @@ class Watcher:
         """Count the whole file as chunk 0 (its bytes are in place: see UploadChunk)."""
         with session_scope(self.settings) as session:
             if session.get(UploadChunk, (upload_id, 0)) is None:
-                session.add(UploadChunk(upload_id=upload_id, index=0, size=size, sha256=sha256))
+                session.add(
+                    UploadChunk(
+                        upload_id=upload_id, index=0, size=size, digest=f"{digests.SHA256}:{sha256}"
+                    )
+                )
 
     def _complete(self, upload_id: str) -> Video:
         try:

@@ -33,3 +33,29 @@ def test_migrate_true_migrates_whatever_the_setting_and_the_default_migrates(tmp
     assert default.migrate_on_start is True
     init_db(default)
     assert _tables(tmp_path / "b") == _tables(tmp_path / "a")
+
+
+def test_chunk_rows_keep_their_sha256_as_a_digest_across_the_0009_migration(tmp_path):
+    from alembic import command
+
+    from services.core.db import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'videos.db'}"
+    config = alembic_config(url)
+    command.upgrade(config, "0008")
+    sha = "ab" * 32
+    with sqlite3.connect(tmp_path / "videos.db") as db:
+        db.execute(
+            "INSERT INTO uploads (id, filename, total_chunks, completed, created_at, updated_at)"
+            " VALUES ('u1', 'a.mp4', 2, 0, '2026-12-06', '2026-12-06')"
+        )
+        db.execute("INSERT INTO upload_chunks VALUES ('u1', 0, 10, ?)", (sha,))
+    command.upgrade(config, "head")
+    with sqlite3.connect(tmp_path / "videos.db") as db:
+        db.execute("INSERT INTO upload_chunks VALUES ('u1', 1, 5, 'xxh3-128:' || ?)", ("cd" * 16,))
+        rows = db.execute('SELECT "index", digest FROM upload_chunks ORDER BY "index"').fetchall()
+    assert rows == [(0, f"sha256:{sha}"), (1, f"xxh3-128:{'cd' * 16}")]
+    # Back down: the sha256 row is what it was; the row with no sha256 is dropped (missing).
+    command.downgrade(config, "0008")
+    with sqlite3.connect(tmp_path / "videos.db") as db:
+        assert db.execute("SELECT * FROM upload_chunks").fetchall() == [("u1", 0, 10, sha)]
