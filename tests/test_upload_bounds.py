@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.upload import chunk_body
 from tests.harness import Platform, wait_status
 
 MiB = 1024 * 1024
@@ -38,11 +39,14 @@ def test_last_chunk_trickled_while_chunk_zero_lands_is_stored_whole(platform, cl
     landed = threading.Event()
     answers: dict[str, httpx.Response] = {}
 
+    batch = chunk_body.FLUSH_BYTES
+    assert MiB <= batch < len(tail)
+
     def trickle() -> Iterator[bytes]:
-        # Twice the server's 1 MiB write batch: a batch is on disk before chunk 0 lands.
-        yield tail[: 2 * MiB]
+        # The server's write batch: one is on disk before chunk 0 lands.
+        yield tail[:batch]
         landed.wait(60)
-        for start in range(2 * MiB, len(tail), 256 * 1024):
+        for start in range(batch, len(tail), 256 * 1024):
             time.sleep(0.05)
             yield tail[start : start + 256 * 1024]
 

@@ -41,9 +41,12 @@ from services.core.storage import Storage
 from services.upload import digests, direct, uploads
 from services.upload.chunkfile import Buffer
 
-# Bytes handed to a worker thread at once: large enough that the thread hop is noise, small
-# enough that a chunk in flight holds little memory.
-FLUSH_BYTES = 1024 * 1024
+# Bytes handed to a worker thread at once: large enough that the thread hops are few (each
+# wakes a thread and passes the GIL back and forth: 1 MiB batches cost the upload service about
+# 11 % more CPU per GiB than 4 MiB ones, measured by raw 1 GiB uploads taking turns), small
+# enough that a chunk in flight holds little memory (two batches: the one written, the next)
+# and that part of a chunk is on disk before its end arrives.
+FLUSH_BYTES = 2 * 1024 * 1024
 FLUSH_PIECES = 256
 FIELD_LIMIT = 1024  # upload_id and index are a few dozen bytes
 FRAMING_BYTES = 64 * 1024  # multipart boundaries and part headers around the chunk
