@@ -15,7 +15,7 @@ import pytest
 import xxhash
 
 from services.upload import aligned
-from services.upload.aligned import ALIGN, STAGE_BYTES, StagedWrite, read_range
+from services.upload.aligned import ALIGN, READ_BYTES, STAGE_BYTES, StagedWrite, read_range
 from services.upload.chunkfile import ChunkWriter
 
 FILL = 0xA5
@@ -193,13 +193,25 @@ def test_a_chunk_writer_with_a_path_writes_its_chunk_once_synced(tmp_path):
     assert writer.digest == f"xxh3-128:{xxhash.xxh3_128(data).hexdigest()}"
 
 
+SIZE = 2 * READ_BYTES + 3 * ALIGN + 11
+
+
 @pytest.mark.parametrize(
     ("start", "end"),
-    [(0, 0), (0, 1), (0, ALIGN), (1, ALIGN + 1), (ALIGN - 1, 5 * STAGE_BYTES // 2), (7, 3_000_001)],
+    [
+        (0, 0),
+        (0, 1),
+        (0, ALIGN),
+        (1, ALIGN + 1),
+        (ALIGN - 1, 5 * STAGE_BYTES // 2),
+        (7, 3_000_001),
+        (0, READ_BYTES),
+        (ALIGN + 5, SIZE),  # several read buffers' worth, unaligned at both ends
+    ],
 )
 def test_read_range_gives_exactly_the_bytes_asked_for(tmp_path, start, end):
     path = tmp_path / "source"
-    data = random.Random(6).randbytes(3_000_001)
+    data = random.Random(6).randbytes(SIZE)
     path.write_bytes(data)
     got = bytearray()
     read_range(path, start, end, got.extend)

@@ -32,27 +32,34 @@ Buffer = bytes | bytearray | memoryview
 # its stale copy of the direct bytes over them. 4096 also suits 512-byte and 4 KiB sectors.
 ALIGN = max(4096, mmap.PAGESIZE)
 STAGE_BYTES = 1024 * 1024  # a multiple of ALIGN (pages are at most 64 KiB)
-POOL_MAX = 32  # buffers kept for reuse: about one per chunk in flight
+# Read back in larger pieces: each piece is one read and one hash update, and the thread
+# that hashes takes the GIL back after each (both release it). In 1 MiB pieces, with the event
+# loop and the writers holding the GIL most of the time, the whole file's hash fell behind a
+# fast upload, and `complete` waited for it (hashing.py).
+READ_BYTES = 8 * 1024 * 1024
+# Buffers kept for reuse, by size: about one per chunk in flight; one per reading thread.
+POOL_MAX = {STAGE_BYTES: 32, READ_BYTES: 2}
 O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 
-_pool: list[mmap.mmap] = []
+_pools: dict[int, list[mmap.mmap]] = {size: [] for size in POOL_MAX}
 _pool_lock = threading.Lock()
 
 
-def take_buffer() -> mmap.mmap:
-    """A page-aligned STAGE_BYTES buffer: one used before when there is one (new memory is
-    faulted in page by page, which is what this module avoids)."""
+def take_buffer(size: int = STAGE_BYTES) -> mmap.mmap:
+    """A page-aligned buffer of `size` (STAGE_BYTES or READ_BYTES): one used before when there
+    is one (new memory is faulted in page by page, which is what this module avoids)."""
     with _pool_lock:
-        if _pool:
-            return _pool.pop()
-    return mmap.mmap(-1, STAGE_BYTES)
+        if _pools[size]:
+            return _pools[size].pop()
+    return mmap.mmap(-1, size)
 
 
 def give_buffer(buffer: mmap.mmap) -> None:
-    """Hand a buffer back for the next chunk (or unmap it, past POOL_MAX)."""
+    """Hand a buffer back for the next chunk (or unmap it, past its POOL_MAX)."""
     with _pool_lock:
-        if len(_pool) < POOL_MAX:
-            _pool.append(buffer)
+        pool = _pools[len(buffer)]
+        if len(pool) < POOL_MAX[len(buffer)]:
+            pool.append(buffer)
             return
     buffer.close()
 
@@ -182,7 +189,7 @@ def read_range(path: Path, start: int, end: int, consume: Callable[[memoryview],
     Each view is only valid during its call."""
     fd = os.open(path, os.O_RDONLY)
     direct_fd = open_direct(path, os.O_RDONLY)
-    buffer = take_buffer()
+    buffer = take_buffer(READ_BYTES)
     try:
         middle = (start + ALIGN - 1) // ALIGN * ALIGN, end // ALIGN * ALIGN
         if direct_fd is None or middle[0] >= middle[1]:
@@ -215,7 +222,7 @@ def _read(
     try:
         while position < end:
             try:
-                got = os.preadv(fd, [view[: min(end - position, STAGE_BYTES)]], position)
+                got = os.preadv(fd, [view[: min(end - position, len(view))]], position)
             except OSError as exc:
                 if direct and exc.errno == errno.EINVAL:
                     return position
