@@ -38,8 +38,8 @@ DB_TESTS := tests/test_engine.py tests/test_faults.py tests/test_transcoding.py 
 	tests/test_upload.py tests/test_tus.py tests/test_streaming.py tests/test_admin.py \
 	tests/test_metadata.py tests/test_events.py tests/test_direct_upload.py \
 	tests/test_captions.py tests/test_hostile.py tests/test_fuzz.py tests/test_bodies.py \
-	tests/test_upload_hashing.py tests/test_public_errors.py tests/test_watch.py \
-	tests/transcoding tests/s3
+	tests/test_upload_hashing.py tests/test_chunk_checks.py tests/test_public_errors.py \
+	tests/test_watch.py tests/transcoding tests/s3
 S3_DB_TESTS := tests/test_transcoding.py tests/test_upload.py tests/test_tus.py \
 	tests/test_streaming.py
 S3_TESTS := $(S3_DB_TESTS) tests/test_metadata.py tests/test_access.py \
@@ -47,7 +47,8 @@ S3_TESTS := $(S3_DB_TESTS) tests/test_metadata.py tests/test_access.py \
 	tests/test_audio_only.py tests/test_media_assets.py tests/test_hevc.py \
 	tests/test_admin.py tests/test_hostile.py tests/test_public_errors.py \
 	tests/test_upload_bounds.py tests/test_upload_hashing.py tests/test_crafted.py \
-	tests/test_caption_serving.py tests/test_metrics.py tests/test_watch.py
+	tests/test_caption_serving.py tests/test_metrics.py tests/test_watch.py \
+	tests/test_chunk_checks.py
 
 # The SQLite pass in one lane; the PostgreSQL, S3 and S3 + PostgreSQL passes one after
 # another in a second lane beside it (scripts/test_lanes.sh: a pass alone leaves a quarter
