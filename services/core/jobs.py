@@ -487,14 +487,22 @@ def fail_chunk(
     ):
         return False
     if retry:
-        events.record(
-            session,
-            video_id=video_id,
-            kind=events.CHUNK_RETRY,
-            reason=f"{what} attempt {attempts} of {max_attempts} failed, "
-            f"retry in {delay:g} s: {error[-500:]}",
-            actor=worker_id,
+        # Read under the job row's lock, after the chunk's write: when another unit fails the
+        # job at the same moment, the two are told in the order they commit, never a retry
+        # after `video.failed` (PostgreSQL waits here for the other's commit; on SQLite the one
+        # writer already orders them). A job that has failed retries nothing: no event.
+        status = session.scalar(
+            select(Job.status).where(Job.video_id == video_id).with_for_update()
         )
+        if status != Status.FAILED:
+            events.record(
+                session,
+                video_id=video_id,
+                kind=events.CHUNK_RETRY,
+                reason=f"{what} attempt {attempts} of {max_attempts} failed, "
+                f"retry in {delay:g} s: {error[-500:]}",
+                actor=worker_id,
+            )
         return False
     error = f"{what} failed {attempts} times: {error}"
     fail(session, video_id=video_id, error=error, actor=worker_id)

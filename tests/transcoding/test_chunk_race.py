@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from services.core import jobs
+from services.core import events, jobs
 from services.core.db import session_scope
 from services.core.models import ChunkStatus, JobChunk
 from services.transcoding.worker import Worker
@@ -106,3 +106,49 @@ def test_the_write_lands_on_a_chunk_the_worker_still_holds(settings, tmp_path, w
         assert chunk is not None
         assert (chunk.status, chunk.done_by) == expected
         assert chunk.worker_id is None
+
+
+def _fail(session, claimed, worker: str, *, max_attempts: int) -> bool:  # type: ignore[no-untyped-def]
+    return jobs.fail_chunk(
+        session,
+        video_id=VIDEO_ID,
+        index=claimed.index,
+        worker_id=worker,
+        attempt=claimed.attempt,
+        error="ffmpeg failed",
+        max_attempts=max_attempts,
+        backoff_seconds=1,
+    )
+
+
+def test_a_unit_failing_after_another_failed_the_job_tells_no_retry(settings, tmp_path):
+    """Two units fail at once: the one that fails the job tells `video.failed`; the other,
+    whose first attempt failed just after, must not add a `chunk.retry` behind it (the trail
+    would read as a retry of a failed video; seen on PostgreSQL in CI)."""
+    queue_video(settings, make_clip(tmp_path / "clip.mp4", width=320, height=180, seconds=1))
+    asyncio.run(Worker(settings).run_once())  # planned
+    with session_scope(settings) as session:
+        video = jobs.claim_chunk(session, worker_id=WORKER, lease_seconds=60, kinds=("video",))
+        audio = jobs.claim_chunk(session, worker_id=OTHER, lease_seconds=60, kinds=("audio",))
+    assert video is not None and audio is not None
+    with session_scope(settings) as session:
+        assert _fail(session, video, WORKER, max_attempts=1), "its last attempt: the job fails"
+    with session_scope(settings) as session:
+        assert not _fail(session, audio, OTHER, max_attempts=2)
+    with session_scope(settings) as session:
+        kinds = [e.kind for e in events.trail(session, video_id=VIDEO_ID)]
+    assert kinds[-1] == "video.failed" and "chunk.retry" not in kinds
+
+
+def test_a_unit_failing_while_its_job_runs_tells_its_retry(settings, tmp_path):
+    """The control: the job still running, a failed first attempt is told as a retry."""
+    queue_video(settings, make_clip(tmp_path / "clip.mp4", width=320, height=180, seconds=1))
+    asyncio.run(Worker(settings).run_once())
+    with session_scope(settings) as session:
+        audio = jobs.claim_chunk(session, worker_id=OTHER, lease_seconds=60, kinds=("audio",))
+    assert audio is not None
+    with session_scope(settings) as session:
+        assert not _fail(session, audio, OTHER, max_attempts=2)
+    with session_scope(settings) as session:
+        kinds = [e.kind for e in events.trail(session, video_id=VIDEO_ID)]
+    assert kinds[-1] == "chunk.retry"
