@@ -345,7 +345,7 @@ class FormReader:
         upload_id, index = identify(
             fields.get("upload_id"), fields.get("index"), "form fields", self.grant
         )
-        return upload_id, index, digests.chunk_sha256(fields.get("sha256"), "the field sha256")
+        return upload_id, index, digests.hex_sha256(fields.get("sha256"), "the chunk's sha256")
 
     async def file_pieces(self, body: Body) -> AsyncIterator[Buffer]:
         """The file part's data to its end; then the rest of the form is read (and checked)."""

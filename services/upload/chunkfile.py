@@ -186,7 +186,7 @@ class ChunkWriter:
     @property
     def digest(self) -> str:
         """The bytes' digest as a chunk row keeps it (`algorithm:hex`)."""
-        return digests.stored(self.algorithm, self._hasher)
+        return digests.stored(self.algorithm, self._hasher.hexdigest())
 
     @property
     def sha256(self) -> str | None:

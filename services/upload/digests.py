@@ -42,9 +42,9 @@ def new(algorithm: str = FAST) -> Hasher:
     return _MAKERS[algorithm]()
 
 
-def stored(algorithm: str, hasher: Hasher) -> str:
+def stored(algorithm: str, hexdigest: str) -> str:
     """The `algorithm:hex` a chunk row keeps."""
-    return f"{algorithm}:{hasher.hexdigest()}"
+    return f"{algorithm}:{hexdigest}"
 
 
 def algorithm_of(digest: str) -> str:
@@ -53,13 +53,14 @@ def algorithm_of(digest: str) -> str:
     return algorithm if sep and algorithm in _MAKERS else SHA256
 
 
-def chunk_sha256(value: str | None, where: str) -> str | None:
-    """A chunk sha256 given as 64 hex characters (a form field), checked; None when absent."""
+def hex_sha256(value: str | None, what: str) -> str | None:
+    """A sha256 given as 64 hex characters (a form field), checked and lower-cased; None when
+    absent. `what` says whose: the message names it."""
     if value is None:
         return None
     text = value.strip().lower()
     if not HEX_SHA256.fullmatch(text):
-        raise InvalidInput(f"{where} must be the chunk's sha256 as 64 hex characters")
+        raise InvalidInput(f"sha256 must be 64 hex characters ({what})")
     return text
 
 

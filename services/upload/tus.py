@@ -667,7 +667,7 @@ class PatchWriter:
                         upload_id=self.upload.id,
                         index=self.upload.total_chunks,
                         size=self.written,
-                        digest=digests.stored(digests.FAST, self.digest),
+                        digest=digests.stored(digests.FAST, self.digest.hexdigest()),
                     )
                 )
         BYTES_UPLOADED.inc(self.written)

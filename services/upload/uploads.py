@@ -61,7 +61,6 @@ READ_SIZE = 1024 * 1024
 # A second copy of a chunk waits this long for the first to be stored before it is a 409.
 LOCK_WAIT_SECONDS = 30.0
 LOCK_POLL_SECONDS = 0.05
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
 MAX_FILENAME = 255
 
 
@@ -173,10 +172,7 @@ def init_upload(
     check_free_space(settings, storage, remote.staged_bytes(settings, total_size or 0, largest))
     if total_chunks == 1 and total_size is not None:
         chunk_size = total_size
-    if sha256 is not None:
-        sha256 = sha256.strip().lower()
-        if not SHA256_RE.fullmatch(sha256):
-            raise InvalidInput("sha256 must be 64 hex characters (the whole file's sha256)")
+    sha256 = digests.hex_sha256(sha256, "the whole file's sha256")
     upload = Upload(
         id=ids.video_id(upload_id) if upload_id else ids.new_video_id(),
         filename=label,

@@ -468,11 +468,8 @@ class Watcher:
         """Count the whole file as chunk 0 (its bytes are in place: see UploadChunk)."""
         with session_scope(self.settings) as session:
             if session.get(UploadChunk, (upload_id, 0)) is None:
-                session.add(
-                    UploadChunk(
-                        upload_id=upload_id, index=0, size=size, digest=f"{digests.SHA256}:{sha256}"
-                    )
-                )
+                digest = digests.stored(digests.SHA256, sha256)
+                session.add(UploadChunk(upload_id=upload_id, index=0, size=size, digest=digest))
 
     def _complete(self, upload_id: str) -> Video:
         try:

@@ -41,12 +41,17 @@ WRITES: dict[str, Callable[..., object]] = {
 }
 
 
+def _planned(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A 1 s clip queued and planned by a worker: its units wait to be claimed."""
+    queue_video(settings, make_clip(tmp_path / "clip.mp4", width=320, height=180, seconds=1))
+    asyncio.run(Worker(settings).run_once())
+
+
 @pytest.mark.parametrize("write", sorted(WRITES))
 def test_a_start_over_between_a_workers_read_and_its_write_leaves_the_new_plan_alone(
     settings, tmp_path, monkeypatch, write
 ):
-    queue_video(settings, make_clip(tmp_path / "clip.mp4", width=320, height=180, seconds=1))
-    asyncio.run(Worker(settings).run_once())  # planned
+    _planned(settings, tmp_path)
     with session_scope(settings) as session:
         job = jobs.get_job(session, video_id=VIDEO_ID)
         plan = dict(job.plan or {})
@@ -94,8 +99,7 @@ def test_a_start_over_between_a_workers_read_and_its_write_leaves_the_new_plan_a
 )
 def test_the_write_lands_on_a_chunk_the_worker_still_holds(settings, tmp_path, write, expected):
     """The control: with no start-over between the read and the write, the write is made."""
-    queue_video(settings, make_clip(tmp_path / "clip.mp4", width=320, height=180, seconds=1))
-    asyncio.run(Worker(settings).run_once())
+    _planned(settings, tmp_path)
     with session_scope(settings) as session:
         claimed = jobs.claim_chunk(session, worker_id=WORKER, lease_seconds=60, kinds=("video",))
     assert claimed is not None
@@ -125,8 +129,7 @@ def test_a_unit_failing_after_another_failed_the_job_tells_no_retry(settings, tm
     """Two units fail at once: the one that fails the job tells `video.failed`; the other,
     whose first attempt failed just after, must not add a `chunk.retry` behind it (the trail
     would read as a retry of a failed video; seen on PostgreSQL in CI)."""
-    queue_video(settings, make_clip(tmp_path / "clip.mp4", width=320, height=180, seconds=1))
-    asyncio.run(Worker(settings).run_once())  # planned
+    _planned(settings, tmp_path)
     with session_scope(settings) as session:
         video = jobs.claim_chunk(session, worker_id=WORKER, lease_seconds=60, kinds=("video",))
         audio = jobs.claim_chunk(session, worker_id=OTHER, lease_seconds=60, kinds=("audio",))
@@ -142,8 +145,7 @@ def test_a_unit_failing_after_another_failed_the_job_tells_no_retry(settings, tm
 
 def test_a_unit_failing_while_its_job_runs_tells_its_retry(settings, tmp_path):
     """The control: the job still running, a failed first attempt is told as a retry."""
-    queue_video(settings, make_clip(tmp_path / "clip.mp4", width=320, height=180, seconds=1))
-    asyncio.run(Worker(settings).run_once())
+    _planned(settings, tmp_path)
     with session_scope(settings) as session:
         audio = jobs.claim_chunk(session, worker_id=OTHER, lease_seconds=60, kinds=("audio",))
     assert audio is not None
