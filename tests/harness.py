@@ -8,6 +8,7 @@ import hashlib
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -203,6 +204,31 @@ TEST_SETTINGS = {
     "LEASE_SECONDS": "5",
     "RETRY_BACKOFF_SECONDS": "0.5",
 }
+
+
+# What the platform's 507 says (services.core.storage: Storage.check_free_space).
+FULL_DISK = re.compile(r"(\d+) bytes free, (\d+) needed and (\d+) must stay free")
+
+
+def refused_for_space(answer: Any, storage: Path, declared: list[int] | None = None) -> bool:
+    """Whether `answer` (an httpx or schemathesis response) is the 507 for a size the storage
+    disk cannot hold: not a fault and not bad input, but the operator's capacity (the same
+    request fits a larger disk, and a test's declared sizes reach 64 GiB). Such a 507 must say
+    so with the disk's own figures, and (`declared`: every size the request named) need no
+    more than the client declared. Any other answer is False, for the caller to judge."""
+    if answer.status_code != 507:
+        return False
+    body = answer.json()
+    assert body["error"] == "insufficient_storage", body
+    figures = FULL_DISK.search(body["detail"])
+    assert figures, body
+    free, needed, keep = (int(g) for g in figures.groups())
+    assert free - needed < keep, body
+    if declared is not None:
+        assert needed <= max(declared, default=0), (declared, body)
+    # Other tests write on the same disk meanwhile: the figure is the disk's, give or take.
+    assert abs(free - shutil.disk_usage(storage).free) < 4 * 1024**3, body
+    return True
 
 
 class Platform:

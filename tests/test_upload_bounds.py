@@ -1,6 +1,7 @@
 """Declared sizes and indexes, and the order chunks land in, never make a wrong or endless file."""
 
 import hashlib
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.upload import chunk_body
-from tests.harness import Platform, wait_status
+from tests.harness import Platform, refused_for_space, wait_status
 
 MiB = 1024 * 1024
 
@@ -139,6 +140,32 @@ def test_a_chunk_past_what_the_filesystem_holds_is_413_not_500(tmp_path):
         platform.drop()
 
 
+def _full_disk(free: int, needed: int, keep: int, status: int = 507) -> httpx.Response:
+    detail = (
+        f"not enough disk space for this upload: {free} bytes free, {needed} needed and {keep} "
+        "must stay free; try again later or ask the operator"
+    )
+    return httpx.Response(status, json={"error": "insufficient_storage", "detail": detail})
+
+
+def test_a_507_passes_as_a_full_disk_only_with_the_disks_own_figures(tmp_path):
+    """The fuzzed tests below let a 507 through (a 64 GiB declaration on a machine with less
+    free): only one that is the disk's own refusal of no more than was declared."""
+    free = shutil.disk_usage(tmp_path).free
+    GiB = 1024**3
+    assert refused_for_space(_full_disk(free, 64 * GiB, GiB), tmp_path, [64 * GiB])
+    assert not refused_for_space(_full_disk(free, 64 * GiB, GiB, status=503), tmp_path)
+    assert not refused_for_space(httpx.Response(200, json={}), tmp_path)
+    with pytest.raises(AssertionError):  # it needed more than the client declared
+        refused_for_space(_full_disk(free, 64 * GiB, GiB), tmp_path, [2 * GiB])
+    with pytest.raises(AssertionError):  # the disk holds it: no reason for a 507
+        refused_for_space(_full_disk(free, 1, 0), tmp_path)
+    with pytest.raises(AssertionError):  # figures that are not this disk's
+        refused_for_space(_full_disk(free + 100 * GiB, free + 100 * GiB, GiB), tmp_path)
+    with pytest.raises(AssertionError):  # another error under the 507
+        refused_for_space(httpx.Response(507, json={"error": "internal", "detail": ""}), tmp_path)
+
+
 # Sizes people send and sizes no one should: negative, zero, small, around the limits, absurd.
 SIZES = st.one_of(
     st.integers(-3, 3),
@@ -170,6 +197,9 @@ def test_no_declared_size_or_index_is_a_5xx_or_a_write_past_the_total(
     if chunk_size is not None:
         form["chunk_size"] = chunk_size
     init = client.post("/upload/init", data=form)
+    sizes = [total_size or 0, total_chunks * (chunk_size or 0), chunk_size or 0]
+    if refused_for_space(init, platform.storage, sizes):
+        return
     assert init.status_code < 500, (form, init.text)
     if init.status_code != 200:
         return
@@ -180,6 +210,8 @@ def test_no_declared_size_or_index_is_a_5xx_or_a_write_past_the_total(
         content=piece,
         headers={"Content-Type": "application/octet-stream"},
     )
+    if refused_for_space(sent, platform.storage, sizes):
+        return
     assert sent.status_code < 500, (form, index, sent.text)
     stored = (platform.storage / SOURCE_OF.format(upload_id)).stat().st_size
     bound = total_size or total_chunks * (chunk_size or len(piece))
@@ -218,6 +250,9 @@ def test_no_tus_length_or_offset_is_a_5xx_or_a_write_past_the_length(
         made = client.post("/files/", headers=headers)
     except httpx.LocalProtocolError:
         return  # a header value no client can send
+    declared = [int(v) for v in (length, later_length) if v and v.strip().isdigit()]
+    if refused_for_space(made, platform.storage, declared):
+        return
     assert made.status_code < 500, (headers, made.text)
     if made.status_code != 201:
         return
@@ -230,9 +265,10 @@ def test_no_tus_length_or_offset_is_a_5xx_or_a_write_past_the_length(
         sent = client.patch(made.headers["location"], headers=patch, content=piece)
     except httpx.LocalProtocolError:
         return
+    if refused_for_space(sent, platform.storage, declared):
+        return
     assert sent.status_code < 500, (headers, patch, sent.text)
     upload_id = made.headers["location"].rsplit("/", 1)[1]
-    declared = [int(v) for v in (length, later_length) if v and v.strip().isdigit()]
     source = platform.storage / SOURCE_OF.format(upload_id)
     if source.exists() and declared:
         assert source.stat().st_size <= max(declared)
