@@ -206,7 +206,7 @@ TEST_SETTINGS = {
 }
 
 
-# What the platform's 507 says (services.core.storage: Storage.check_free_space).
+# What the platform's 507 says (services.core.storage.full_disk).
 FULL_DISK = re.compile(r"(\d+) bytes free, (\d+) needed and (\d+) must stay free")
 
 

@@ -11,6 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.core.errors import error_body
+from services.core.storage import full_disk
 from services.upload import chunk_body
 from tests.harness import Platform, refused_for_space, wait_status
 
@@ -141,11 +143,9 @@ def test_a_chunk_past_what_the_filesystem_holds_is_413_not_500(tmp_path):
 
 
 def _full_disk(free: int, needed: int, keep: int, status: int = 507) -> httpx.Response:
-    detail = (
-        f"not enough disk space for this upload: {free} bytes free, {needed} needed and {keep} "
-        "must stay free; try again later or ask the operator"
-    )
-    return httpx.Response(status, json={"error": "insufficient_storage", "detail": detail})
+    """An answer with the platform's own 507 body for these figures (under `status`)."""
+    refusal = full_disk("this upload", free=free, needed=needed, keep_free=keep)
+    return httpx.Response(status, json=error_body(refusal.code, refusal.detail))
 
 
 def test_a_507_passes_as_a_full_disk_only_with_the_disks_own_figures(tmp_path):

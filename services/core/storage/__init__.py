@@ -184,10 +184,15 @@ class Storage:
         free on the storage disk (MIN_FREE_BYTES)."""
         free = self.disk_usage().free
         if free - needed < keep_free:
-            raise InsufficientStorage(
-                f"not enough disk space for {doing}: {free} bytes free, {needed} needed and "
-                f"{keep_free} must stay free; try again later or ask the operator"
-            )
+            raise full_disk(doing, free=free, needed=needed, keep_free=keep_free)
+
+
+def full_disk(doing: str, *, free: int, needed: int, keep_free: int) -> InsufficientStorage:
+    """The 507 refusing `doing`, with the disk's figures in its message."""
+    return InsufficientStorage(
+        f"not enough disk space for {doing}: {free} bytes free, {needed} needed and "
+        f"{keep_free} must stay free; try again later or ask the operator"
+    )
 
 
 def remove_tree(folder: Path, attempts: int = 5) -> None:
