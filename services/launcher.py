@@ -73,7 +73,11 @@ def log_config_file(settings: Settings) -> Path:
     """uvicorn's logging configuration (the platform's format), written under the storage."""
     path = Path(settings.storage_dir) / "run" / "logging.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(logging_config(settings.log_level, settings.log_format)))
+    path.write_text(
+        json.dumps(
+            logging_config(settings.log_level, settings.log_format, access=settings.access_log)
+        )
+    )
     return path
 
 
@@ -85,12 +89,16 @@ GRANIAN = frozenset({"streaming", "gateway"})
 GRANIAN_WORKERS = min(2, os.cpu_count() or 1)
 GRACEFUL_SECONDS = 5
 UVICORN_KEEP_ALIVE_SECONDS = 20
+HTTP_PROTOCOL = "services.core.http_protocol:PieceProtocol"
 
 
 def server_argv(name: str, app: str, settings: Settings, log_config: str) -> list[str]:
     """The command running one service's app: granian for GRANIAN, uvicorn for the rest."""
     common = ["--host", settings.host, "--port", str(_port(settings, name))]
     common += ["--log-level", settings.log_level.lower(), "--log-config", log_config]
+    # A line per request only when asked for (ACCESS_LOG): a line for every upload chunk and
+    # every playlist request a player makes would be most of the log.
+    common += ["--access-log" if settings.access_log else "--no-access-log"]
     if name in GRANIAN:
         return [
             *(sys.executable, "-m", "granian", "--interface", "asgi", *common),
@@ -101,10 +109,12 @@ def server_argv(name: str, app: str, settings: Settings, log_config: str) -> lis
         ]
     return [
         *(sys.executable, "-m", "uvicorn", app, *common),
-        *("--no-access-log", "--timeout-graceful-shutdown", str(GRACEFUL_SECONDS)),
+        *("--timeout-graceful-shutdown", str(GRACEFUL_SECONDS)),
         # Longer than the gateway's pool keeps an idle connection (4 s), so the gateway, not
         # the service, is the side that ends one (uvicorn's default, 5 s, races it).
         *("--timeout-keep-alive", str(UVICORN_KEEP_ALIVE_SECONDS)),
+        # uvicorn's httptools protocol without its two copies of every request body piece.
+        *("--http", HTTP_PROTOCOL),
     ]
 
 

@@ -71,3 +71,35 @@ def test_logs_are_one_json_object_a_line_with_the_video_id(platform, transcoded)
     entries = [json.loads(ln) for ln in lines]
     assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
     assert any(e.get("video_id") in transcoded.values() for e in entries)
+
+
+def _access_lines(platform) -> list[dict]:  # type: ignore[no-untyped-def]
+    import json
+
+    lines = [ln for ln in platform.log_path.read_text().splitlines() if ln.startswith("{")]
+    access = ("uvicorn.access", "granian.access")
+    return [e for e in map(json.loads, lines) if e["logger"] in access]
+
+
+def test_no_access_lines_unless_asked(platform, client, transcoded):
+    # The logging configuration each app applies as it is imported once gave uvicorn's access
+    # logger its handler back, so every request was a log line whatever the launcher said.
+    assert client.get(f"/videos/{transcoded['small']}").status_code == 200
+    assert httpx.get(f"{platform.service_url('upload')}/upload/nothing-here").status_code == 400
+
+    assert _access_lines(platform) == []
+
+
+def test_access_lines_when_asked(tmp_path):
+    from tests.harness import Platform
+
+    platform = Platform(tmp_path / "storage", ACCESS_LOG="true", WORKERS="0").start()
+    try:
+        httpx.get(f"{platform.service_url('upload')}/upload/nothing-here")
+        httpx.get(f"{platform.url}/videos/nothing-here")
+        lines = _access_lines(platform)
+    finally:
+        platform.drop()
+
+    assert any("/upload/nothing-here" in e["message"] for e in lines), lines
+    assert any(e["logger"] == "granian.access" for e in lines), "the gateway's (granian) lines too"

@@ -30,7 +30,9 @@ class Health(BaseModel):
 def configure_logging() -> None:
     """One JSON object (or text line) per record; level from LOG_LEVEL, format LOG_FORMAT."""
     settings = get_settings()
-    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
+    logging.config.dictConfig(
+        logging_config(settings.log_level, settings.log_format, access=settings.access_log)
+    )
 
 
 @asynccontextmanager

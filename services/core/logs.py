@@ -33,8 +33,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=True)
 
 
-def logging_config(level: str, fmt: str) -> dict[str, Any]:
-    """A dictConfig for the platform's and uvicorn's loggers."""
+def logging_config(level: str, fmt: str, *, access: bool = False) -> dict[str, Any]:
+    """A dictConfig for the platform's and uvicorn's loggers; uvicorn's access lines only with
+    `access` (ACCESS_LOG). Each app applies it again as it is imported, after uvicorn applied
+    its own options: a handler on uvicorn.access here would turn its access lines back on
+    whatever `--no-access-log` said (uvicorn logs them when that logger has a handler)."""
     formatter = (
         {"()": f"{__name__}.JsonFormatter"}
         if fmt == "json"
@@ -53,6 +56,7 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         "root": {"handlers": ["default"], "level": level.upper()},
         "loggers": {
             name: {"handlers": ["default"], "level": level.upper(), "propagate": False}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
-        },
+            for name in ("uvicorn", "uvicorn.error", *(("uvicorn.access",) if access else ()))
+        }
+        | ({} if access else {"uvicorn.access": {"handlers": [], "propagate": False}}),
     }

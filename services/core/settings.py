@@ -296,6 +296,9 @@ class Settings(BaseSettings):
     log_format: str = Field(
         "json", pattern="^(json|text)$", description="json: one object a line; text: plain"
     )
+    access_log: bool = Field(
+        False, description="A log line for every request a server answers (off: /metrics counts)"
+    )
 
     storage_url: str = Field(
         "",
