@@ -30,8 +30,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 # pieces for the app to handle per GiB. Raw uploads as above, 1 MiB against 256 KiB reads with
 # this protocol: 2.61 against 2.99 CPU-s/GiB, 444 against 378 MB/s (medians of six). The price:
 # a connection whose app has stopped reading (uvicorn pauses the socket past its high-water
-# mark) holds up to one read of body here, 1 MiB instead of 256 KB; the kernel's own socket
-# buffer may hold several MiB more (tcp_rmem allows up to 32 MiB on the bench machine).
+# mark, 64 KiB) holds up to that and one read of body here, 1 MiB instead of 256 KB; the
+# kernel's socket buffer may hold several MiB more (tcp_rmem allows 32 MiB on the bench machine).
 READ_BYTES = 1024 * 1024
 
 _buffers = threading.local()
