@@ -7,10 +7,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
+import yaml
 from uvicorn.config import Config
 from uvicorn.importer import import_from_string
 from uvicorn.server import ServerState
@@ -248,3 +250,16 @@ def test_the_launcher_runs_every_uvicorn_service_with_it():
         argv = launcher.server_argv(name, app, settings, "log.json")
         if "uvicorn" in argv:
             assert import_from_string(argv[argv.index("--http") + 1]) is PieceProtocol
+
+
+def test_the_containers_run_their_uvicorn_services_with_it_too():
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+    commands = [
+        service["command"]
+        for service in compose["services"].values()
+        if service.get("command", [None])[0] == "uvicorn"
+    ]
+
+    assert len(commands) == 4  # upload, transcoding, metadata, admin
+    for command in commands:
+        assert command[command.index("--http") + 1] == launcher.HTTP_PROTOCOL
