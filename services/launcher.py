@@ -73,11 +73,7 @@ def log_config_file(settings: Settings) -> Path:
     """uvicorn's logging configuration (the platform's format), written under the storage."""
     path = Path(settings.storage_dir) / "run" / "logging.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps(
-            logging_config(settings.log_level, settings.log_format, access=settings.access_log)
-        )
-    )
+    path.write_text(json.dumps(logging_config(settings)))
     return path
 
 
@@ -113,7 +109,7 @@ def server_argv(name: str, app: str, settings: Settings, log_config: str) -> lis
         # Longer than the gateway's pool keeps an idle connection (4 s), so the gateway, not
         # the service, is the side that ends one (uvicorn's default, 5 s, races it).
         *("--timeout-keep-alive", str(UVICORN_KEEP_ALIVE_SECONDS)),
-        # uvicorn's httptools protocol without its two copies of every request body piece.
+        # uvicorn's httptools protocol reading into one shared buffer, body pieces uncopied.
         *("--http", HTTP_PROTOCOL),
     ]
 

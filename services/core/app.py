@@ -29,10 +29,7 @@ class Health(BaseModel):
 
 def configure_logging() -> None:
     """One JSON object (or text line) per record; level from LOG_LEVEL, format LOG_FORMAT."""
-    settings = get_settings()
-    logging.config.dictConfig(
-        logging_config(settings.log_level, settings.log_format, access=settings.access_log)
-    )
+    logging.config.dictConfig(logging_config(get_settings()))
 
 
 @asynccontextmanager

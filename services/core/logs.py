@@ -7,6 +7,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from services.core.settings import Settings
+
 VIDEO_ID = re.compile(r"\b[0-9a-f]{32}\b")
 
 
@@ -33,14 +35,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=True)
 
 
-def logging_config(level: str, fmt: str, *, access: bool = False) -> dict[str, Any]:
-    """A dictConfig for the platform's and uvicorn's loggers; uvicorn's access lines only with
-    `access` (ACCESS_LOG). Each app applies it again as it is imported, after uvicorn applied
-    its own options: a handler on uvicorn.access here would turn its access lines back on
-    whatever `--no-access-log` said (uvicorn logs them when that logger has a handler)."""
+def logging_config(settings: Settings) -> dict[str, Any]:
+    """A dictConfig for the platform's and uvicorn's loggers (LOG_LEVEL, LOG_FORMAT).
+
+    uvicorn logs its access lines whenever the uvicorn.access logger has a handler, and each
+    app applies this again as it is imported, after uvicorn applied its own options: so that
+    logger gets a handler only with ACCESS_LOG, whatever `--no-access-log` said."""
+    level = settings.log_level.upper()
     formatter = (
         {"()": f"{__name__}.JsonFormatter"}
-        if fmt == "json"
+        if settings.log_format == "json"
         else {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
     )
     handler = {
@@ -48,15 +52,17 @@ def logging_config(level: str, fmt: str, *, access: bool = False) -> dict[str, A
         "formatter": "default",
         "stream": "ext://sys.stderr",
     }
+    loggers: dict[str, Any] = {
+        name: {"handlers": ["default"], "level": level, "propagate": False}
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+    }
+    if not settings.access_log:
+        loggers["uvicorn.access"] = {"handlers": [], "propagate": False}
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
         "handlers": {"default": handler},
-        "root": {"handlers": ["default"], "level": level.upper()},
-        "loggers": {
-            name: {"handlers": ["default"], "level": level.upper(), "propagate": False}
-            for name in ("uvicorn", "uvicorn.error", *(("uvicorn.access",) if access else ()))
-        }
-        | ({} if access else {"uvicorn.access": {"handlers": [], "propagate": False}}),
+        "root": {"handlers": ["default"], "level": level},
+        "loggers": loggers,
     }
