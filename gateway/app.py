@@ -33,8 +33,9 @@ from gateway.proxy import METHODS, PREFIXES, forward, make_client
 from services.core import hls_fastpath
 from services.core.app import create_app
 from services.core.bodies import streamed_body
+from services.core.deps import SettingsDep
 from services.core.errors import AppError, NotFound
-from services.core.settings import PROJECT_ROOT, Settings, get_settings
+from services.core.settings import PROJECT_ROOT
 
 FRONTEND_DIR = PROJECT_ROOT / "frontend"
 PAGE = "src"
@@ -57,13 +58,13 @@ class VendorMissing(AppError):
     code, status = "vendor_missing", 503
 
 
-def get_http(request: Request) -> httpx.AsyncClient:
-    """The pooled client the lifespan opened."""
+async def get_http(request: Request) -> httpx.AsyncClient:
+    """The pooled client the lifespan opened (a coroutine: FastAPI runs a plain function
+    dependency in a worker thread, a hop for every proxied request)."""
     client: httpx.AsyncClient = request.app.state.http
     return client
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 HttpDep = Annotated[httpx.AsyncClient, Depends(get_http)]
 
 

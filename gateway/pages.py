@@ -12,16 +12,16 @@ import html
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from gateway.frames import frame_policy
 from services.core import links
+from services.core.deps import SettingsDep
 from services.core.errors import InvalidInput
 from services.core.ids import VIDEO_ID_RE
-from services.core.settings import Settings, get_settings
+from services.core.settings import Settings
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 # Unchecked here: a value that is no token is left out of the links (services.core.links), and
 # the page's player shows the streaming service's answer to it.
 TokenQuery = Annotated[str | None, Query(description="Playback token of a private video")]

@@ -77,7 +77,8 @@ def _access_lines(platform) -> list[dict]:  # type: ignore[no-untyped-def]
     import json
 
     lines = [ln for ln in platform.log_path.read_text().splitlines() if ln.startswith("{")]
-    access = ("uvicorn.access", "granian.access")
+    # httpx's "HTTP Request: ..." lines: the gateway relaying a request, one line each.
+    access = ("uvicorn.access", "granian.access", "httpx")
     return [e for e in map(json.loads, lines) if e["logger"] in access]
 
 
@@ -103,3 +104,4 @@ def test_access_lines_when_asked(tmp_path):
 
     assert any("/upload/nothing-here" in e["message"] for e in lines), lines
     assert any(e["logger"] == "granian.access" for e in lines), "the gateway's (granian) lines too"
+    assert any(e["logger"] == "httpx" for e in lines), "and the gateway's relayed requests"

@@ -58,6 +58,12 @@ def logging_config(settings: Settings) -> dict[str, Any]:
     }
     if not settings.access_log:
         loggers["uvicorn.access"] = {"handlers": [], "propagate": False}
+        # httpx logs every request it sends at INFO ("HTTP Request: GET ..."): in the gateway,
+        # which relays every request, that was an access log of its own whatever ACCESS_LOG
+        # said, formatted and written for every playlist and upload chunk (LOG_LEVEL=DEBUG
+        # still shows them).
+        if level != "DEBUG":
+            loggers["httpx"] = {"level": "WARNING"}
     return {
         "version": 1,
         "disable_existing_loggers": False,

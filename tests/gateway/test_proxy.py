@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -412,3 +413,44 @@ async def test_a_post_on_a_connection_the_service_closed_is_not_resent() -> None
     assert second.status_code == 502
     assert second.json()["error"] == "upstream_unavailable"
     assert seen == ["answered POST /upload/init HTTP/1.1", "dropped POST /upload/init HTTP/1.1"]
+
+
+class _Searches:
+    """A finder first on sys.meta_path that records every module Python looks for (and
+    finds nothing itself): an import of a module already loaded never reaches it."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        self.names.append(name)
+
+
+async def test_a_relayed_request_searches_for_no_module_and_takes_no_thread_hop(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # httpcore imports sniffio inside every pooled request and falls back to asyncio when it
+    # is missing; Python does not remember a failed import, so each one searched sys.path
+    # again (a fifth of the gateway's CPU per request). And FastAPI runs a plain-function
+    # dependency in a worker thread: two hops a request for the settings and the client.
+    import fastapi.dependencies.utils as fastapi_deps
+
+    hops: list[str] = []
+    in_thread = fastapi_deps.run_in_threadpool
+
+    async def counted(func, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await in_thread(func, *args, **kwargs)
+
+    for _ in range(2):  # whatever is imported lazily on a first request
+        assert (await client.get("/videos/0123abcd")).status_code == 200
+    searches = _Searches()
+    monkeypatch.setattr(fastapi_deps, "run_in_threadpool", counted)
+    monkeypatch.setattr(sys, "meta_path", [searches, *sys.meta_path])
+
+    for _ in range(3):
+        assert (await client.get("/videos/0123abcd")).status_code == 200
+        assert (await client.post("/upload/chunk", content=b"x" * 1000)).status_code == 200
+
+    assert searches.names == []
+    assert hops == []
