@@ -1,23 +1,25 @@
 """Reverse proxy: one incoming request becomes the same method, path, query and body on a service.
 
 Bodies stream both ways (an upload chunk can be 64 MiB, an original or a segment larger still),
-so nothing here reads a body into memory. A service may answer before it has read the body
-(a missing token, a body over its limit: services.core.bodies); the relay then stops sending
-the body at once and relays that answer (`RelayTransport`). httpx's transport errors become
-the catalogue's `UpstreamError` (502) and `UpstreamTimeout` (504) in `send_upstream` and
-nowhere else.
+so nothing here reads a body into memory, but for a service's answer whose Content-Length is
+at most WHOLE_BODY_BYTES. A service may answer before it has read the body (a missing token, a
+body over its limit: services.core.bodies); the relay then stops sending the body at once and
+relays that answer (`RelayTransport`). httpx's transport errors become the catalogue's
+`UpstreamError` (502) and `UpstreamTimeout` (504) in `_upstream_errors` and nowhere else.
 """
 
+import contextlib
+import select
 import ssl
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpcore
 import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from services.core.errors import InvalidInput, UpstreamError, UpstreamTimeout
 
@@ -71,10 +73,28 @@ class _AnswerAwareStream(httpcore.AsyncNetworkStream):
     write that fails because the service closed also throws away the unread answer. So
     before each write: if the service has said something, this write fails instead, and the
     answer is read intact. (Only on plain connections: TLS sends records of its own.)
+
+    Whether the socket has something to read is asked before every write and, by httpcore,
+    before every reuse of a pooled connection. anyio answers `get_extra_info` by building
+    the mapping of every attribute it knows, and httpcore's check then makes and registers
+    a poll object: together about a tenth of the gateway's CPU per relayed request. So a
+    plain connection keeps its socket and one poll object registered at connect, and only
+    polls.
     """
 
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self._inner = inner
+        # A socket.socket, or under uvloop a stand-in with the same fileno().
+        self._socket: typing.Any = None
+        self._poll: typing.Any = None  # select.poll's object has no public type
+        sock = inner.get_extra_info("socket")
+        if (
+            sock is not None
+            and inner.get_extra_info("ssl_object") is None
+            and hasattr(select, "poll")
+        ):
+            self._socket, self._poll = sock, select.poll()
+            self._poll.register(sock.fileno(), select.POLLIN)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         """Read from the service."""
@@ -101,12 +121,17 @@ class _AnswerAwareStream(httpcore.AsyncNetworkStream):
 
     def get_extra_info(self, info: str) -> typing.Any:
         """What httpcore asks of a connection (socket, addresses, readability)."""
+        if info == "is_readable" and self._poll is not None:
+            return self._readable()
         return self._inner.get_extra_info(info)
 
+    def _readable(self) -> bool:
+        """Whether the service has sent something or closed (httpcore's own test: POLLIN,
+        and a hang-up or an error count too; a closed socket counts as readable)."""
+        return self._socket.fileno() == -1 or bool(self._poll.poll(0))
+
     def _answered(self) -> bool:
-        return self._inner.get_extra_info("ssl_object") is None and bool(
-            self._inner.get_extra_info("is_readable")
-        )
+        return self._poll is not None and self._readable()
 
 
 class _AnswerAwareBackend(httpcore.AsyncNetworkBackend):
@@ -241,17 +266,11 @@ def build_upstream_request(request: Request, base_url: str) -> httpx.Request:
     )
 
 
-async def send_upstream(
-    client: httpx.AsyncClient, upstream: httpx.Request, *, service: str, base_url: str
-) -> httpx.Response:
-    """Send and return the response with its body unread; the catalogue's errors on failure."""
+@contextlib.contextmanager
+def _upstream_errors(service: str, base_url: str) -> Iterator[None]:
+    """httpx's transport errors as the catalogue's: 504 for a timeout, 502 for the rest."""
     try:
-        try:
-            return await client.send(upstream, stream=True)
-        except httpx.RemoteProtocolError:
-            if upstream.method not in RETRY_SAFE or _has_body(upstream):
-                raise
-            return await client.send(upstream, stream=True)
+        yield
     except httpx.TimeoutException as exc:
         raise UpstreamTimeout(
             f"the {service} service at {base_url} did not answer in time: {_describe(exc)}"
@@ -260,6 +279,19 @@ async def send_upstream(
         raise UpstreamError(
             f"the {service} service at {base_url} is not reachable: {_describe(exc)}"
         ) from exc
+
+
+async def send_upstream(
+    client: httpx.AsyncClient, upstream: httpx.Request, *, service: str, base_url: str
+) -> httpx.Response:
+    """Send and return the response with its body unread; the catalogue's errors on failure."""
+    with _upstream_errors(service, base_url):
+        try:
+            return await client.send(upstream, stream=True)
+        except httpx.RemoteProtocolError:
+            if upstream.method not in RETRY_SAFE or _has_body(upstream):
+                raise
+            return await client.send(upstream, stream=True)
 
 
 def _has_body(upstream: httpx.Request) -> bool:
@@ -271,14 +303,33 @@ def _describe(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def relay_response(upstream: httpx.Response) -> StreamingResponse:
-    """Stream the upstream's raw (still encoded) bytes with its status and end-to-end headers."""
-    response = StreamingResponse(
-        upstream.aiter_raw(),
-        status_code=upstream.status_code,
-        # The connection goes back to the pool only once the body has been relayed.
-        background=BackgroundTask(upstream.aclose),
-    )
+# An answer of at most this many bytes (its Content-Length says so) is read whole and sent in
+# one: most of the services' answers are JSON of a few hundred bytes. Relayed as a stream,
+# each cost a task group: the gateway's server speaks ASGI 2.3, so Starlette listens for the
+# client's disconnect beside every streamed response.
+WHOLE_BODY_BYTES = 64 * 1024
+
+
+async def relay_response(upstream: httpx.Response, *, service: str, base_url: str) -> Response:
+    """The upstream's raw (still encoded) bytes with its status and end-to-end headers: read
+    whole when small, streamed otherwise."""
+    length = upstream.headers.get("content-length", "")
+    response: Response
+    if length.isdigit() and int(length) <= WHOLE_BODY_BYTES:
+        try:
+            with _upstream_errors(service, base_url):
+                # At most the declared length: h11 refuses a body longer than it.
+                body = b"".join([piece async for piece in upstream.aiter_raw()])
+        finally:
+            await upstream.aclose()
+        response = Response(body, status_code=upstream.status_code)
+    else:
+        response = StreamingResponse(
+            upstream.aiter_raw(),
+            status_code=upstream.status_code,
+            # The connection goes back to the pool only once the body has been relayed.
+            background=BackgroundTask(upstream.aclose),
+        )
     # Assigned raw so repeated headers (Set-Cookie, Vary, ...) survive intact.
     # ASGI wants lower-case names; httpx keeps the upstream's spelling.
     headers = [(k.lower(), v) for k, v in _strip_hop_by_hop(upstream.headers.raw)]
@@ -288,8 +339,8 @@ def relay_response(upstream: httpx.Response) -> StreamingResponse:
 
 async def forward(
     request: Request, client: httpx.AsyncClient, *, service: str, base_url: str
-) -> StreamingResponse:
+) -> Response:
     """Proxy `request` to `service` at `base_url` and relay its answer."""
     upstream = build_upstream_request(request, base_url)
     response = await send_upstream(client, upstream, service=service, base_url=base_url)
-    return relay_response(response)
+    return await relay_response(response, service=service, base_url=base_url)

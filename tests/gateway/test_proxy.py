@@ -454,3 +454,53 @@ async def test_a_relayed_request_searches_for_no_module_and_takes_no_thread_hop(
 
     assert searches.names == []
     assert hops == []
+
+
+@asynccontextmanager
+async def answers_with(raw: bytes) -> AsyncIterator[str]:
+    """A service that answers every connection's first request with `raw` and closes it."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(raw)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_a_small_answer_arrives_whole_with_the_services_headers() -> None:
+    body = b'{"id":"0123abcd","title":"x"}'
+    head = b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\nset-cookie: a=1\r\n"
+    head += b"set-cookie: b=2\r\nx-custom: kept\r\ncontent-length: %d\r\n\r\n" % len(body)
+    async with (
+        answers_with(head + body) as url,
+        gateway_client(settings_for({"metadata": url})) as client,
+    ):
+        response = await client.get("/videos/0123abcd")
+
+    assert (response.status_code, response.content) == (201, body)
+    assert response.headers.get_list("set-cookie") == ["a=1", "b=2"]
+    assert response.headers["x-custom"] == "kept"
+    assert response.headers["content-length"] == str(len(body))
+
+
+async def test_a_small_answer_cut_short_by_the_service_is_a_502_not_half_an_answer() -> None:
+    # A small answer is read whole before it is relayed (WHOLE_BODY_BYTES): a service that
+    # dies after 10 of its 100 bytes is the gateway's clear 502, not a 200 with a cut body.
+    cut = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n"
+    async with (
+        answers_with(cut + b'{"id":"01"') as url,
+        gateway_client(settings_for({"metadata": url})) as client,
+    ):
+        response = await client.get("/videos/0123abcd")
+
+    assert response.status_code == 502
+    assert response.json()["error"] == "upstream_unavailable"
+    assert "metadata service" in response.json()["detail"]
