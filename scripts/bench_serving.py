@@ -64,6 +64,8 @@ WARMUP = "1s"
 CONNECTIONS = 50
 THREADS = 2
 GOALS = {"segment": 0.90, "playlist": 0.30}
+# The API answer measured through the gateway and straight from its service.
+API_PATH = "/videos?limit=5"
 MEDIA_TYPES = {"segment": "video/mp2t", "playlist": "application/vnd.apple.mpegurl"}
 # wrk prints its own summary; this adds one exact line: requests, bytes, microseconds, errors.
 ERRORS = ("connect errors", "read errors", "write errors", "non-2xx/3xx answers", "timeouts")
@@ -361,6 +363,7 @@ def bench(work: Path, row: Row, wrk_bin: str, nginx_bin: str) -> None:
                     check(url, path.read_bytes(), MEDIA_TYPES[kind])
                 loads = _measure_kind(kind, wrk_bin, script, targets)
                 _rows(row, kind, loads, path.stat().st_size / 1e6)
+        _measure_api(row, wrk_bin, script, platform, pids["gateway"])
     finally:
         if uncached is not None:
             uncached.send_signal(signal.SIGTERM)
@@ -409,6 +412,41 @@ def _measure_kind(
         for i, (name, load) in enumerate(runs)
         if name != "nginx"
     }
+
+
+def _measure_api(row: Row, wrk_bin: str, script: Path, platform: Platform, gateway: int) -> None:
+    """An API answer (the metadata service's list of videos, a database query and a few
+    hundred bytes of JSON) through the gateway, between two runs straight from the service:
+    what the gateway's relay costs a request, in requests/s and in its own CPU."""
+    assert platform.process is not None
+    service = server_pid(platform.process.pid, platform.ports["metadata"])
+    direct, relayed = platform.service_url("metadata") + API_PATH, platform.url + API_PATH
+    for url in (direct, relayed):
+        got = httpx.get(url, timeout=30)
+        if got.status_code != 200 or "application/json" not in got.headers["content-type"]:
+            raise SystemExit(f"serving: {url} answered {got.status_code}: {got.text[:200]}")
+    runs = []
+    for name, url in (("service", direct), ("gateway", relayed), ("service", direct)):
+        wrk(wrk_bin, url, script, duration=WARMUP)
+        before = tree_cpu_seconds(gateway), tree_cpu_seconds(service)
+        requests, _, seconds = wrk(wrk_bin, url, script)
+        gateway_cpu = tree_cpu_seconds(gateway) - before[0]
+        service_cpu = tree_cpu_seconds(service) - before[1]
+        runs.append((requests / seconds, gateway_cpu / requests, service_cpu / requests))
+        print(
+            f"  api      {name:<17} {runs[-1][0]:9.0f} req/s  gateway {runs[-1][1] * 1e6:6.0f} us"
+            f" CPU/request, metadata service {runs[-1][2] * 1e6:6.0f} us",
+            flush=True,
+        )
+    base = (runs[0][0] + runs[2][0]) / 2
+    rate, relay, answer = runs[1]
+    row("API answer, through the gateway vs the service (req/s)", rate, base, f"{rate / base:.3f}")
+    row(
+        "  gateway's CPU per relayed answer vs the service's (us)",
+        relay * 1e6,
+        answer * 1e6,
+        f"{relay / answer:.2f}x",
+    )
 
 
 def _rows(row: Row, kind: str, loads: dict[str, tuple[Load, float]], size_mb: float) -> None:
