@@ -642,7 +642,7 @@ USUAL_SECONDS = {
     "resume": 25,
     "viewers": 95,
     "ingest": 50,
-    "serving": 65,
+    "serving": 80,
     "s3": 55,
     "yield": 40,
     "runs": 270,

@@ -21,6 +21,11 @@ at least 90 % of nginx's bytes per second, playlists at least 30 % of its reques
 Every target's answer is checked (status, bytes, Content-Type) before it is measured, and a
 run with any error or non-2xx answer is refused.
 
+Then an API answer (`GET /videos?limit=5`: a database query and a few hundred bytes of JSON)
+through the gateway, its baseline the mean of the same request straight from the metadata
+service just before and just after: what the gateway's relay costs a request, in requests per
+second and in the gateway's own CPU per relayed answer beside the service's.
+
 Each run also prints the server's CPU time per request (its whole process tree: nginx's
 workers, granian's workers), which depends far less on what else the machine is doing than
 the rates do; and the 1-minute load average before and after.
