@@ -347,3 +347,26 @@ def test_the_sweep_forgets_urls_expired_for_as_long_as_an_idle_upload_is_kept(
 
     assert admin.get(f"/upload/direct/{gone['id']}").status_code == 404
     assert admin.get(f"/upload/direct/{kept['id']}").json()["status"] == "waiting"
+
+
+async def test_the_access_check_takes_a_worker_thread_only_for_a_direct_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every chunk request runs the check: without a direct token it is a comparison, made on
+    # the event loop (no thread hop a chunk); a direct token is a database lookup, made in a
+    # worker thread so the loop does not wait on the database.
+    import threading
+
+    from starlette.requests import Request
+
+    from services.upload import direct
+    from services.upload.direct_routes import require_upload_access
+
+    threads: list[int] = []
+    monkeypatch.setattr(direct, "check_access", lambda *_: threads.append(threading.get_ident()))
+    for query in (b"upload_id=abc", b"direct_token=xyz&upload_id=abc"):
+        scope = {"type": "http", "headers": [], "query_string": query, "path_params": {}}
+        await require_upload_access(Request(scope), Settings())
+
+    assert threads[0] == threading.get_ident()
+    assert threads[1] != threading.get_ident()
