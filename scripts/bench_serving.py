@@ -425,7 +425,8 @@ def _measure_kind(
 def _measure_api(row: Row, wrk_bin: str, script: Path, platform: Platform, gateway: int) -> None:
     """An API answer (the metadata service's list of videos, a database query and a few
     hundred bytes of JSON) through the gateway, between two runs straight from the service:
-    what the gateway's relay costs a request, in requests/s and in its own CPU."""
+    what the gateway's relay costs a request, in requests/s and in its own CPU beside the
+    service's (each run counts the CPU of the server it asks, as the other kinds do)."""
     assert platform.process is not None
     service = server_pid(platform.process.pid, platform.ports["metadata"])
     direct, relayed = platform.service_url("metadata") + API_PATH, platform.url + API_PATH
@@ -434,21 +435,24 @@ def _measure_api(row: Row, wrk_bin: str, script: Path, platform: Platform, gatew
         if got.status_code != 200 or "application/json" not in got.headers["content-type"]:
             raise SystemExit(f"serving: {url} answered {got.status_code}: {got.text[:200]}")
     runs = []
-    for name, url in (("service", direct), ("gateway", relayed), ("service", direct)):
-        wrk(wrk_bin, url, script, duration=WARMUP)
-        before = tree_cpu_seconds(gateway), tree_cpu_seconds(service)
-        requests, _, seconds = wrk(wrk_bin, url, script)
-        gateway_cpu = tree_cpu_seconds(gateway) - before[0]
-        service_cpu = tree_cpu_seconds(service) - before[1]
-        runs.append((requests / seconds, gateway_cpu / requests, service_cpu / requests))
-        print(
-            f"  api      {name:<17} {runs[-1][0]:9.0f} req/s  gateway {runs[-1][1] * 1e6:6.0f} us"
-            f" CPU/request, metadata service {runs[-1][2] * 1e6:6.0f} us",
-            flush=True,
-        )
-    base = (runs[0][0] + runs[2][0]) / 2
-    rate, relay, answer = runs[1]
-    row("API answer, through the gateway vs the service (req/s)", rate, base, f"{rate / base:.3f}")
+    for name, url, pid in (
+        ("metadata service", direct, service),
+        ("gateway", relayed, gateway),
+        ("metadata service", direct, service),
+    ):
+        runs.append(measure(wrk_bin, url, script, pid))
+        print(f"  api      {name:<17} {runs[-1].describe()}", flush=True)
+    before, through, after = runs
+    base = (before.per_second + after.per_second) / 2
+    ratio = through.per_second / base
+    row(
+        "API answer, through the gateway vs the service (req/s)",
+        through.per_second,
+        base,
+        f"{ratio:.3f}",
+    )
+    relay = through.cpu_seconds / through.requests
+    answer = (before.cpu_seconds + after.cpu_seconds) / (before.requests + after.requests)
     row(
         "  gateway's CPU per relayed answer vs the service's (us)",
         relay * 1e6,
