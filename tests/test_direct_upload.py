@@ -362,11 +362,62 @@ async def test_the_access_check_takes_a_worker_thread_only_for_a_direct_token(
     from services.upload import direct
     from services.upload.direct_routes import require_upload_access
 
-    threads: list[int] = []
-    monkeypatch.setattr(direct, "check_access", lambda *_: threads.append(threading.get_ident()))
+    compared: list[int] = []
+    looked_up: list[int] = []
+    monkeypatch.setattr(direct, "check_uploader", lambda *_: compared.append(threading.get_ident()))
+    monkeypatch.setattr(direct, "admit", lambda *_, **__: looked_up.append(threading.get_ident()))
     for query in (b"upload_id=abc", b"direct_token=xyz&upload_id=abc"):
         scope = {"type": "http", "headers": [], "query_string": query, "path_params": {}}
         await require_upload_access(Request(scope), Settings())
 
-    assert threads[0] == threading.get_ident()
-    assert threads[1] != threading.get_ident()
+    assert compared == [threading.get_ident()]
+    assert len(looked_up) == 1 and looked_up[0] != threading.get_ident()
+
+
+async def test_a_direct_token_is_looked_up_once_a_request(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    # The body guard checks a route's token before its first body byte and the route's own
+    # dependency checks it too: for a direct token both are one database lookup, shared. A
+    # form route (init) has the guard check first, a route reading its own body (a raw
+    # chunk) the dependency: each request looks the token up once, off the event loop.
+    import asyncio
+
+    from services.core.db import init_db
+    from services.core.settings import get_settings
+    from services.upload import direct
+    from services.upload.app import app
+
+    settings = Settings(storage_dir=tmp_path, upload_token=UPLOAD_TOKEN, admin_token="admin")
+    init_db(settings)
+    lookups: list[bool] = []  # for each lookup: whether it ran on the event loop
+    real = direct._grant
+
+    def counted(*args: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            lookups.append(True)
+        except RuntimeError:
+            lookups.append(False)
+        return real(*args)
+
+    monkeypatch.setattr(direct, "_grant", counted)
+    monkeypatch.setitem(app.dependency_overrides, get_settings, lambda: settings)
+    data = clips["tiny"].read_bytes()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        made = await http.post("/upload/direct", json={}, headers={"Authorization": "Bearer admin"})
+        urls = made.json()["chunked"]
+        form = {"filename": "a.mp4", "total_chunks": 1, "total_size": len(data)}
+        init = await http.post(urls["init_url"], data=form)
+        assert init.status_code == 200, init.text
+        assert lookups == [False]
+        # The URL carries the token in its query: the chunk's fields go beside it.
+        sent = await http.post(
+            f"{urls['chunk_url']}&upload_id={init.json()['upload_id']}&index=0",
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert sent.status_code == 200, sent.text
+
+    assert lookups == [False, False]

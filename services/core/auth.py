@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import Scope
 
@@ -136,6 +137,28 @@ TOKEN_CHECKS: dict[Callable[..., Any], TokenCheck] = {
     require_admin: lambda presented, settings: check_admin(presented.bearer, settings),
     require_uploader: lambda presented, settings: check_uploader(presented.bearer, settings),
 }
+# Checks that may wait on the database, each with what tells when it does (a direct upload's
+# token is looked up; a request without one gets a comparison): then made in a worker thread,
+# never on the event loop, where every other request would wait for the database too.
+WAITS: dict[TokenCheck, Callable[[Presented], bool]] = {}
+# Where a request's scope keeps what its token checks found, by check (see check_once).
+CHECKED = "platform.token_checks"
+
+
+async def check_once(scope: Scope, check: TokenCheck, settings: Settings) -> Any:
+    """What `check` finds for the request of `scope` (a grant, None), made once per request:
+    before its first body byte (services.core.bodies) or by the route's dependency, whichever
+    comes first; the other takes that finding. A refusal raises and records nothing."""
+    found: dict[TokenCheck, Any] = scope.setdefault(CHECKED, {})
+    if check not in found:
+        presented = Presented.of(scope)
+        waits = WAITS.get(check)
+        if waits is not None and waits(presented):
+            found[check] = await run_in_threadpool(check, presented, settings)
+        else:
+            found[check] = check(presented, settings)
+    return found[check]
+
 
 AdminOnly = [Depends(require_admin)]
 UploaderOnly = [Depends(require_uploader)]

@@ -39,7 +39,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.core.auth import TOKEN_CHECKS, Presented, TokenCheck
+from services.core.auth import TOKEN_CHECKS, TokenCheck, check_once
 from services.core.cors import settings_of
 from services.core.errors import AppError, TooLarge, Unauthorized, error_body
 from services.core.settings import Settings
@@ -194,7 +194,7 @@ class Guarded:
         if self.refusal is not None:
             return {"type": "http.disconnect"}
         if self.rule is None and not self.started:
-            self._admit()
+            await self._admit()
         message = await self._read()
         if self.received > self.limit and not self.started:
             self._fail(self._too_large())
@@ -209,15 +209,16 @@ class Guarded:
             self.whole = not message.get("more_body", False)
         return message
 
-    def _admit(self) -> None:
-        """Before the first byte: the route's tokens, then its limit against Content-Length."""
+    async def _admit(self) -> None:
+        """Before the first byte: the route's tokens (each made once a request: a route that
+        reads its own body has had its dependencies checked already), then its limit against
+        Content-Length."""
         self.rule = self.guard.rule(self.scope.get("route"))
         settings = settings_of(self.scope)
         self.limit = self.rule.limit(settings)
-        presented = Presented.of(self.scope)
         try:
             for check in self.rule.checks:
-                check(presented, settings)
+                await check_once(self.scope, check, settings)
         except AppError as exc:
             self._fail(exc)
         length = _content_length(self.scope)

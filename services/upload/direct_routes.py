@@ -7,13 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core.app import TUS_REQUEST_HEADERS, TUS_RESPONSE_HEADERS
-from services.core.auth import TOKEN_CHECKS, Presented
+from services.core.auth import TOKEN_CHECKS, WAITS, Presented, check_once
 from services.core.cors import (
     DIRECT_TOKEN,
     has_direct_token,
@@ -56,22 +55,25 @@ async def require_upload_access(request: Request, settings: SettingsDep) -> dire
     (its rules apply), or None for a request under the usual rule (UPLOAD_TOKEN when set).
 
     A coroutine: FastAPI runs a plain function dependency in a worker thread, a hop for every
-    chunk. Without a direct token the check is a constant-time comparison, made here; a
-    direct token is a database lookup, made in a worker thread."""
-    presented = Presented.of(request.scope)
-    if presented.query.get(DIRECT_TOKEN) is None:
-        return direct.check_access(presented, settings)
-    return await run_in_threadpool(direct.check_access, presented, settings)
+    chunk. Without a direct token the check is a constant-time comparison, made on the event
+    loop; a direct token is a database lookup, made in a worker thread (WAITS), and once a
+    request: the body guard takes this finding, or this the guard's (check_once)."""
+    return await check_once(request.scope, direct.check_access, settings)
 
 
-def require_direct_creator(request: Request, settings: SettingsDep) -> None:
+async def require_direct_creator(request: Request, settings: SettingsDep) -> None:
     """FastAPI dependency: the admin token, or the upload token when UPLOAD_TOKEN is set."""
-    direct.check_creator(Presented.of(request.scope), settings)
+    await check_once(request.scope, direct.check_creator, settings)
+
+
+def _holds_direct_token(presented: Presented) -> bool:
+    return presented.query.get(DIRECT_TOKEN) is not None
 
 
 # Made before the first body byte too (services.core.bodies).
 TOKEN_CHECKS[require_upload_access] = direct.check_access
 TOKEN_CHECKS[require_direct_creator] = direct.check_creator
+WAITS[direct.check_access] = _holds_direct_token
 
 UploadAccess = Annotated[direct.Grant | None, Depends(require_upload_access)]
 
