@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from services.core import jobs, layout
 from services.core.db import engine, init_db, session_scope
@@ -65,6 +66,10 @@ AUDIO_NICE_EXTRA = 5
 RUN_POLL_SECONDS = 0.2
 # A run claims no chunk after this long: its presigned source URL must outlive it.
 RUN_MAX_SECONDS = SOURCE_URL_SECONDS / 2
+# How often an idle worker looks for units recorded done but not published (their worker
+# stopped in between): a sweep for what a crash left, not new work, so not at every poll (it
+# was a third of an idle worker's CPU, 0.25 s apart).
+LEFTOVERS_SECONDS = 5.0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -107,6 +112,8 @@ class Worker:
         self.worker_id = f"{socket.gethostname()}/{name}:{os.getpid()}"
         # The previous unit's check-index-publish step, running beside the next encode.
         self._finishing: asyncio.Task[None] | None = None
+        # When an idle pass next looks for units left unpublished (the first one at once).
+        self._next_sweep = 0.0
 
     async def run_forever(self, shutdown: asyncio.Event) -> None:
         """Claim and process units until `shutdown` is set."""
@@ -136,28 +143,49 @@ class Worker:
     async def run_once(self, shutdown: asyncio.Event | None = None) -> bool:
         """Do one unit of work; False when there was nothing to do."""
         shutdown = shutdown or asyncio.Event()
-        chunk = await asyncio.to_thread(self._claim_chunk)
-        if chunk is not None and chunk.kind == CAPTIONS:
-            await asyncio.to_thread(self.extract_captions, chunk)
+        sweep = time.monotonic() >= self._next_sweep
+        work = await asyncio.to_thread(self._look_for_work, sweep)
+        if isinstance(work, ClaimedChunk) and work.kind == CAPTIONS:
+            await asyncio.to_thread(self.extract_captions, work)
             return True
-        if chunk is not None:
-            await self.encode(chunk, shutdown)
+        if isinstance(work, ClaimedChunk):
+            await self.encode(work, shutdown)
             return True
-        video_id = await asyncio.to_thread(self._claim_planning)
-        if video_id is not None:
-            await asyncio.to_thread(self.plan, video_id)
+        if work is not None:
+            await asyncio.to_thread(self.plan, work)
             return True
-        await asyncio.to_thread(self._publish_leftovers)
+        if sweep:
+            self._next_sweep = time.monotonic() + LEFTOVERS_SECONDS
         return False
+
+    def _look_for_work(self, sweep: bool) -> ClaimedChunk | str | None:
+        """A unit claimed, or else a job to plan (its video id), or else None, in one thread
+        hop and one transaction: an idle worker asks this at every poll. With `sweep`, when
+        there is neither, the units recorded but not published are published first."""
+        with session_scope(self.settings) as session:
+            chunk = self._claim_chunk_in(session)
+            work = (
+                chunk
+                if chunk is not None
+                else jobs.claim_planning(
+                    session, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds
+                )
+            )
+        if work is None and sweep:
+            self._publish_leftovers()
+        return work
 
     def _claim_chunk(self) -> ClaimedChunk | None:
         with session_scope(self.settings) as session:
-            return jobs.claim_chunk(
-                session,
-                worker_id=self.worker_id,
-                lease_seconds=self.settings.lease_seconds,
-                kinds=self.kinds,
-            )
+            return self._claim_chunk_in(session)
+
+    def _claim_chunk_in(self, session: Session) -> ClaimedChunk | None:
+        return jobs.claim_chunk(
+            session,
+            worker_id=self.worker_id,
+            lease_seconds=self.settings.lease_seconds,
+            kinds=self.kinds,
+        )
 
     def _claim_planning(self) -> str | None:
         with session_scope(self.settings) as session:
