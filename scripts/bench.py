@@ -18,6 +18,9 @@ against the source scaled to that rung, time to first playable and time to ok.
 
 runs (only when named, about 4.5 min): complete->ok with one ffmpeg on across chunks (the
 default) against an ffmpeg per chunk (CHUNK_RUNS=false), alternating, with the floor.
+
+idle (only when named, about 2 min): the CPU an idle platform takes at the default
+POLL_SECONDS against the 0.25 s poll of before, alternating.
 """
 
 import argparse
@@ -634,6 +637,44 @@ def bench_yield(work: Path) -> None:
     run(work, row)
 
 
+# The idle benchmark: rounds (each one platform of each poll, alternating which goes first),
+# the seconds each platform settles after it starts, the seconds it is measured over, and the
+# poll it is compared with (POLL_SECONDS's default before rings reached other machines).
+IDLE_ROUNDS = 2
+IDLE_SETTLE_SECONDS = 5.0
+IDLE_SECONDS = 20.0
+IDLE_BEFORE_POLL = "0.25"
+
+
+def bench_idle(work: Path) -> None:
+    """What a platform with nothing to do costs: the CPU its processes take, at the default
+    POLL_SECONDS against the 0.25 s poll it had before, in alternating rounds: medians, in
+    per cent of one core (the transcoding service alone, then every process)."""
+    work.mkdir(parents=True, exist_ok=True)
+    polls = {"default": {}, "before": {"POLL_SECONDS": IDLE_BEFORE_POLL}}
+    shares: dict[str, list[tuple[float, float]]] = {name: [] for name in polls}
+    for round_ in range(IDLE_ROUNDS):
+        for name in list(polls) if round_ % 2 == 0 else list(polls)[::-1]:
+            with platform_client(work / f"{round_}-{name}", **polls[name]) as (platform, _):
+                time.sleep(IDLE_SETTLE_SECONDS)
+                before, started = platform_cpu_parts(platform), time.monotonic()
+                time.sleep(IDLE_SECONDS)
+                after, seconds = platform_cpu_parts(platform), time.monotonic() - started
+            spent = {k: v - before.get(k, 0.0) for k, v in after.items()}
+            service = spent.get("transcoding", 0.0) + spent.get("transcoding ffmpeg", 0.0)
+            shares[name].append((100 * service / seconds, 100 * sum(spent.values()) / seconds))
+    poll = Settings.model_fields["poll_seconds"].default
+    for index, what in enumerate(("the transcoding service", "every process")):
+        ours = statistics.median(share[index] for share in shares["default"])
+        theirs = statistics.median(share[index] for share in shares["before"])
+        row(
+            f"idle, {what} (% of a core): poll {poll:g} s / {IDLE_BEFORE_POLL} s",
+            ours,
+            theirs,
+            f"{ours / theirs:.2f}x" if theirs else "-",
+        )
+
+
 # Usual seconds of each benchmark on the 2-core development machine, for the progress lines:
 # a run with its sources in the cache (a first run makes them: about 70 s more).
 USUAL_SECONDS = {
@@ -646,6 +687,7 @@ USUAL_SECONDS = {
     "s3": 55,
     "yield": 40,
     "runs": 270,
+    "idle": 120,
 }
 # What each benchmark needs before it measures: Debian's wrk and nginx-light, the `bench`
 # extra (locust), the generated sources (the ladder's is also the resume and S3 ones').
@@ -697,8 +739,9 @@ BENCHMARKS = {
     "s3": bench_s3,
     "yield": bench_yield,
 }
-# Run only when named: the ladder benchmark's 1-worker figure already runs with the defaults.
-ON_REQUEST = {"runs": bench_runs}
+# Run only when named: the ladder benchmark's 1-worker figure already runs with the defaults;
+# the idle one is a setting's cost, not a goal's figure (the full run stays under 10 min).
+ON_REQUEST = {"runs": bench_runs, "idle": bench_idle}
 
 
 def main() -> None:

@@ -1,11 +1,17 @@
-"""The doorbell: a new job wakes the idle workers on the same machine at once.
+"""The doorbell: new work wakes the idle workers at once, on this machine and on others.
 
-Workers find work by asking the database every POLL_SECONDS; that stays the rule, and the
-only way across machines. On one machine a worker also listens on a Unix datagram socket of
-its own, in a folder named after the database, and whoever queues work (an upload's
-completion, a start-over, a resume) sends each socket there one byte once its transaction
-has committed. The worker then asks the database right away instead of at its next poll:
-a new upload's opening chunk starts encoding without waiting up to a poll interval.
+Workers find work by asking the database every POLL_SECONDS; that stays the rule for work
+that becomes due with time alone (a retry's delay, a dead worker's lease). Whoever makes work
+claimable (an upload's completion, a start-over, a resume, a job's plan stored, a unit
+released) marks its transaction (QUEUED), and once that transaction commits, the idle
+workers ask the database right away instead of at their next poll: a new upload's opening
+chunk starts encoding, and its audio beside it, without waiting up to a poll interval.
+
+- On one machine each worker listens on a Unix datagram socket of its own, in a folder named
+  after the database, and the committer sends each socket there one byte after the commit.
+- On PostgreSQL, across machines, the marked transaction also sends NOTIFY on CHANNEL, which
+  PostgreSQL delivers when (and only if) it commits, and each worker LISTENs on a connection
+  of its own (a lost connection is made again, RECONNECT_SECONDS apart, while it polls).
 
 A ring carries nothing but "look now": a lost or stray one costs at most one early look.
 The folder is the machine's own (under the temporary directory), made by this user and
@@ -22,9 +28,12 @@ import os
 import socket
 import stat
 import tempfile
+import time
 from pathlib import Path
 
-from sqlalchemy import Engine, event
+import psycopg
+from sqlalchemy import Engine, event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
@@ -32,6 +41,10 @@ log = logging.getLogger(__name__)
 # Set in a session's info by whatever queues work; the commit then rings.
 QUEUED = "doorbell.queued"
 _names = itertools.count()
+# PostgreSQL's channel for rings across machines (a NOTIFY reaches its own database only).
+CHANNEL = "platform_work"
+# How long a worker whose LISTEN connection failed polls before it connects again.
+RECONNECT_SECONDS = 10.0
 
 
 def key_of(bind: Engine) -> str:
@@ -57,11 +70,12 @@ def folder_for(database_url: str) -> Path | None:
 
 
 class Doorbell:
-    """One worker's socket: `wait` returns when it rings, on shutdown, or after a timeout."""
+    """One worker's bell: `wait` returns when it rings, on shutdown, or after a timeout."""
 
     def __init__(self, database_url: str) -> None:
         self._sock: socket.socket | None = None
         self._path: Path | None = None
+        self._remote = Listener(database_url) if is_postgresql(database_url) else None
         folder = folder_for(database_url)
         if folder is None:
             return
@@ -80,28 +94,35 @@ class Doorbell:
 
     async def wait(self, shutdown: asyncio.Event, timeout: float) -> bool:
         """Until a ring, `shutdown` or `timeout` seconds; True when it rang."""
-        if self._sock is None:
+        readers = [self._sock.fileno()] if self._sock is not None else []
+        if self._remote is not None and (remote := await self._remote.fileno()) is not None:
+            readers.append(remote)
+        if not readers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(shutdown.wait(), timeout)
             return False
         loop = asyncio.get_running_loop()
         rang = asyncio.Event()
-        loop.add_reader(self._sock.fileno(), rang.set)
+        for reader in readers:
+            loop.add_reader(reader, rang.set)
         waiters = [asyncio.ensure_future(rang.wait()), asyncio.ensure_future(shutdown.wait())]
         try:
             await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            loop.remove_reader(self._sock.fileno())
+            for reader in readers:
+                loop.remove_reader(reader)
             for waiter in waiters:
                 waiter.cancel()
         self._drain()
         return rang.is_set()
 
     def _drain(self) -> None:
-        assert self._sock is not None
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            while True:
-                self._sock.recv(16)
+        if self._sock is not None:
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                while True:
+                    self._sock.recv(16)
+        if self._remote is not None:
+            self._remote.drain()
 
     def close(self) -> None:
         if self._sock is not None:
@@ -111,6 +132,68 @@ class Doorbell:
             with contextlib.suppress(FileNotFoundError):
                 self._path.unlink()
             self._path = None
+        if self._remote is not None:
+            self._remote.close()
+
+
+def is_postgresql(database_url: str) -> bool:
+    return make_url(database_url).get_backend_name() == "postgresql"
+
+
+class Listener:
+    """LISTEN on CHANNEL over a connection of its own: the rings from every machine."""
+
+    def __init__(self, database_url: str) -> None:
+        url = make_url(database_url).set(drivername="postgresql")
+        self._conninfo = url.render_as_string(hide_password=False)
+        self._name = url.render_as_string(hide_password=True)
+        self._conn: psycopg.Connection | None = None
+        self._retry_at = 0.0
+
+    async def fileno(self) -> int | None:
+        """The connection's socket, to wait on; connected first when it has none (in a
+        worker thread, and not again within RECONNECT_SECONDS of a failure): None then."""
+        if self._conn is None and time.monotonic() >= self._retry_at:
+            try:
+                self._conn = await asyncio.to_thread(self._connect)
+            except psycopg.Error as exc:
+                self._failed(exc)
+        return self._conn.fileno() if self._conn is not None else None
+
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
+        try:
+            conn.execute(f"LISTEN {CHANNEL}")
+        except psycopg.Error:
+            conn.close()
+            raise
+        return conn
+
+    def drain(self) -> None:
+        """Read the notifications that have arrived (without waiting for more)."""
+        if self._conn is None:
+            return
+        try:
+            for _ in self._conn.notifies(timeout=0):
+                pass
+        except psycopg.Error as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: psycopg.Error) -> None:
+        log.warning(
+            "doorbell: listening on %s failed (%s): polling, connecting again in %g s",
+            self._name,
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            RECONNECT_SECONDS,
+        )
+        self.close()
+        self._retry_at = time.monotonic() + RECONNECT_SECONDS
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
 
 
 def ring(database_url: str) -> int:
@@ -138,6 +221,14 @@ def ring(database_url: str) -> int:
                     with contextlib.suppress(OSError):
                         path.unlink()
     return woken
+
+
+@event.listens_for(Session, "before_commit")
+def _notify_in_the_commit(session: Session) -> None:
+    """On PostgreSQL, a transaction that queued work sends NOTIFY too: delivered to every
+    listening worker, on any machine, as it commits (and never if it rolls back)."""
+    if session.info.get(QUEUED) and session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
 
 @event.listens_for(Session, "after_commit")

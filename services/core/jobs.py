@@ -94,8 +94,12 @@ def _set_video_status(
         actor=actor,
     )
     if status == Status.QUEUED:
-        # Work to do: idle workers on this machine look as soon as this commits.
-        session.info[doorbell.QUEUED] = True
+        _work_queued(session)
+
+
+def _work_queued(session: Session) -> None:
+    """Work to do: idle workers, here and on other machines, look as soon as this commits."""
+    session.info[doorbell.QUEUED] = True
 
 
 def enqueue(
@@ -203,6 +207,8 @@ def _store_plan(
     session.flush()
     # Planning is claimed (one planner), so the figures are set as they are: none is newer.
     job.progress, job.qualities = _progress(session, job)
+    # The planner goes on with a unit; the audio's worker, and any other, with the rest.
+    _work_queued(session)
 
 
 # --- claiming chunks ------------------------------------------------------------------------
@@ -435,15 +441,15 @@ def release_chunk(
 ) -> None:
     """Give a chunk back (stop, shutdown): pending again, its partial output is overwritten."""
     chunk = _owned_chunk(session, video_id, index, worker_id, attempt)
-    if chunk is not None:
-        _write_owned(
-            session,
-            chunk,
-            worker_id,
-            status=ChunkStatus.PENDING,
-            worker_id=None,
-            lease_expires_at=None,
-        )
+    if chunk is not None and _write_owned(
+        session,
+        chunk,
+        worker_id,
+        status=ChunkStatus.PENDING,
+        worker_id=None,
+        lease_expires_at=None,
+    ):
+        _work_queued(session)
 
 
 def fail_chunk(
@@ -816,6 +822,8 @@ def reclaim_dead(session: Session, *, host: str, alive: Callable[[int], bool]) -
         if _dead_here(job.worker_id, host, alive):
             job.lease_expires_at = past
             reclaimed.append(job.video_id)
+    if reclaimed:
+        _work_queued(session)
     return reclaimed
 
 

@@ -1,20 +1,23 @@
-"""The doorbell: queuing work wakes idle workers on the machine once it commits; polling
-stays the rule (a worker whose doorbell cannot be set up, or on another machine, polls)."""
+"""The doorbell: queuing work wakes idle workers once it commits, on the machine (a socket
+each) and, on PostgreSQL, on others (NOTIFY); polling stays the rule for what becomes due
+with time (and for a worker whose doorbell cannot be set up)."""
 
 import asyncio
 import os
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from services.core import jobs
-from services.core.db import engine, session_scope
+from services.core import doorbell, jobs
+from services.core.db import engine, init_db, session_scope
 from services.core.doorbell import Doorbell, folder_for, key_of, ring
 from services.core.models import ChunkStatus, JobChunk
 from services.core.settings import Settings
 from services.transcoding.worker import Worker
 from tests.clips import make_clip
+from tests.harness import create_database, database_server_under_test, drop_database, pg_connect
 from tests.transcoding.conftest import VIDEO_ID, queue_video
 
 # Far longer than any test here waits: a wake-up before it can only be the doorbell's.
@@ -115,3 +118,93 @@ def test_a_socket_left_by_a_killed_worker_is_cleared_by_the_next_ring() -> None:
     bell._sock.close()  # type: ignore[union-attr]  # its process died: nobody reads it
     assert ring(url) == 0 and not stale.exists()
     folder.rmdir()
+
+
+def test_storing_a_plan_rings_for_the_units_it_makes(settings: Settings, tmp_path: Path) -> None:
+    # The planner goes on with a unit; the audio's worker, idle, must not wait for its poll.
+    queue_video(settings, make_clip(tmp_path / "c.mp4", width=64, height=64, seconds=1))
+    planner = Worker(settings, kinds=("video",))
+    claimed = planner._claim_planning()
+    bell = Doorbell(url_of(settings))  # the audio worker's, listening from here on
+    try:
+        assert claimed == VIDEO_ID
+        planner.plan(VIDEO_ID)
+        assert asyncio.run(rang_within(bell, LONG_POLL))
+    finally:
+        bell.close()
+
+
+# --- across machines: PostgreSQL's NOTIFY ------------------------------------------------------
+
+# The PostgreSQL server of the suite's PostgreSQL pass, used by these tests in every pass.
+POSTGRES = database_server_under_test() or "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def postgres(tmp_path: Path) -> Iterator[Settings]:
+    url = create_database(POSTGRES)
+    made = Settings(storage_dir=tmp_path / "storage", database_url=url)
+    init_db(made)
+    yield made
+    drop_database(url)
+
+
+@pytest.fixture
+def elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker on another machine: no doorbell folder it shares with the committer."""
+    monkeypatch.setattr(doorbell, "folder_for", lambda _url: None)
+
+
+def listening(settings: Settings, scenario: Callable[[Doorbell], Awaitable[None]]) -> None:
+    """Run `scenario` with a worker's doorbell on `settings`' database, closed afterwards."""
+    bell = Doorbell(url_of(settings))
+    try:
+        asyncio.run(scenario(bell))
+    finally:
+        bell.close()
+
+
+async def queuing_rings(settings: Settings, bell: Doorbell) -> bool:
+    with session_scope(settings) as session:
+        jobs.enqueue(session, video_id=VIDEO_ID)
+    return await rang_within(bell, LONG_POLL)
+
+
+def test_on_postgresql_a_commit_rings_a_worker_on_another_machine(
+    postgres: Settings, elsewhere: None, tmp_path: Path
+) -> None:
+    queue_video(postgres, make_clip(tmp_path / "c.mp4", width=64, height=64, seconds=1))
+
+    async def scenario(bell: Doorbell) -> None:
+        assert not await rang_within(bell, 0.2)  # connects and listens; nothing yet
+        with pytest.raises(RuntimeError), session_scope(postgres) as session:
+            jobs.enqueue(session, video_id=VIDEO_ID)
+            raise RuntimeError("rolled back: no NOTIFY")
+        assert not await rang_within(bell, 0.3)
+        assert await queuing_rings(postgres, bell)
+
+    listening(postgres, scenario)
+
+
+def test_a_lost_listening_connection_is_made_again_and_rings_again(
+    postgres: Settings, elsewhere: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue_video(postgres, make_clip(tmp_path / "c.mp4", width=64, height=64, seconds=1))
+    monkeypatch.setattr(doorbell, "RECONNECT_SECONDS", 0.5)
+
+    async def scenario(bell: Doorbell) -> None:
+        assert not await rang_within(bell, 0.2)
+        with pg_connect(url_of(postgres)) as admin:  # the server ends the listener's session
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+            )
+        # A wake-up or two (the server's last message, then the end of the connection), and
+        # the worker polls until RECONNECT_SECONDS have passed.
+        for _ in range(3):
+            await rang_within(bell, 0.2)
+        await asyncio.sleep(0.6)
+        assert not await rang_within(bell, 0.2)  # connected again: nothing since
+        assert await queuing_rings(postgres, bell)
+
+    listening(postgres, scenario)
