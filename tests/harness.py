@@ -113,6 +113,13 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def unknown_video_id() -> str:
+    """A well-formed video id no platform holds: fresh each time. (Not a fixed one such as
+    "0" * 32: the session's shared platform is fuzzed by schemathesis, whose POST /videos may
+    create any id, the all-zero one first.)"""
+    return uuid.uuid4().hex
+
+
 def database_server_under_test() -> str | None:
     """TEST_DATABASE_URL: the PostgreSQL server the suite also runs against (None: SQLite)."""
     return os.environ.get("TEST_DATABASE_URL") or None

@@ -14,7 +14,7 @@ import m3u8
 import pytest
 
 from tests.clips import make_audio_clip, make_clip, make_subtitled_clip, write_srt
-from tests.harness import upload, wait_status
+from tests.harness import unknown_video_id, upload, wait_status
 from tests.test_hevc import upload_with_codec
 
 CHUNK = 256 * 1024
@@ -193,7 +193,7 @@ def test_bad_requests_say_what_to_fix(client, platform, video):
     assert post_caption(client, video, SRT_TEXT, language="english!").status_code == 400
     assert "BCP 47" in post_caption(client, video, SRT_TEXT, language="xx-zz").json()["detail"]
     assert "language" in post_caption(client, video, SRT_TEXT).json()["detail"]
-    assert post_caption(client, "0" * 32, SRT_TEXT, language="en").status_code == 404
+    assert post_caption(client, unknown_video_id(), SRT_TEXT, language="en").status_code == 404
     not_utf8 = client.post(
         f"/videos/{video}/captions?language=en",
         content="WEBVTT\n\n00:01.000 --> 00:02.000\nol\xe1\n".encode("latin-1"),

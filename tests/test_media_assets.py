@@ -16,7 +16,7 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 
-from tests.harness import Platform, sha256_of, upload, wait_status
+from tests.harness import Platform, sha256_of, unknown_video_id, upload, wait_status
 from tests.media.test_thumbnails import cues
 
 # What the top rung of each test clip is, and so the poster's size (long side <= 1280).
@@ -291,7 +291,7 @@ def test_downloads_name_only_rungs_the_video_has(client, transcoded):
         response = client.get(f"/stream/{video_id}/download/{name}")
         assert 400 <= response.status_code < 500, (name, response.status_code)
         assert response.status_code != 200
-    unknown = "0" * 32
+    unknown = unknown_video_id()
     for path in ("download", "download/720p.mp4", "poster.jpg", "storyboard.vtt"):
         assert client.get(f"/stream/{unknown}/{path}").status_code == 404, path
         assert client.get(f"/stream/not-an-id/{path}").status_code == 400, path

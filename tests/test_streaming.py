@@ -7,6 +7,8 @@ import subprocess
 import m3u8
 import pytest
 
+from tests.harness import unknown_video_id
+
 EXPECTED_RUNGS = {
     "full": ["1080p", "720p", "480p", "360p"],
     "portrait": ["720p", "480p", "360p"],
@@ -247,7 +249,7 @@ def test_generic_asset_path_serves_files_below_the_video_only(client, transcoded
 
 def test_unknown_video_quality_and_segment_are_clear_4xx(client, transcoded):
     video_id = transcoded["small"]
-    assert client.get("/stream/" + "0" * 32 + "/master.m3u8").status_code == 404
+    assert client.get(f"/stream/{unknown_video_id()}/master.m3u8").status_code == 404
     assert client.get("/stream/not-an-id/master.m3u8").status_code == 400
     assert client.get(f"/stream/{video_id}/1080p/playlist.m3u8").status_code == 404
     bad = client.get(f"/stream/{video_id}/360p/passwd")

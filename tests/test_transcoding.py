@@ -5,7 +5,7 @@ import os
 import signal
 import time
 
-from tests.harness import cmdline, upload, wait_status
+from tests.harness import cmdline, unknown_video_id, upload, wait_status
 from tests.test_engine import chunks_of
 
 CHUNK = 1024 * 1024
@@ -144,6 +144,7 @@ def test_start_requeues_a_finished_video(client, transcoded):
 
 
 def test_start_unknown_video_is_404_and_bad_body_is_422(client):
-    assert client.post("/transcode/start", json={"upload_id": "0" * 32}).status_code == 404
+    unknown = {"upload_id": unknown_video_id()}
+    assert client.post("/transcode/start", json=unknown).status_code == 404
     assert client.post("/transcode/start", json={}).status_code == 422
     assert client.get("/transcode/status/nope").status_code == 400
