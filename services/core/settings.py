@@ -219,9 +219,10 @@ class Settings(BaseSettings):
         "launcher migrates once before it starts them and sets this false for its children "
         "(a check per process costs about 0.3 CPU-s); `launcher --init` always migrates",
     )
-    # An idle transcoding service (two workers) took 1.8-2.0 % of a core at 0.25 s, against
-    # 0.5 % or so at 1 s: work queued anywhere rings (doorbell.py), so the poll finds only
-    # what comes due with time (a retry's delay, a lapsed lease), where a second is nothing.
+    # An idle transcoding service (two workers) took 2.37 % of a core at 0.25 s, against
+    # 0.73 % at 1 s (scripts/bench.py idle): work queued anywhere rings (doorbell.py), so the
+    # poll finds only what comes due with time (a retry's delay, a lapsed lease), where a
+    # second is nothing.
     poll_seconds: float = Field(
         1.0,
         gt=0,
