@@ -118,7 +118,7 @@ class Worker:
     async def run_forever(self, shutdown: asyncio.Event) -> None:
         """Claim and process units until `shutdown` is set."""
         log.info("worker %s started", self.worker_id)
-        # Rung when work is queued on this machine: looked for at once, not at the next poll.
+        # Rung when work is queued (on this machine; on PostgreSQL, on any): looked for at once.
         doorbell = Doorbell(key_of(engine(self.settings)))
         try:
             while not shutdown.is_set():
