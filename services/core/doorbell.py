@@ -33,7 +33,7 @@ from pathlib import Path
 
 import psycopg
 from sqlalchemy import Engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,8 @@ class Doorbell:
     def __init__(self, database_url: str) -> None:
         self._sock: socket.socket | None = None
         self._path: Path | None = None
-        self._remote = Listener(database_url) if is_postgresql(database_url) else None
+        url = make_url(database_url)
+        self._remote = Listener(url) if url.get_backend_name() == "postgresql" else None
         folder = folder_for(database_url)
         if folder is None:
             return
@@ -136,15 +137,11 @@ class Doorbell:
             self._remote.close()
 
 
-def is_postgresql(database_url: str) -> bool:
-    return make_url(database_url).get_backend_name() == "postgresql"
-
-
 class Listener:
     """LISTEN on CHANNEL over a connection of its own: the rings from every machine."""
 
-    def __init__(self, database_url: str) -> None:
-        url = make_url(database_url).set(drivername="postgresql")
+    def __init__(self, database: URL) -> None:
+        url = database.set(drivername="postgresql")
         self._conninfo = url.render_as_string(hide_password=False)
         self._name = url.render_as_string(hide_password=True)
         self._conn: psycopg.Connection | None = None

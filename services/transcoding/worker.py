@@ -163,14 +163,9 @@ class Worker:
         hop and one transaction: an idle worker asks this at every poll. With `sweep`, when
         there is neither, the units recorded but not published are published first."""
         with session_scope(self.settings) as session:
-            chunk = self._claim_chunk_in(session)
-            work = (
-                chunk
-                if chunk is not None
-                else jobs.claim_planning(
-                    session, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds
-                )
-            )
+            work: ClaimedChunk | str | None = self._claim_chunk_in(session)
+            if work is None:
+                work = self._claim_planning_in(session)
         if work is None and sweep:
             self._publish_leftovers()
         return work
@@ -189,9 +184,12 @@ class Worker:
 
     def _claim_planning(self) -> str | None:
         with session_scope(self.settings) as session:
-            return jobs.claim_planning(
-                session, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds
-            )
+            return self._claim_planning_in(session)
+
+    def _claim_planning_in(self, session: Session) -> str | None:
+        return jobs.claim_planning(
+            session, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds
+        )
 
     def plan(self, video_id: str) -> None:
         """Probe the source and cut the job into units of work (or fail it with the reason)."""
