@@ -1,14 +1,17 @@
 """FastAPI dependencies shared by every service, as `Annotated` aliases."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated
 
+import anyio
+from anyio import CapacityLimiter
 from fastapi import Depends
 from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
 
 from services.core.cors import settings_of
-from services.core.db import session_scope
+from services.core.db import engine
 from services.core.settings import Settings
 from services.core.storage import Storage
 from services.core.storage.factory import store_of, uses_object_storage
@@ -23,9 +26,45 @@ async def current_settings(request: HTTPConnection) -> Settings:
     return settings_of(request.scope)
 
 
-def _session(settings: Annotated[Settings, Depends(current_settings)]) -> Iterator[Session]:
-    with session_scope(settings) as session:
+async def _session(
+    settings: Annotated[Settings, Depends(current_settings)],
+) -> AsyncIterator[Session]:
+    """A session in one transaction for the (plain function) endpoint, as `session_scope`
+    gives one: committed once the endpoint returns, rolled back if it raises.
+
+    Opened here on the event loop (a Session connects only at its first query, which the
+    endpoint makes in its worker thread); only the commit or rollback, which waits on the
+    database, takes a worker thread. As a plain generator FastAPI ran both its start and its
+    end in worker threads: one hop more per request."""
+    session = Session(engine(settings), expire_on_commit=False)
+    try:
         yield session
+    except BaseException:
+        with anyio.CancelScope(shield=True):  # a cancelled request still gives its connection back
+            await _ending(session, commit=False)
+        raise
+    await _ending(session, commit=True)
+
+
+async def _ending(session: Session, *, commit: bool) -> None:
+    """`_end` in a worker thread outside the shared pool's limit (as FastAPI runs a plain
+    generator's end): a session that holds a database connection must always get a thread
+    to give it back. Within the limit, requests whose endpoints all wait for a connection
+    could take every thread, and the connections' holders could then never end."""
+    await anyio.to_thread.run_sync(
+        partial(_end, session, commit=commit), limiter=CapacityLimiter(1)
+    )
+
+
+def _end(session: Session, *, commit: bool) -> None:
+    """Commit (or roll back) and close: the connection goes back to the pool."""
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
 
 
 async def _storage(settings: Annotated[Settings, Depends(current_settings)]) -> Storage:
