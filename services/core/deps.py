@@ -1,7 +1,8 @@
 """FastAPI dependencies shared by every service, as `Annotated` aliases."""
 
 from collections.abc import AsyncIterator
-from functools import partial
+from functools import lru_cache, partial
+from pathlib import Path
 from typing import Annotated
 
 import anyio
@@ -68,7 +69,14 @@ def _end(session: Session, *, commit: bool) -> None:
 
 
 async def _storage(settings: Annotated[Settings, Depends(current_settings)]) -> Storage:
-    return Storage(settings.storage_dir)
+    return _storage_at(settings.storage_dir)
+
+
+@lru_cache(maxsize=16)
+def _storage_at(folder: Path) -> Storage:
+    """The Storage of `folder`, made once: making one resolves the folder's path, a system
+    call for each of its parts, on every request that asked for it."""
+    return Storage(folder)
 
 
 def _objects(settings: Annotated[Settings, Depends(current_settings)]) -> Store | None:

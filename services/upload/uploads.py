@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -62,6 +62,9 @@ READ_SIZE = 1024 * 1024
 LOCK_WAIT_SECONDS = 30.0
 LOCK_POLL_SECONDS = 0.05
 MAX_FILENAME = 255
+# The tables behind the models, for Core statements on the chunk path (_record).
+UPLOADS: Table = Upload.__table__  # type: ignore[assignment]
+CHUNKS: Table = UploadChunk.__table__  # type: ignore[assignment]
 
 
 @dataclass
@@ -620,12 +623,17 @@ def _record(
     settings: Settings, upload_id: str, index: int, size: int, digest: str
 ) -> UploadChunk | None:
     """Count a chunk whose bytes are on disk; the row already there if another copy won."""
+    # Core statements on the tables: the ORM's unit of work (for the row) and its bulk update
+    # (which first looks for the upload among the session's objects) cost more CPU than the
+    # rest of a small chunk's request.
     try:
         with session_scope(settings) as session:
-            session.add(UploadChunk(upload_id=upload_id, index=index, size=size, digest=digest))
+            session.execute(
+                insert(CHUNKS).values(upload_id=upload_id, index=index, size=size, digest=digest)
+            )
             # The abandoned-upload sweep measures idleness from the last chunk.
             session.execute(
-                update(Upload).where(Upload.id == upload_id).values(updated_at=utcnow())
+                update(UPLOADS).where(UPLOADS.c.id == upload_id).values(updated_at=utcnow())
             )
     except IntegrityError:
         # Only when the chunk lock could not keep the other copy out (a storage shared over
