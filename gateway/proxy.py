@@ -56,6 +56,10 @@ DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
 DEFAULT_LIMITS = httpx.Limits(
     max_connections=512, max_keepalive_connections=64, keepalive_expiry=4.0
 )
+# The relay's connections are kept in this many pools (_ShardedPool): enough that each holds
+# a handful of connections at the concurrency the bench's viewers and API clients reach (50),
+# few enough that a pool rarely lacks an idle connection another one has.
+POOL_SHARDS = 8
 # Methods safe to send twice. A service may still close a pooled connection as the gateway
 # reuses it (restart, its own idle timeout); httpx then says "Server disconnected without
 # sending a response" and nothing reached the service, so a bodiless safe request is resent
@@ -167,19 +171,90 @@ class _AnswerAwareBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-class RelayTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport over `_AnswerAwareBackend` connections."""
+class _ShardedPool:
+    """`shards` connection pools, each with its share of the limits; a request goes to the
+    one with the fewest requests in flight (the first of those), so one at a time they all
+    reuse the first pool's connection, and many at once spread evenly.
 
-    def __init__(self, limits: httpx.Limits = DEFAULT_LIMITS) -> None:
+    httpcore's pool looks over every connection it holds when a request comes and when one
+    ends, and over all of them again for each idle one (`_assign_requests_to_connections`):
+    with 50 requests at once through the gateway that was 42 % of its Python time on an API
+    answer (py-spy). A pool with a share of the connections looks over that share. The
+    pools are httpcore's own; only which one takes a request is decided here.
+    """
+
+    def __init__(self, limits: httpx.Limits, shards: int) -> None:
+        def share(limit: int | None) -> int | None:
+            return None if limit is None else max(1, -(-limit // shards))
+
+        self._shards = [
+            httpcore.AsyncConnectionPool(
+                ssl_context=httpx.create_ssl_context(trust_env=False),
+                max_connections=share(limits.max_connections),
+                max_keepalive_connections=share(limits.max_keepalive_connections),
+                keepalive_expiry=limits.keepalive_expiry,
+                network_backend=_AnswerAwareBackend(),
+            )
+            for _ in range(shards)
+        ]
+        self.in_flight = [0] * shards  # requests sent and not yet closed, by pool
+
+    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
+        """Send `request` through the least busy pool; its count drops when the answer closes."""
+        shard = self.in_flight.index(min(self.in_flight))
+        self.in_flight[shard] += 1
+        try:
+            response = await self._shards[shard].handle_async_request(request)
+        except BaseException:
+            self.in_flight[shard] -= 1
+            raise
+        response.stream = _Counted(response.stream, self.in_flight, shard)
+        return response
+
+    @property
+    def connections(self) -> list[httpcore.AsyncConnectionInterface]:
+        """Every pool's connections."""
+        return [connection for pool in self._shards for connection in pool.connections]
+
+    async def aclose(self) -> None:
+        """Close every pool."""
+        for pool in self._shards:
+            await pool.aclose()
+
+    async def __aenter__(self) -> "_ShardedPool":
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+
+class _Counted:
+    """An answer's body stream that takes its request off its pool's count when closed."""
+
+    def __init__(self, stream: typing.Any, counts: list[int], shard: int) -> None:
+        self._stream, self._counts = stream, counts
+        self._shard: int | None = shard
+
+    def __aiter__(self) -> typing.AsyncIterator[bytes]:
+        return self._stream.__aiter__()
+
+    async def aclose(self) -> None:
+        """Close the stream (the connection goes back to its pool) and uncount it, once."""
+        try:
+            await self._stream.aclose()
+        finally:
+            if self._shard is not None:
+                self._counts[self._shard] -= 1
+                self._shard = None
+
+
+class RelayTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport over `_AnswerAwareBackend` connections, in POOL_SHARDS pools."""
+
+    def __init__(self, limits: httpx.Limits = DEFAULT_LIMITS, shards: int = POOL_SHARDS) -> None:
         super().__init__(limits=limits, trust_env=False)
         # httpx takes no network backend: its pool is made again, alike but for the backend.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_AnswerAwareBackend(),
-        )
+        self._pool = _ShardedPool(limits, shards)  # type: ignore[assignment]  # the same calls
 
 
 def make_client(

@@ -11,7 +11,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.app import FRONTEND_DIR, HLS_JS, PAGE, VENDOR, build_app
-from gateway.proxy import DEFAULT_TIMEOUT, METHODS, make_client
+from gateway.proxy import DEFAULT_TIMEOUT, METHODS, POOL_SHARDS, make_client
 from services.core.settings import SERVICE_NAMES, Settings, get_settings
 from tests.harness import free_ports
 
@@ -456,19 +456,32 @@ async def test_a_relayed_request_searches_for_no_module_and_takes_no_thread_hop(
     assert hops == []
 
 
+async def send(writer: asyncio.StreamWriter, raw: bytes) -> None:
+    """Write `raw` to the gateway's connection."""
+    writer.write(raw)
+    await writer.drain()
+
+
+async def until_gone(writer: asyncio.StreamWriter, serve: Callable[[], Awaitable[None]]) -> None:
+    """Run `serve` on one connection, quietly ending when the gateway goes; then close it."""
+    try:
+        await serve()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
 @asynccontextmanager
 async def answers_with(raw: bytes) -> AsyncIterator[str]:
     """A service that answers every connection's first request with `raw` and closes it."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
+        async def answer() -> None:
             await reader.readuntil(b"\r\n\r\n")
-            writer.write(raw)
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+            await send(writer, raw)
+
+        await until_gone(writer, answer)
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     async with server:
@@ -504,3 +517,42 @@ async def test_a_small_answer_cut_short_by_the_service_is_a_502_not_half_an_answ
     assert response.status_code == 502
     assert response.json()["error"] == "upstream_unavailable"
     assert "metadata service" in response.json()["detail"]
+
+
+async def test_requests_at_once_spread_over_the_pools_and_one_at_a_time_reuse_one() -> None:
+    # The relay keeps its connections in POOL_SHARDS pools (httpcore looks over every
+    # connection of a pool for each request): a request goes to the pool with the fewest in
+    # flight, so one at a time they reuse one connection and many at once spread evenly.
+    peers: list[int] = []
+    release = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def answer_each() -> None:
+            while await reader.readuntil(b"\r\n\r\n"):
+                peers.append(writer.get_extra_info("peername")[1])
+                if len(peers) >= 2 * POOL_SHARDS:
+                    release.set()
+                await release.wait()
+                await send(writer, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+        await until_gone(writer, answer_each)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/videos"
+    async with server, make_client() as client:
+        release.set()
+        for _ in range(5):
+            assert (await client.get(url)).status_code == 200
+        assert len(set(peers)) == 1
+        release.clear()
+        peers.clear()
+        # Answered only once all of them have arrived: they are in flight together.
+        answers = await asyncio.gather(*(client.get(url) for _ in range(2 * POOL_SHARDS)))
+        pool = client._transport._pool  # type: ignore[attr-defined]
+        held = [len(shard.connections) for shard in pool._shards]
+        in_flight = list(pool.in_flight)
+
+    assert [answer.status_code for answer in answers] == [200] * (2 * POOL_SHARDS)
+    assert len(set(peers)) == 2 * POOL_SHARDS
+    assert held == [2] * POOL_SHARDS
+    assert in_flight == [0] * POOL_SHARDS
