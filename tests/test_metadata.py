@@ -1,5 +1,9 @@
 """Metadata service, through the gateway: the video records."""
 
+import asyncio
+
+import httpx
+
 from tests.harness import upload
 
 CHUNK = 1024 * 1024
@@ -74,3 +78,14 @@ def test_unknown_and_malformed_ids(client):
     assert client.get("/videos/" + "f" * 32).status_code == 404
     assert client.get("/videos/..%2f..%2fetc").status_code in (400, 404)
     assert client.put("/videos/xyz/stop").status_code == 400
+
+
+async def test_many_requests_at_once_are_all_answered(platform):
+    # More requests at once than a service has worker threads (40) and database connections
+    # (15): each request's endpoint waits in a thread for a connection, and a request that
+    # has one needs a thread again to finish. Every thread waiting for a connection, none came
+    # back, and the service answered nothing for minutes.
+    url = platform.service_url("metadata") + "/videos?limit=5"
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=200), timeout=60) as http:
+        answers = await asyncio.gather(*(http.get(url) for _ in range(200)))
+    assert sorted({answer.status_code for answer in answers}) == [200]

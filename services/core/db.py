@@ -31,13 +31,25 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+# Each process's connections to the database: kept open, and opened beyond those when busy.
+POOL_SIZE = 5
+POOL_OVERFLOW = 10
+# Of those, how many a service's requests may hold at once (`services.core.deps`): the rest
+# stay for the work that opens sessions of its own meanwhile (the chunk path, workers, a
+# request's nested transaction), so that work never waits for a request that waits for it.
+REQUEST_SESSIONS = POOL_SIZE + POOL_OVERFLOW - 5
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url` with the pragmas/pool settings the platform needs."""
+    pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"timeout": 10, "check_same_thread": False}, **pool
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 @lru_cache

@@ -7,12 +7,13 @@ from typing import Annotated
 
 import anyio
 from anyio import CapacityLimiter
+from anyio.lowlevel import RunVar
 from fastapi import Depends
 from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
 
 from services.core.cors import settings_of
-from services.core.db import engine
+from services.core.db import REQUEST_SESSIONS, engine
 from services.core.settings import Settings
 from services.core.storage import Storage
 from services.core.storage.factory import store_of, uses_object_storage
@@ -33,18 +34,38 @@ async def _session(
     """A session in one transaction for the (plain function) endpoint, as `session_scope`
     gives one: committed once the endpoint returns, rolled back if it raises.
 
+    At most `REQUEST_SESSIONS` requests of a process hold one at once; the others wait here,
+    on the event loop, holding no thread. Without that bound, a burst of requests (200 at
+    once) put every worker thread in an endpoint waiting for a database connection, while
+    the requests holding the connections waited for a thread to finish in (FastAPI checks
+    the response model in one): the service answered nothing for minutes.
+
     Opened here on the event loop (a Session connects only at its first query, which the
     endpoint makes in its worker thread); only the commit or rollback, which waits on the
     database, takes a worker thread. As a plain generator FastAPI ran both its start and its
     end in worker threads: one hop more per request."""
-    session = Session(engine(settings), expire_on_commit=False)
+    async with _request_sessions():
+        session = Session(engine(settings), expire_on_commit=False)
+        try:
+            yield session
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # a cancelled request gives its connection back
+                await _ending(session, commit=False)
+            raise
+        await _ending(session, commit=True)
+
+
+_SESSIONS: RunVar[anyio.Semaphore] = RunVar("request_sessions")
+
+
+def _request_sessions() -> anyio.Semaphore:
+    """This event loop's permits for request sessions (made on first use)."""
     try:
-        yield session
-    except BaseException:
-        with anyio.CancelScope(shield=True):  # a cancelled request still gives its connection back
-            await _ending(session, commit=False)
-        raise
-    await _ending(session, commit=True)
+        return _SESSIONS.get()
+    except LookupError:
+        permits = anyio.Semaphore(REQUEST_SESSIONS)
+        _SESSIONS.set(permits)
+        return permits
 
 
 async def _ending(session: Session, *, commit: bool) -> None:
