@@ -211,11 +211,6 @@ class _ShardedPool:
         response.stream = _Counted(response.stream, self.in_flight, shard)
         return response
 
-    @property
-    def connections(self) -> list[httpcore.AsyncConnectionInterface]:
-        """Every pool's connections."""
-        return [connection for pool in self._shards for connection in pool.connections]
-
     async def aclose(self) -> None:
         """Close every pool."""
         for pool in self._shards:
@@ -251,10 +246,10 @@ class _Counted:
 class RelayTransport(httpx.AsyncHTTPTransport):
     """httpx's transport over `_AnswerAwareBackend` connections, in POOL_SHARDS pools."""
 
-    def __init__(self, limits: httpx.Limits = DEFAULT_LIMITS, shards: int = POOL_SHARDS) -> None:
+    def __init__(self, limits: httpx.Limits = DEFAULT_LIMITS) -> None:
         super().__init__(limits=limits, trust_env=False)
         # httpx takes no network backend: its pool is made again, alike but for the backend.
-        self._pool = _ShardedPool(limits, shards)  # type: ignore[assignment]  # the same calls
+        self._pool = _ShardedPool(limits, POOL_SHARDS)  # type: ignore[assignment]  # the same calls
 
 
 def make_client(

@@ -106,12 +106,17 @@ def _current_revision(url: str) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-@contextmanager
-def session_scope(settings: Settings | None = None) -> Iterator[Session]:
-    """A session in one transaction: committed on success, rolled back on error.
+def new_session(settings: Settings | None = None) -> Session:
+    """A session on the configured database (it connects at its first query).
 
     A plain Session, not one from a `sessionmaker` made per call: each sessionmaker makes a
     Session subclass of its own, whose event dispatch (the doorbell's listeners on Session)
     SQLAlchemy then sets up afresh, about a fifth of a raw upload chunk's Python time."""
-    with Session(engine(settings), expire_on_commit=False) as session, session.begin():
+    return Session(engine(settings), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(settings: Settings | None = None) -> Iterator[Session]:
+    """A session in one transaction: committed on success, rolled back on error."""
+    with new_session(settings) as session, session.begin():
         yield session

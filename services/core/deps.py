@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
 
 from services.core.cors import settings_of
-from services.core.db import REQUEST_SESSIONS, engine
+from services.core.db import REQUEST_SESSIONS, new_session
 from services.core.settings import Settings
 from services.core.storage import Storage
 from services.core.storage.factory import store_of, uses_object_storage
@@ -45,7 +45,7 @@ async def _session(
     database, takes a worker thread. As a plain generator FastAPI ran both its start and its
     end in worker threads: one hop more per request."""
     async with _request_sessions():
-        session = Session(engine(settings), expire_on_commit=False)
+        session = new_session(settings)
         try:
             yield session
         except BaseException:
@@ -79,14 +79,11 @@ async def _ending(session: Session, *, commit: bool) -> None:
 
 
 def _end(session: Session, *, commit: bool) -> None:
-    """Commit (or roll back) and close: the connection goes back to the pool."""
-    try:
+    """Commit (when asked) and close: closing rolls back what was not committed and gives the
+    connection back to the pool."""
+    with session:
         if commit:
             session.commit()
-        else:
-            session.rollback()
-    finally:
-        session.close()
 
 
 async def _storage(settings: Annotated[Settings, Depends(current_settings)]) -> Storage:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from services.core import deps
+from services.core.db import engine
 from services.core.errors import InvalidInput, install_error_handlers
 from services.core.settings import Settings, get_settings
 
@@ -41,7 +42,7 @@ def _table_app(tmp_path: Path) -> FastAPI:
     """An app whose plain function endpoint writes a row through SessionDep, then fails if
     asked to."""
     settings = Settings(storage_dir=tmp_path)
-    with deps.engine(settings).begin() as connection:
+    with engine(settings).begin() as connection:
         connection.execute(text("CREATE TABLE marks (name TEXT)"))
     app = FastAPI()
 
