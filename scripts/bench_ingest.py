@@ -17,6 +17,11 @@ reset through /proc/PID/clear_refs before each upload) is read for both sizes. T
 runs without transcoding workers (WORKERS=0), so nothing else competes for the two cores, and
 every upload is deleted after it is measured. Each timing is the best of ROUNDS runs, since the
 machine is shared and noisy; the baseline copies are timed the same way in the same run.
+
+A second baseline is the least a receiver of this design can spend: `bench_receiver.py`, a
+process of the standard library alone that takes the same chunks over the same loopback (no
+HTTP), hashes them into one sha256, writes them past the page cache and fdatasyncs each. The
+upload service's CPU per GiB is printed against its own in the same run.
 """
 
 import argparse
@@ -25,10 +30,12 @@ import math
 import os
 import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +46,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import bench_receiver  # noqa: E402
 
 from tests.harness import Platform  # noqa: E402
 
@@ -253,6 +262,52 @@ def _sender(client: httpx.Client, fd: int, upload_id: str, form: str) -> Callabl
     return send
 
 
+def minimal_ingest(path: Path, target: Path) -> tuple[float, float, float]:
+    """(seconds, the receiver's user and system CPU seconds) of sending `path` to the minimal
+    receiver (bench_receiver.py), CHUNK by CHUNK over IN_FLIGHT connections (the client sends
+    with sendfile; its cost is not counted)."""
+    receiver_script = Path(__file__).with_name("bench_receiver.py")
+    argv = [sys.executable, str(receiver_script), str(target), str(CHUNK), str(IN_FLIGHT)]
+    receiver = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert receiver.stdout is not None
+    try:
+        port = int(receiver.stdout.readline())
+        size = path.stat().st_size
+        indexes = iter(range(math.ceil(size / CHUNK)))
+        take = threading.Lock()
+        fd = os.open(path, os.O_RDONLY)
+
+        def send() -> None:
+            with socket.create_connection(("127.0.0.1", port)) as conn:
+                while True:
+                    with take:
+                        index = next(indexes, None)
+                    if index is None:
+                        return
+                    offset = index * CHUNK
+                    length = min(CHUNK, size - offset)
+                    conn.sendall(bench_receiver.HEADER.pack(offset, length))
+                    sent = 0
+                    while sent < length:
+                        sent += os.sendfile(conn.fileno(), fd, offset + sent, length - sent)
+                    if conn.recv(1) != b"k":
+                        raise SystemExit("the minimal receiver stopped answering")
+
+        started = time.perf_counter()
+        try:
+            with ThreadPoolExecutor(max_workers=IN_FLIGHT) as pool:
+                for future in [pool.submit(send) for _ in range(IN_FLIGHT)]:
+                    future.result()
+        finally:
+            os.close(fd)
+        elapsed = time.perf_counter() - started
+        user, system = map(float, receiver.stdout.readline().split())
+    finally:
+        receiver.wait(timeout=60)
+        target.unlink(missing_ok=True)
+    return elapsed, user, system
+
+
 def best_upload(
     platform: Platform, path: Path, digest: str, *, form: str, direct: bool, rounds: int
 ) -> list[Ingest]:
@@ -293,6 +348,7 @@ def _measure(work: Path, big: Path, small: Path, row: Row, rounds: int) -> None:
     copy = work / "copy.bin"
     cat = min(time_copy(big, copy, sync=False) for _ in range(rounds))
     cat_sync = min(time_copy(big, copy, sync=True) for _ in range(rounds))
+    minimal = min(minimal_ingest(big, copy) for _ in range(rounds))
     platform = Platform(work / "storage", WORKERS="0").start()
     cached = Platform(work / "storage-cached", WORKERS="0", DIRECT_IO="false").start()
     try:
@@ -312,6 +368,7 @@ def _measure(work: Path, big: Path, small: Path, row: Row, rounds: int) -> None:
         platform.drop()
         cached.drop()
     _report(row, cat, cat_sync, ingests, smalls, hash_seconds, idle, big.stat().st_size)
+    _report_minimal(row, minimal, ingests, cat_sync[0], big.stat().st_size)
     _report_writes(row, writes, big.stat().st_size)
 
 
@@ -326,6 +383,26 @@ def _alternate(
         for target, runs in ((platform, direct), (cached, buffered)):
             runs += best_upload(target, path, digest, form="octet-stream", direct=True, rounds=1)
     return direct, buffered
+
+
+def _report_minimal(
+    row: Row,
+    minimal: tuple[float, float, float],
+    ingests: dict[tuple[str, bool], list[Ingest]],
+    durable: float,
+    size: int,
+) -> None:
+    """The minimal receiver's rate and CPU per GiB, and the upload service's against it."""
+    seconds, user, system = minimal
+    mbps, cpu = size / 1e6 / seconds, (user + system) * GiB / size
+    synced = size / 1e6 / durable
+    row("ingest, minimal receiver (MB/s) / cat + fsync", mbps, synced, _pct(mbps, synced))
+    row("  its CPU s/GiB: user (sha256 ...) / system", user * GiB / size, system * GiB / size, "")
+    for form in FORMS:
+        best = min(ingests[(form, True)], key=lambda r: r.seconds)
+        alone = best.service_cpu * GiB / size
+        name = form.replace("-stream", "")
+        row(f"upload svc CPU s/GiB, direct {name} / minimal", alone, cpu, f"{alone / cpu:.2f}x")
 
 
 def _report_writes(row: Row, writes: tuple[list[Ingest], list[Ingest]], size: int) -> None:
