@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import sniffio
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
 from prometheus_client import REGISTRY
@@ -37,6 +38,29 @@ async def database_lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Default lifespan: make sure the storage layout and the tables exist."""
     init_db()
     yield
+
+
+def _on_the_event_loop(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]]) -> Any:
+    """`lifespan`, after telling sniffio that this thread, the event loop's, runs asyncio.
+
+    anyio asks sniffio which library runs for every thread hop, capacity limiter and run
+    variable; with nothing set, sniffio finds out by calling `asyncio.current_task()` each
+    time, pure Python on 3.11: counted by callgrind, telling it saves 2 % of the instructions
+    of a request that reads the database (4.55 against 4.46 M for `GET /upload/{id}`, client
+    included). The thread-local name is sniffio's own way to be told; other threads, such as
+    anyio's workers, still find out as before, and the name is put back when the app stops.
+    """
+
+    @asynccontextmanager
+    async def named(app: FastAPI) -> AsyncIterator[Any]:
+        before, sniffio.thread_local.name = sniffio.thread_local.name, "asyncio"
+        try:
+            async with lifespan(app) as state:
+                yield state
+        finally:
+            sniffio.thread_local.name = before
+
+    return named
 
 
 # tus 1.0 (/files/ on the upload service): what a browser client sends and must read.
@@ -115,7 +139,7 @@ def create_app(
     app = FastAPI(
         title=f"{name} service",
         description=description,
-        lifespan=lifespan or database_lifespan,
+        lifespan=_on_the_event_loop(lifespan or database_lifespan),
         responses=ERROR_RESPONSES,
         # An API has no use for slash redirects; behind the gateway their Location would even
         # name the internal address.
