@@ -35,6 +35,7 @@ from services.core.app import create_app
 from services.core.bodies import streamed_body
 from services.core.deps import SettingsDep
 from services.core.errors import AppError, NotFound
+from services.core.memory import keep_freed_memory
 from services.core.settings import PROJECT_ROOT
 
 FRONTEND_DIR = PROJECT_ROOT / "frontend"
@@ -141,6 +142,7 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        keep_freed_memory()  # upload bodies pass through in pieces of about 400 KiB
         async with client_factory() as client:
             app.state.http = client
             yield
