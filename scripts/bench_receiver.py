@@ -6,9 +6,10 @@ measured in the same run as the upload service (scripts/bench_ingest.py starts i
 A plain process, standard library only (no HTTP, no framework, no database, none of the
 platform's modules in its heap): it takes CONNECTIONS connections, each carrying chunks of
 at most CHUNK bytes as a 16-byte header (offset, length) and the bytes. Every byte is received
-straight into a page-aligned buffer, fed to one sha256 for the whole file (the platform checks
-the file's sha256), written at its offset past the page cache (O_DIRECT, as the service writes
-chunks) and fdatasynced before a one-byte answer. It prints its port, then, once every sender
+straight into a page-aligned buffer, fed to one running sha256 (the platform hashes every byte
+of the file once; this one takes the bytes in the order they arrive, which costs the same and is
+not the file's digest), written at its offset past the page cache (O_DIRECT, as the service
+writes chunks) and fdatasynced before a one-byte answer. It prints its port, then, once every sender
 has hung up, its user and system CPU seconds.
 """
 
@@ -39,7 +40,7 @@ def serve(conn: socket.socket, chunk: int, direct: int, plain: int, digest, lock
                 if not read:
                     raise SystemExit("the sender hung up inside a chunk")
                 got += read
-            with lock:  # one running digest, as the platform keeps one per file
+            with lock:  # one running digest, as the platform keeps one per file (arrival order)
                 digest.update(view[:length])
             aligned = length - length % mmap.PAGESIZE
             if aligned:

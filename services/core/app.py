@@ -40,7 +40,9 @@ async def database_lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-def _on_the_event_loop(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]]) -> Any:
+def _on_the_event_loop(
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]],
+) -> Callable[[FastAPI], AbstractAsyncContextManager[Any]]:
     """`lifespan`, after telling sniffio that this thread, the event loop's, runs asyncio.
 
     anyio asks sniffio which library runs for every thread hop, capacity limiter and run
