@@ -360,7 +360,7 @@ def test_a_patch_cut_off_mid_body_keeps_the_bytes_that_arrived(platform, client,
     assert video["filename"] == f"cut via {door}.mp4"
 
 
-def test_a_second_writer_is_locked_out_while_a_patch_runs(client, platform):
+def test_a_second_writer_waits_for_the_first_and_is_locked_out_when_it_stalls(client, platform):
     # Straight to the service: the gateway relays an answer only once the body is sent, and
     # a refused first writer must be seen here to be started again.
     service = platform.service_url("upload")
@@ -376,10 +376,19 @@ def test_a_second_writer_is_locked_out_while_a_patch_runs(client, platform):
         return response if response.status_code == 423 else None
 
     try:
+        # Stalled for longer than TUS_LOCK_WAIT_SECONDS, the first writer locks the second out.
         locked = eventually(second_is_locked_out, "a second PATCH meets the lock")
         assert locked.json()["error"] == "upload_locked"
-        writers[-1].sendall(b"a" * 60)
-        assert status_line(writers[-1]).split()[1] == "204"
+        # One that finishes within the wait lets a waiting PATCH in, as a client retrying
+        # right after a dropped connection meets it: no 423 to retry.
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(patch, client, url, 100, b"")
+            time.sleep(0.5)  # ordering only: the second PATCH is waiting for the lock
+            writers[-1].sendall(b"a" * 60)
+            assert status_line(writers[-1]).split()[1] == "204"
+            second = waiting.result()
+        assert second.status_code == 204, second.text
+        assert second.headers["upload-offset"] == "100"
     finally:
         for writer in writers:
             writer.close()

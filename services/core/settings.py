@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     upload_expiry_seconds: float = Field(
         24 * 3600, description="An upload with no chunk for this long is removed with its files"
     )
+    tus_lock_wait_seconds: float = Field(
+        3.0,
+        ge=0,
+        le=60,
+        description="How long a tus PATCH waits for the upload's previous writer to finish "
+        "(a client retrying right after a dropped connection) before answering 423",
+    )
     sweep_interval_seconds: float = Field(
         3600, description="How often the upload service looks for abandoned uploads"
     )

@@ -10,8 +10,8 @@ A tus upload is an upload like the chunked ones: its id is the video's id, its b
 - Each PATCH's bytes are one `UploadChunk` row (size, digest): the chunk report and
   `complete_upload` see a tus upload as a run of received chunks.
 - One writer at a time: an exclusive, non-blocking flock on the source file. A second
-  writer gets 423 Locked (tus clients retry it); the abandoned-upload sweep skips a locked
-  upload (`busy`).
+  writer gets 423 Locked (tus clients retry it; the PATCH route first waits a bounded while,
+  TUS_LOCK_WAIT_SECONDS); the abandoned-upload sweep skips a locked upload (`busy`).
 - Expiry is the chunked uploads' idle expiry: `Upload-Expires` is the last write plus
   UPLOAD_EXPIRY_SECONDS, after which the sweep may remove the upload (410 until it does).
 - Concatenation: partial uploads never become videos. A final upload copies its finished

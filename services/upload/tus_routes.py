@@ -5,6 +5,8 @@ Every answer carries `Tus-Resumable`; errors keep the platform's JSON shape
 blocks, off the event loop; a client that goes away mid-body keeps what arrived.
 """
 
+import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -29,6 +31,8 @@ from services.upload.direct_routes import (
 )
 
 BLOCK = 1024 * 1024
+# A PATCH that meets the lock tries again after this, doubling up to the most.
+LOCK_POLL_FIRST, LOCK_POLL_MOST = 0.02, 0.25
 # A body's bytes are the upload's: no more than the largest upload. Each PATCH is checked
 # against what is left of its upload by the protocol (tus.start_patch, PatchWriter).
 UPLOAD_BODY = streamed_body(
@@ -179,7 +183,7 @@ async def _write_body(
     length: str | None,
     checksum: str | None,
 ) -> tus.PatchResult:
-    writer = await run_in_threadpool(
+    start = partial(
         tus.start_patch,
         settings,
         storage,
@@ -190,6 +194,20 @@ async def _write_body(
         content_type=request.headers.get("content-type"),
         content_length=_content_length(request),
     )
+    # A client that lost its connection retries at once, while the server may still be making
+    # the cut PATCH's bytes count (fdatasync, the offset, a part to object storage). Like tusd's
+    # lock timeout, wait a bounded while for that writer, on the event loop, not in a thread.
+    deadline = time.monotonic() + settings.tus_lock_wait_seconds
+    pause = LOCK_POLL_FIRST
+    while True:
+        try:
+            writer = await run_in_threadpool(start)
+            break
+        except tus.UploadLocked:
+            if time.monotonic() + pause > deadline:
+                raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, LOCK_POLL_MOST)
     return await _receive(request, writer)
 
 
