@@ -9,6 +9,7 @@ them running, stop them all on Ctrl-C / SIGTERM leaving no process behind.
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -99,6 +100,12 @@ def server_argv(name: str, app: str, settings: Settings, log_config: str) -> lis
         return [
             *(sys.executable, "-m", "granian", "--interface", "asgi", *common),
             *("--workers", str(GRANIAN_WORKERS), "--workers-kill-timeout", str(GRACEFUL_SECONDS)),
+            # granian holds at most `backpressure` connections a worker, idle keep-alive ones
+            # included, and by default that is its backlog (1024) over its workers: past 512
+            # a worker, every further viewer waited in the backlog for a connection to close
+            # (800 viewers: segment p99 4.4-5.5 s; SERVE_CONNECTIONS 4096: 22-33 ms, nginx's).
+            *("--backlog", str(settings.serve_connections)),
+            *("--backpressure", str(settings.serve_connections)),
             # HTTP/1.1 only (no browser speaks cleartext HTTP/2; detecting it costs every
             # request), and no websockets here.
             *("--http", "1", "--no-ws", app),
@@ -195,6 +202,18 @@ def prepare(settings: Settings) -> None:
         print(f"[launcher] admin token: see {token_path(settings)}", flush=True)
 
 
+def allow_open_files(settings: Settings) -> None:
+    """Raise this process's soft limit on open files towards its hard one, for the servers it
+    starts: each process of the streaming service and the gateway may hold SERVE_CONNECTIONS
+    sockets, past the 1024 many systems give a process by default."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = settings.serve_connections + 1024  # its files, the database, the services
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def main() -> int:
     """Run the platform in the foreground (`--wait N`: only wait N s for it to be healthy;
     `--init`: only prepare the database and the admin token, as compose's `migrate` does)."""
@@ -207,6 +226,7 @@ def main() -> int:
     prepare(settings)
     if sys.argv[1:] == ["--init"]:
         return 0
+    allow_open_files(settings)
     # The schema is current: the services it starts need not each look again (a restarted
     # one neither: only a newer launcher brings newer migrations).
     os.environ["MIGRATE_ON_START"] = "false"

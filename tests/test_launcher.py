@@ -1,12 +1,15 @@
 """Running the platform: restarts resume jobs, kill -9 is survived, stopping leaves nothing."""
 
 import os
+import resource
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -162,3 +165,31 @@ def test_init_only_migrates_and_makes_the_admin_token(tmp_path):
     assert (tmp_path / "videos.db").stat().st_size > 0
     with sqlite3.connect(tmp_path / "videos.db") as db:
         assert db.execute("SELECT version_num FROM alembic_version").fetchone()
+
+
+# More than granian's own default lets in (its backlog, 1024, over its workers): with it, the
+# connection after those waited in the backlog, unanswered, until one of them closed.
+IDLE_VIEWERS = 1100
+
+
+@pytest.mark.parametrize("service", ["gateway", "streaming"])
+def test_a_file_server_answers_while_many_idle_connections_stay_open(platform, service):
+    """Players keep a connection open between segments: a crowd of them, idle, must not keep
+    the next viewer out."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < IDLE_VIEWERS + 512:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(IDLE_VIEWERS + 512, hard), hard))
+    base = platform.url if service == "gateway" else platform.service_url(service)
+    parts = urlsplit(base)
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(IDLE_VIEWERS):
+            idle.append(socket.create_connection((parts.hostname, parts.port), timeout=10))
+        answer = httpx.get(f"{base}/health", timeout=10)
+        assert answer.status_code == 200, answer.text
+        # The last one opened was accepted too: it is answered on its own connection.
+        idle[-1].sendall(f"GET /health HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
+        assert idle[-1].recv(64).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in idle:
+            sock.close()

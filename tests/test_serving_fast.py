@@ -537,6 +537,9 @@ def test_file_services_run_under_granian_the_others_under_uvicorn():
     }
     assert "--no-access-log" in argv["upload"]
     assert argv["streaming"][argv["streaming"].index("--port") + 1] == str(settings.streaming_port)
+    for name in ("streaming", "gateway"):
+        for option in ("--backlog", "--backpressure"):
+            assert argv[name][argv[name].index(option) + 1] == str(settings.serve_connections)
 
 
 def _group(pgid: int) -> list[int]:

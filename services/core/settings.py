@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     metadata_port: int = Field(8003, description="Port of the metadata service")
     streaming_port: int = Field(8004, description="Port of the streaming service")
     admin_port: int = Field(8005, description="Port of the admin service")
+    serve_connections: int = Field(
+        4096,
+        ge=128,
+        le=65536,
+        description="Connections each process of the streaming service and the gateway holds "
+        "open at once (players keep theirs alive between segments); more wait in the listen "
+        "backlog, of the same length",
+    )
     upload_url: str = Field("", description="Base URL of the upload service; empty = host:port")
     transcoding_url: str = Field("", description="Base URL of the transcoding service")
     metadata_url: str = Field("", description="Base URL of the metadata service")
