@@ -193,3 +193,23 @@ def test_a_file_server_answers_while_many_idle_connections_stay_open(platform, s
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_the_launcher_raises_a_low_open_file_limit_for_the_connections_it_serves():
+    """A system's usual soft limit (1024 files) is under one file server's SERVE_CONNECTIONS:
+    the launcher raises it, within the hard limit, for the servers it starts."""
+    code = (
+        "import resource\n"
+        "from services.core.settings import Settings\n"
+        "from services.launcher import allow_open_files\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "allow_open_files(Settings(serve_connections=2048))\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    soft, hard = int(out[0]), int(out[1])
+    wanted = 2048 + 1024
+    assert soft == (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard))
