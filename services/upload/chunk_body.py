@@ -24,7 +24,6 @@ still sending makes most clients see a reset instead of the answer.
 """
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from functools import partial
 from tempfile import SpooledTemporaryFile
@@ -38,6 +37,7 @@ from starlette.requests import ClientDisconnect, Request
 from services.core.errors import AppError, InvalidInput, TooLarge
 from services.core.settings import Settings
 from services.core.storage import Storage
+from services.core.tasks import while_busy
 from services.upload import digests, direct, uploads
 from services.upload.chunkfile import Buffer
 
@@ -207,7 +207,6 @@ async def _open(
     sha256: str | None,
 ) -> uploads.ChunkIntake | None:
     """open_chunk in a worker thread; a busy chunk is waited for here, holding no thread."""
-    deadline = time.monotonic() + uploads.LOCK_WAIT_SECONDS
     opener = partial(
         uploads.open_chunk,
         settings,
@@ -217,13 +216,9 @@ async def _open(
         size=size,
         sha256=sha256,
     )
-    while True:
-        try:
-            return await to_thread.run_sync(opener)
-        except uploads.ChunkBusy:
-            if time.monotonic() >= deadline:
-                raise
-        await asyncio.sleep(uploads.LOCK_POLL_SECONDS)
+    return await while_busy(
+        opener, uploads.ChunkBusy, wait=uploads.LOCK_WAIT_SECONDS, pause=uploads.LOCK_POLL_SECONDS
+    )
 
 
 async def _batches(pieces: AsyncIterator[Buffer]) -> AsyncIterator[list[Buffer]]:

@@ -5,8 +5,6 @@ Every answer carries `Tus-Resumable`; errors keep the platform's JSON shape
 blocks, off the event loop; a client that goes away mid-body keeps what arrived.
 """
 
-import asyncio
-import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -22,6 +20,7 @@ from starlette.requests import ClientDisconnect
 from services.core.bodies import streamed_body
 from services.core.deps import SettingsDep, StorageDep
 from services.core.errors import AppError, ErrorBody, InvalidInput, error_body
+from services.core.tasks import while_busy
 from services.upload import direct, tus
 from services.upload.direct_routes import (
     UploadAccess,
@@ -197,17 +196,13 @@ async def _write_body(
     # A client that lost its connection retries at once, while the server may still be making
     # the cut PATCH's bytes count (fdatasync, the offset, a part to object storage). Like tusd's
     # lock timeout, wait a bounded while for that writer, on the event loop, not in a thread.
-    deadline = time.monotonic() + settings.tus_lock_wait_seconds
-    pause = LOCK_POLL_FIRST
-    while True:
-        try:
-            writer = await run_in_threadpool(start)
-            break
-        except tus.UploadLocked:
-            if time.monotonic() + pause > deadline:
-                raise
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, LOCK_POLL_MOST)
+    writer = await while_busy(
+        start,
+        tus.UploadLocked,
+        wait=settings.tus_lock_wait_seconds,
+        pause=LOCK_POLL_FIRST,
+        most=LOCK_POLL_MOST,
+    )
     return await _receive(request, writer)
 
 
