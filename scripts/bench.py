@@ -433,12 +433,10 @@ def bench_ladder(work: Path) -> None:
     row("complete->ok, 2 video workers (s)", two, baseline, f"{baseline / two:.2f}x")
     ours = work / "storage" / "hls" / video_id
     rungs = plan_ladder(1920, 1080)
-    per_rung = ladders_ssim_frames(
+    frames = ladders_ssim_frames(
         [(r, [ours / r.name, work / "reference" / r.name]) for r in rungs], source
     )
-    frames = [each for pair in per_rung for each in pair]
-    for index, rung in enumerate(rungs):
-        mine, theirs = frames[2 * index], frames[2 * index + 1]
+    for rung, (mine, theirs) in zip(rungs, frames, strict=True):
         a, b = statistics.fmean(mine), statistics.fmean(theirs)
         row(f"SSIM {rung.name} (platform vs reference)", a, b, f"{a - b:+.4f}")
     opening_ssim(rungs, frames)
@@ -505,15 +503,14 @@ def floor_ladder(source: Path, out: Path) -> tuple[float, float]:
     return time.monotonic() - started, cpu
 
 
-def opening_ssim(rungs: list[Rendition], frames: list[list[float]]) -> None:
+def opening_ssim(rungs: list[Rendition], frames: list[list[list[float]]]) -> None:
     """Each rung's SSIM over the opening segment beside its SSIM over the rest, for the
     platform (goal: the opening at most 0.01 below) and, on the same frames, for the
     reference's continuous encode (how much of a gap the content itself makes). `frames`:
-    per-frame SSIM, the platform's and the reference's for each rung in turn."""
+    per rung, the platform's and the reference's per-frame SSIM."""
     opening = Settings().opening_seconds
     count = round(opening * SOURCE_FPS)
-    for index, rung in enumerate(rungs):
-        mine, theirs = frames[2 * index], frames[2 * index + 1]
+    for rung, (mine, theirs) in zip(rungs, frames, strict=True):
         head, rest = statistics.fmean(mine[:count]), statistics.fmean(mine[count:])
         ref_head, ref_rest = statistics.fmean(theirs[:count]), statistics.fmean(theirs[count:])
         row(f"SSIM {rung.name} opening {opening:g} s vs rest", head, rest, f"{head - rest:+.4f}")
