@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from services.core.settings import Settings
+from services.launcher import allow_open_files
 from tests.harness import ROOT, Platform, ffmpeg_pids, free_ports, upload, wait_status
 
 CHUNK = 1024 * 1024
@@ -176,9 +178,7 @@ IDLE_VIEWERS = 1100
 def test_a_file_server_answers_while_many_idle_connections_stay_open(platform, service):
     """Players keep a connection open between segments: a crowd of them, idle, must not keep
     the next viewer out."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < IDLE_VIEWERS + 512:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(IDLE_VIEWERS + 512, hard), hard))
+    allow_open_files(Settings(serve_connections=IDLE_VIEWERS))  # this test holds as many
     base = platform.url if service == "gateway" else platform.service_url(service)
     parts = urlsplit(base)
     idle: list[socket.socket] = []
