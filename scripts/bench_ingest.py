@@ -21,8 +21,7 @@ machine is shared and noisy; the baseline copies are timed the same way in the s
 A second baseline is the least a receiver of this design can spend: `bench_receiver.py`, a
 process of the standard library alone that takes the same chunks over the same loopback (no
 HTTP), feeds every byte to one running sha256, writes them past the page cache and
-fdatasyncs each. The
-upload service's CPU per GiB is printed against its own in the same run.
+fdatasyncs each. The upload service's CPU per GiB is printed against its own in the same run.
 """
 
 import argparse

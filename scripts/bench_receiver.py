@@ -9,8 +9,8 @@ at most CHUNK bytes as a 16-byte header (offset, length) and the bytes. Every by
 straight into a page-aligned buffer, fed to one running sha256 (the platform hashes every byte
 of the file once; this one takes the bytes in the order they arrive, which costs the same and is
 not the file's digest), written at its offset past the page cache (O_DIRECT, as the service
-writes chunks) and fdatasynced before a one-byte answer. It prints its port, then, once every sender
-has hung up, its user and system CPU seconds.
+writes chunks) and fdatasynced before a one-byte answer. It prints its port, then, once every
+sender has hung up, its user and system CPU seconds.
 """
 
 import hashlib
