@@ -221,17 +221,18 @@ async def _open(
     )
 
 
-async def _batches(pieces: AsyncIterator[Buffer]) -> AsyncIterator[list[Buffer]]:
-    """The pieces grouped into batches of about FLUSH_BYTES (the last may be empty)."""
+async def _batches(pieces: AsyncIterator[Buffer]) -> AsyncIterator[tuple[list[Buffer], bool]]:
+    """The pieces grouped into batches of about FLUSH_BYTES, each with whether it is the last
+    (the last may be empty; no other is)."""
     batch: list[Buffer] = []
     size = 0
     async for piece in pieces:
         batch.append(piece)
         size += len(piece)
         if size >= FLUSH_BYTES or len(batch) >= FLUSH_PIECES:
-            yield batch
+            yield batch, False
             batch, size = [], 0
-    yield batch
+    yield batch, True
 
 
 async def _pump(
@@ -240,24 +241,24 @@ async def _pump(
     """Feed the chunk's bytes to `intake` as they arrive, then finish it.
 
     Writes run in a worker thread, one batch at a time and in order, while the next batch is
-    being received: the socket keeps flowing instead of pausing for every write.
+    being received: the socket keeps flowing instead of pausing for every write. The last
+    batch goes with `finish`, in one trip to a worker thread (a chunk of one batch takes two
+    trips in all, `_open`'s and this one).
     """
     writing: asyncio.Future[None] | None = None
     try:
-        async for batch in _batches(pieces):
+        async for batch, last in _batches(pieces):
             if writing is not None:
                 await writing
                 writing = None
-            if batch:
-                writing = asyncio.ensure_future(to_thread.run_sync(intake.feed, batch))
-        if writing is not None:
-            await writing
-            writing = None
+            if last:
+                return await to_thread.run_sync(intake.finish, announced, batch)
+            writing = asyncio.ensure_future(to_thread.run_sync(intake.feed, batch))
     finally:
         if writing is not None:
             # Something failed while a write was running: let it end before the file closes.
             await asyncio.gather(writing, return_exceptions=True)
-    return await to_thread.run_sync(intake.finish, announced)
+    raise AssertionError("_batches always ends with its last batch")
 
 
 async def _spool_and_store(
@@ -269,7 +270,7 @@ async def _spool_and_store(
     """Collect the chunk in a temporary file, then store it (for when its place is unknown).
     `identity()` gives the upload id, the index and the client's sha256 once the body is in."""
     with SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
-        async for batch in _batches(pieces):
+        async for batch, _ in _batches(pieces):
             await to_thread.run_sync(_write_pieces, spool, batch)
         upload_id, number, sha256 = identity()
         store = partial(
