@@ -36,10 +36,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 
 from services.core import ids
-from services.core.db import session_scope
+from services.core.db import engine, session_scope
 from services.core.errors import (
     AppError,
     Conflict,
@@ -310,8 +310,7 @@ def _expires(settings: Settings, upload: Upload) -> datetime | None:
 def _load(settings: Settings, upload_id: str) -> Upload:
     """The tus upload with this id: 404 when unknown (or a chunked upload), 410 when expired."""
     video_id = ids.video_id(upload_id)
-    with session_scope(settings) as session:
-        upload = session.get(Upload, video_id)
+    upload = uploads.load_upload(settings, video_id)
     if upload is None or upload.tus_offset is None:
         raise NotFound(f"no tus upload {video_id}: create one with POST /files/")
     if upload.tus_concat and upload.tus_concat.startswith(USED):
@@ -652,24 +651,27 @@ class PatchWriter:
         if self.new_length is not None:
             values["total_size"] = self.new_length
         if self.written:
-            values["total_chunks"] = Upload.total_chunks + 1
-        with session_scope(self.settings) as session:
-            moved = session.execute(
-                update(Upload)
-                .where(Upload.id == self.upload.id, Upload.tus_offset == self.offset)
+            values["total_chunks"] = uploads.UPLOADS.c.total_chunks + 1
+        # Core statements on a plain connection, as the chunk path records its chunks.
+        with engine(self.settings).begin() as connection:
+            moved = connection.execute(
+                update(uploads.UPLOADS)
+                .where(
+                    uploads.UPLOADS.c.id == self.upload.id,
+                    uploads.UPLOADS.c.tus_offset == self.offset,
+                )
                 .values(**values)
             )
-            if moved.rowcount != 1:  # type: ignore[attr-defined]
+            if moved.rowcount != 1:
                 raise NotFound(f"upload {self.upload.id} was removed while this PATCH ran")
             if self.written:
-                session.add(
-                    UploadChunk(
-                        upload_id=self.upload.id,
-                        index=self.upload.total_chunks,
-                        size=self.written,
-                        digest=digests.stored(digests.FAST, self.digest.hexdigest()),
-                    )
-                )
+                row = {
+                    "upload_id": self.upload.id,
+                    "index": self.upload.total_chunks,
+                    "size": self.written,
+                    "digest": digests.stored(digests.FAST, self.digest.hexdigest()),
+                }
+                connection.execute(insert(uploads.CHUNKS), row)
         BYTES_UPLOADED.inc(self.written)
         if self.written:
             # Hashed already (`fed`), or now, in the background: at the last byte `complete`

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import Table, and_, bindparam, insert, select, update
+from sqlalchemy import RowMapping, Table, and_, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from services.core import events, ids, jobs
 from services.core.db import engine, session_scope
@@ -598,10 +598,12 @@ def _lock_chunk(storage: Storage, video_id: str, index: int, wait_seconds: float
         time.sleep(LOCK_POLL_SECONDS)
 
 
-# The chunk path's statements, built once, on the tables and a plain connection: a chunk's
-# request reads its upload and chunk row in one query and records the chunk in two statements.
-# Through the ORM (two Session.get, a Session per transaction, statements built per call) the
-# same work cost about twice the CPU (`_upload_and_chunk`, `_record`).
+# The statements a chunk's request or a tus request runs, built once, on the tables and a
+# plain connection: a chunk's request reads its upload and chunk row in one query and records
+# the chunk in two statements; a tus request reads its upload in one. Through the ORM (a
+# Session.get each, a Session per transaction, statements built per call) the same work cost
+# about twice the CPU.
+_UPLOAD = select(UPLOADS).where(UPLOADS.c.id == bindparam("id"))
 _UPLOAD_AND_CHUNK = (
     select(UPLOADS, CHUNKS.c.size.label("chunk_bytes"), CHUNKS.c.digest.label("chunk_digest"))
     .outerjoin(
@@ -617,17 +619,30 @@ _TOUCH_UPLOAD = (
 _UPLOAD_COLUMNS = tuple(column.key for column in UPLOADS.columns)
 
 
+def _detached(row: RowMapping) -> Upload:
+    """An Upload made from its row, detached as a closed session leaves what it loaded."""
+    upload = Upload(**{key: row[key] for key in _UPLOAD_COLUMNS})
+    make_transient_to_detached(upload)
+    return upload
+
+
+def load_upload(settings: Settings, video_id: str) -> Upload | None:
+    """The upload `video_id` (a normalised id), detached; None when there is none."""
+    with engine(settings).connect() as connection:
+        row = connection.execute(_UPLOAD, {"id": video_id}).first()
+    return None if row is None else _detached(row._mapping)
+
+
 def _upload_and_chunk(
     settings: Settings, video_id: str, index: int
 ) -> tuple[Upload, UploadChunk | None]:
     """The upload (NotFound if there is none) and its chunk `index`'s row, if recorded: both
-    detached, as a session closed with expire_on_commit=False leaves them."""
+    detached."""
     with engine(settings).connect() as connection:
         row = connection.execute(_UPLOAD_AND_CHUNK, {"id": video_id, "index": index}).first()
     if row is None:
         raise NotFound(f"no upload {video_id}: call /upload/init first")
     fields = row._mapping
-    upload = Upload(**{key: fields[key] for key in _UPLOAD_COLUMNS})
     existing = None
     if fields["chunk_digest"] is not None:
         existing = UploadChunk(
@@ -636,7 +651,8 @@ def _upload_and_chunk(
             size=fields["chunk_bytes"],
             digest=fields["chunk_digest"],
         )
-    return upload, existing
+        make_transient_to_detached(existing)
+    return _detached(fields), existing
 
 
 def _prepare(
