@@ -617,6 +617,7 @@ _TOUCH_UPLOAD = (
     update(UPLOADS).where(UPLOADS.c.id == bindparam("upload")).values(updated_at=bindparam("now"))
 )
 _UPLOAD_COLUMNS = tuple(column.key for column in UPLOADS.columns)
+INDEX_COLUMN_MAX = 2**31 - 1  # upload_chunks.index is an INTEGER
 
 
 def _detached(row: RowMapping) -> Upload:
@@ -665,7 +666,10 @@ def _prepare(
     sha256: str | None,
 ) -> ChunkIntake | None:
     """Check the chunk against its upload (the caller holds the chunk's lock)."""
-    upload, existing = _upload_and_chunk(settings, video_id, index)
+    # Read with the index clamped to what the database's 32-bit column holds: PostgreSQL
+    # refuses to compare the column with a larger number (the route takes up to 2**31), and
+    # an index past it is out of range for every upload, as the check below says.
+    upload, existing = _upload_and_chunk(settings, video_id, min(index, INDEX_COLUMN_MAX))
     last = upload.total_chunks - 1
     if not 0 <= index <= last:
         raise InvalidInput(f"index {index} is out of range: this upload has chunks 0..{last}")
