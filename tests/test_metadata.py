@@ -3,6 +3,7 @@
 import asyncio
 
 import httpx
+import pytest
 
 from tests.harness import upload
 
@@ -58,6 +59,25 @@ def test_invalid_record_fields_are_422_with_the_field_named(client):
     response = client.post("/videos", json={"filename": "x.mp4", "width": -5})
     assert response.status_code == 422
     assert "width" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("filename", "nul\x00.mp4"), ("filename", "two\nlines.mp4"), ("video_codec", "h264\x00")],
+)
+def test_text_a_database_cannot_keep_as_a_label_is_422_and_changes_nothing(client, field, value):
+    # PostgreSQL's text cannot hold NUL: stored as it came, it was a 500 there (found by
+    # tests/test_fuzz.py), and a label with a line break breaks the lines it is shown on.
+    created = client.post("/videos", json={"filename": "kept.mp4", "video_codec": "h264"})
+    assert created.status_code == 201, created.text
+    video_id = created.json()["id"]
+    refused = client.post("/videos", json={"filename": "x.mp4", field: value})
+    assert refused.status_code == 422, refused.text
+    assert field in refused.json()["detail"] and "control characters" in refused.json()["detail"]
+    changed = client.put(f"/videos/{video_id}", json={field: value})
+    assert changed.status_code == 422, changed.text
+    record = client.get(f"/videos/{video_id}").json()
+    assert (record["filename"], record["video_codec"]) == ("kept.mp4", "h264")
 
 
 def test_stop_stopped_resume_flags(client, clips):

@@ -1,14 +1,32 @@
 """Response and request models shared by the services (what `/docs` shows)."""
 
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from services.core.models import Job, Video, as_utc
 from services.core.redact import public_text
 
 JobState = Literal["queued", "running", "stopped", "ok", "failed"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(text: str) -> str:
+    """A label as a request may set it: no control characters. (PostgreSQL's text cannot
+    hold NUL at all: stored, it was a 500; the other ones break the lines a label is shown
+    on. Uploaded names lose them the same way: `uploads.clean_filename`.)"""
+    if found := _CONTROL.search(text):
+        raise ValueError(
+            f"must be one line of text, without control characters ({found.group()!r} found)"
+        )
+    return text
+
+
+# Text a client sets and the database keeps: a name, a codec's name.
+OneLine = Annotated[str, AfterValidator(_one_line)]
 
 
 def _public(error: str | None) -> str | None:

@@ -11,7 +11,7 @@ from services.core.deps import SessionDep, SettingsDep
 from services.core.errors import Conflict
 from services.core.jobs import transcode_status
 from services.core.models import Status, Video
-from services.core.schemas import Deleted, TranscodeStatus, VideoOut
+from services.core.schemas import Deleted, OneLine, TranscodeStatus, VideoOut
 from services.core.videos import delete_everywhere, get_video, list_videos
 
 router = APIRouter(tags=["metadata"])
@@ -20,20 +20,20 @@ router = APIRouter(tags=["metadata"])
 class VideoFields(BaseModel):
     """Descriptive fields a client may set; status and renditions belong to the job."""
 
-    filename: str | None = Field(None, min_length=1, max_length=255)
+    filename: OneLine | None = Field(None, min_length=1, max_length=255)
     size: int | None = Field(None, ge=0, le=2**62)
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     duration: float | None = Field(None, ge=0)
     width: int | None = Field(None, ge=1, le=16384)
     height: int | None = Field(None, ge=1, le=16384)
     fps: float | None = Field(None, gt=0, le=1000)
-    video_codec: str | None = Field(None, max_length=32)
-    audio_codec: str | None = Field(None, max_length=32)
+    video_codec: OneLine | None = Field(None, max_length=32)
+    audio_codec: OneLine | None = Field(None, max_length=32)
 
 
 class VideoCreate(VideoFields):
     id: str | None = Field(None, pattern=r"^[0-9a-f]{32}$", description="Omit to get a new id")
-    filename: str = Field(min_length=1, max_length=255)
+    filename: OneLine = Field(min_length=1, max_length=255)
 
 
 class Stopped(BaseModel):
