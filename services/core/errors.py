@@ -161,4 +161,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body("internal", "internal error; see the service log"), 500)
+        # The server closes the connection once this answer is out (Starlette raises the
+        # error again after it, and uvicorn then closes): said in the answer, the gateway's
+        # pool drops the connection instead of sending the next request down it, which for
+        # a request with a body (not sent twice) was a 502.
+        return JSONResponse(
+            error_body("internal", "internal error; see the service log"),
+            500,
+            headers={"Connection": "close"},
+        )
