@@ -59,6 +59,14 @@ def test_invalid_record_fields_are_422_with_the_field_named(client):
     response = client.post("/videos", json={"filename": "x.mp4", "width": -5})
     assert response.status_code == 422
     assert "width" in response.json()["detail"]
+    # JSON as Python reads it takes Infinity and 1e400 (infinite too): no duration is.
+    for duration in (b"Infinity", b"1e400"):
+        body = b'{"filename": "x.mp4", "duration": ' + duration + b"}"
+        response = client.post(
+            "/videos", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, (duration, response.text)
+        assert "duration" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ class VideoFields(BaseModel):
     filename: OneLine | None = Field(None, min_length=1, max_length=255)
     size: int | None = Field(None, ge=0, le=2**62)
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
-    duration: float | None = Field(None, ge=0)
+    duration: float | None = Field(None, ge=0, allow_inf_nan=False)
     width: int | None = Field(None, ge=1, le=16384)
     height: int | None = Field(None, ge=1, le=16384)
     fps: float | None = Field(None, gt=0, le=1000)
