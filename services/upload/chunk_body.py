@@ -252,13 +252,13 @@ async def _pump(
                 await writing
                 writing = None
             if last:
-                return await to_thread.run_sync(intake.finish, announced, batch)
+                break
             writing = asyncio.ensure_future(to_thread.run_sync(intake.feed, batch))
     finally:
         if writing is not None:
             # Something failed while a write was running: let it end before the file closes.
             await asyncio.gather(writing, return_exceptions=True)
-    raise AssertionError("_batches always ends with its last batch")
+    return await to_thread.run_sync(intake.finish, announced, batch)
 
 
 async def _spool_and_store(
