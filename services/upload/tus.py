@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 
 from services.core import ids
 from services.core.db import engine, session_scope
@@ -671,7 +671,7 @@ class PatchWriter:
                     "size": self.written,
                     "digest": digests.stored(digests.FAST, self.digest.hexdigest()),
                 }
-                connection.execute(insert(uploads.CHUNKS), row)
+                connection.execute(uploads.INSERT_CHUNK, row)
         BYTES_UPLOADED.inc(self.written)
         if self.written:
             # Hashed already (`fed`), or now, in the background: at the last byte `complete`

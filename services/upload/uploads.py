@@ -612,7 +612,7 @@ _UPLOAD_AND_CHUNK = (
     )
     .where(UPLOADS.c.id == bindparam("id"))
 )
-_INSERT_CHUNK = insert(CHUNKS)
+INSERT_CHUNK = insert(CHUNKS)  # also the tus PATCH's (tus.py)
 _TOUCH_UPLOAD = (
     update(UPLOADS).where(UPLOADS.c.id == bindparam("upload")).values(updated_at=bindparam("now"))
 )
@@ -688,7 +688,7 @@ def _record(
     try:
         with engine(settings).begin() as connection:
             connection.execute(
-                _INSERT_CHUNK,
+                INSERT_CHUNK,
                 {"upload_id": upload_id, "index": index, "size": size, "digest": digest},
             )
             # The abandoned-upload sweep measures idleness from the last chunk.
